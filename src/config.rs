@@ -1,0 +1,317 @@
+//! Settings from the environment (API.md "Configuration"), checked once at
+//! start-up: a bad value stops the process with a message naming the variable.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Every variable the service reads, with its default and meaning; `--help`
+/// prints this table and `.env.example` mirrors it.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "-", "Postgres URL (required)"),
+    ("APP_PORT", "8010", "listen port"),
+    (
+        "DAPR_HTTP_ENDPOINT",
+        "http://localhost:3500",
+        "sidecar HTTP endpoint",
+    ),
+    (
+        "DAPR_API_TOKEN",
+        "-",
+        "token the service sends to the sidecar",
+    ),
+    (
+        "APP_API_TOKEN",
+        "-",
+        "token the sidecar sends to the service (unset: every protected route answers 403)",
+    ),
+    (
+        "SERVICE_INVOKE_TIMEOUT",
+        "30",
+        "seconds per invocation attempt",
+    ),
+    ("SERVICE_INVOKE_MAX_RETRIES", "3", "attempts per invocation"),
+    (
+        "CIRCUIT_BREAKER_FAILURE_THRESHOLD",
+        "5",
+        "consecutive failures that open a breaker",
+    ),
+    (
+        "CIRCUIT_BREAKER_RECOVERY_TIMEOUT",
+        "30",
+        "seconds before a trial call",
+    ),
+    ("PUBSUB_NAME", "budpubsub", "Dapr pub/sub component"),
+    (
+        "WORKFLOW_EVENTS_TOPIC",
+        "workflow-events",
+        "topic the service subscribes to",
+    ),
+    (
+        "NOTIFY_TOPIC",
+        "-",
+        "budnotify topic for notification steps and notifications",
+    ),
+    (
+        "BUDCLUSTER_APP_ID",
+        "budcluster",
+        "Dapr app id of budcluster",
+    ),
+    (
+        "DAPR_HEALTH_TIMEOUT",
+        "60",
+        "seconds outbound work waits for /v1.0/healthz/outbound before trying anyway",
+    ),
+    ("DATABASE_MAX_CONNECTIONS", "16", "pool size per replica"),
+    (
+        "MAX_CONCURRENT_STEPS",
+        "64",
+        "step handlers in flight per replica (waiting steps hold no slot)",
+    ),
+    (
+        "LEASE_SECONDS",
+        "10",
+        "step lease; renewed every third of it",
+    ),
+    ("MAX_BODY_BYTES", "1048576", "request body limit"),
+    (
+        "EARLY_EVENT_TTL_SECONDS",
+        "600",
+        "how long an unmatched event is kept",
+    ),
+    (
+        "RETENTION_DAYS",
+        "30",
+        "finished executions older than this are deleted",
+    ),
+    (
+        "SHUTDOWN_GRACE_SECONDS",
+        "20",
+        "how long SIGTERM waits for running handlers",
+    ),
+    ("LOG_FORMAT", "pretty", "`json` for production"),
+    (
+        "SWEEP_INTERVAL_MS",
+        "500",
+        "how often timers, leases and retention are checked",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub app_port: u16,
+    pub dapr_http_endpoint: String,
+    pub dapr_api_token: Option<String>,
+    pub app_api_token: Option<String>,
+    pub service_invoke_timeout: Duration,
+    pub service_invoke_max_retries: u32,
+    pub circuit_breaker_failure_threshold: u32,
+    pub circuit_breaker_recovery_timeout: Duration,
+    pub pubsub_name: String,
+    pub workflow_events_topic: String,
+    pub notify_topic: Option<String>,
+    pub budcluster_app_id: String,
+    pub dapr_health_timeout: Duration,
+    pub database_max_connections: u32,
+    pub max_concurrent_steps: usize,
+    pub lease: Duration,
+    pub max_body_bytes: usize,
+    pub early_event_ttl: Duration,
+    pub retention_days: u32,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {problem}")]
+    Invalid { name: &'static str, problem: String },
+    #[error("reading the environment: {0}")]
+    Source(#[from] config::ConfigError),
+}
+
+impl Settings {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let source = config::Config::builder()
+            .add_source(config::Environment::default())
+            .build()?;
+        Self::from_lookup(|name| source.get_string(&name.to_ascii_lowercase()).ok())
+    }
+
+    /// Build settings from any lookup of variable name to value (tests use a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let database_url = env.string("DATABASE_URL").ok_or(ConfigError::Invalid {
+            name: "DATABASE_URL",
+            problem: "is required (e.g. postgres://postgres@127.0.0.1:5432/budpipeline)".into(),
+        })?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(invalid("DATABASE_URL", "must be a postgres:// URL"));
+        }
+        let dapr_http_endpoint = env
+            .string("DAPR_HTTP_ENDPOINT")
+            .unwrap_or_else(|| "http://localhost:3500".into());
+        match reqwest::Url::parse(&dapr_http_endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => {
+                return Err(invalid(
+                    "DAPR_HTTP_ENDPOINT",
+                    "must be an http(s) URL such as http://localhost:3500",
+                ));
+            }
+        }
+        let log_format = match env.string("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("must be `pretty` or `json`, not `{other}`"),
+                ));
+            }
+        };
+        let settings = Self {
+            database_url,
+            app_port: env.parse("APP_PORT", 8010)?,
+            dapr_http_endpoint: dapr_http_endpoint.trim_end_matches('/').to_owned(),
+            dapr_api_token: env.string("DAPR_API_TOKEN"),
+            app_api_token: env.string("APP_API_TOKEN"),
+            service_invoke_timeout: env.seconds("SERVICE_INVOKE_TIMEOUT", 30.0)?,
+            service_invoke_max_retries: env.positive("SERVICE_INVOKE_MAX_RETRIES", 3)?,
+            circuit_breaker_failure_threshold: env
+                .positive("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5)?,
+            circuit_breaker_recovery_timeout: env
+                .seconds("CIRCUIT_BREAKER_RECOVERY_TIMEOUT", 30.0)?,
+            pubsub_name: env
+                .string("PUBSUB_NAME")
+                .unwrap_or_else(|| "budpubsub".into()),
+            workflow_events_topic: env
+                .string("WORKFLOW_EVENTS_TOPIC")
+                .unwrap_or_else(|| "workflow-events".into()),
+            notify_topic: env.string("NOTIFY_TOPIC"),
+            budcluster_app_id: env
+                .string("BUDCLUSTER_APP_ID")
+                .unwrap_or_else(|| "budcluster".into()),
+            dapr_health_timeout: env.seconds("DAPR_HEALTH_TIMEOUT", 60.0)?,
+            database_max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 16)?,
+            max_concurrent_steps: env.positive::<u32>("MAX_CONCURRENT_STEPS", 64)? as usize,
+            lease: env.seconds("LEASE_SECONDS", 10.0)?,
+            max_body_bytes: env.positive::<u32>("MAX_BODY_BYTES", 1_048_576)? as usize,
+            early_event_ttl: env.seconds("EARLY_EVENT_TTL_SECONDS", 600.0)?,
+            retention_days: env.parse("RETENTION_DAYS", 30)?,
+            shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECONDS", 20.0)?,
+            log_format,
+            sweep_interval: Duration::from_millis(
+                env.positive::<u32>("SWEEP_INTERVAL_MS", 500)? as u64
+            ),
+        };
+        if settings.lease < Duration::from_secs(1) {
+            return Err(invalid("LEASE_SECONDS", "must be at least 1"));
+        }
+        Ok(settings)
+    }
+
+    /// The token the service expects from the sidecar; `None` means fail closed.
+    pub fn app_token(&self) -> Option<&str> {
+        self.app_api_token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        problem: problem.into(),
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn string(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.string(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| invalid(name, format!("`{raw}` is not a valid number"))),
+        }
+    }
+
+    fn positive<T: FromStr + PartialOrd + Default>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let value = self.parse(name, default)?;
+        if value <= T::default() {
+            return Err(invalid(name, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn seconds(&self, name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+        let secs: f64 = self.parse(name, default)?;
+        if !secs.is_finite() || secs <= 0.0 {
+            return Err(invalid(name, "must be a positive number of seconds"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = settings(&[("DATABASE_URL", "postgres://localhost/x")]).unwrap();
+        assert_eq!(s.app_port, 8010);
+        assert_eq!(s.service_invoke_max_retries, 3);
+        assert_eq!(s.lease, Duration::from_secs(10));
+        assert_eq!(s.pubsub_name, "budpubsub");
+        assert!(s.app_token().is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("SERVICE_INVOKE_TIMEOUT", "soon"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("SERVICE_INVOKE_TIMEOUT:"),
+            "{err}"
+        );
+        let err = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("DAPR_HTTP_ENDPOINT", "not a url"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().starts_with("DAPR_HTTP_ENDPOINT:"), "{err}");
+        let err = settings(&[]).unwrap_err();
+        assert!(err.to_string().starts_with("DATABASE_URL:"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Workflow definitions: the document ([`model`]), its checks
+//! ([`validate`]), parameter merging ([`params`]) and Jinja templating
+//! ([`template`]).
+
+pub mod model;
+pub mod params;
+pub mod template;
+pub mod validate;
+
+pub use model::{Dag, OnFailure, Parameter, RetryPolicy, Settings, Step};

@@ -1,0 +1,14 @@
+//! budpipeline: a durable DAG workflow engine for Bud Runtime.
+//!
+//! A tour:
+//! - [`config`]: settings from the environment, checked at start-up.
+//! - [`dag`]: the workflow document, its validation and templating.
+//! - [`actions`]: what steps do, behind the `StepHandler` trait.
+//! - [`engine`]: Postgres-backed execution: claims, leases, completions, timers.
+//! - [`dapr`]: the sidecar client (invoke with retry and circuit breaker), budcluster, the outbox publisher.
+//! - [`http`]: the axum API.
+//! - [`startup`]: wires it all into a running service.
+
+pub mod actions;
+pub mod config;
+pub mod dag;
