@@ -1,0 +1,99 @@
+# budpipeline developer entry points.
+#
+#   make run          the service on http://127.0.0.1:$${APP_PORT:-8010} (private Postgres)
+#   make migrate      apply the migrations and exit
+#   make test         cargo test --all-targets against a Postgres (see below)
+#   make lint         cargo fmt --check + clippy -D warnings
+#   make bench        the benchmark (src/bin/bench.rs), release build
+#   make bench-quick  the same, short (`-- --quick`); CI runs this
+#   make pg-stop      stop the private Postgres of this checkout
+#
+# Which Postgres (scripts/dev-postgres.sh decides; DATABASE_URL always wins):
+#   run, migrate        DATABASE_URL, else the private server in target/pgdata on 127.0.0.1:55432
+#                       (started on demand; never the shared server on 5432)
+#   test, bench*        DATABASE_URL, else a server answering on 127.0.0.1:5432 where user
+#                       `postgres` may log in without password and CREATE DATABASE
+#                       (sqlx::test creates one database per test), else the private one.
+#
+# Knobs: CARGO, CARGO_FLAGS (e.g. --locked), TEST_THREADS, APP_PORT, APP_API_TOKEN.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+CARGO_FLAGS ?=
+DEV_PG := ./scripts/dev-postgres.sh
+# One test thread per core (cargo's default, spelled out so it can be overridden:
+# `make test TEST_THREADS=1`). The database tests mostly wait on Postgres, but the
+# engine tests measure leases and timers, which get flaky when the cores are oversubscribed.
+TEST_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
+# Where `make run` keeps its generated development token (target/ is git-ignored).
+DEV_TOKEN_FILE := target/dev-app-api-token
+
+export RUST_BACKTRACE ?= 1
+
+.PHONY: help run migrate test lint fmt bench bench-quick pg-stop pg-status docker
+
+help:
+	@sed -n '1,19p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//; s/\$$\$$/$$/g'
+
+run:
+	@DATABASE_URL="$$($(DEV_PG) run)"; export DATABASE_URL; \
+	generated=; \
+	if [ -z "$${APP_API_TOKEN:-}" ]; then \
+	  if [ ! -s $(DEV_TOKEN_FILE) ]; then \
+	    mkdir -p $(dir $(DEV_TOKEN_FILE)); \
+	    (umask 077; printf 'dev-%s\n' "$$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > $(DEV_TOKEN_FILE)); \
+	  fi; \
+	  APP_API_TOKEN="$$(cat $(DEV_TOKEN_FILE))"; export APP_API_TOKEN; generated=1; \
+	fi; \
+	url="http://127.0.0.1:$${APP_PORT:-8010}"; \
+	if [ -n "$$generated" ]; then shown="$$APP_API_TOKEN"; else shown='$$APP_API_TOKEN'; fi; \
+	echo "budpipeline (dev)"; \
+	echo "  database  $$DATABASE_URL"; \
+	echo "  service   $$url   (GET /health, /ready, /metrics, /openapi.json need no token)"; \
+	if [ -n "$$generated" ]; then \
+	  echo "  token     $$APP_API_TOKEN   (generated, kept in $(DEV_TOKEN_FILE); set APP_API_TOKEN to choose your own)"; \
+	else \
+	  echo "  token     from APP_API_TOKEN in your environment"; \
+	fi; \
+	echo "  try       curl -s -H \"dapr-api-token: $$shown\" $$url/workflows"; \
+	echo; \
+	exec $(CARGO) run $(CARGO_FLAGS) --release -- serve
+
+migrate:
+	@DATABASE_URL="$$($(DEV_PG) run)"; export DATABASE_URL; \
+	echo "migrating $$DATABASE_URL"; \
+	exec $(CARGO) run $(CARGO_FLAGS) --release -- migrate
+
+test:
+	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
+	echo "test database: $$DATABASE_URL (test threads: $(TEST_THREADS))"; \
+	$(CARGO) test $(CARGO_FLAGS) --all-targets -- --test-threads=$(TEST_THREADS)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
+	echo "bench database: $$DATABASE_URL"; \
+	$(CARGO) run $(CARGO_FLAGS) --release --bin bench
+
+bench-quick:
+	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
+	echo "bench database: $$DATABASE_URL"; \
+	$(CARGO) run $(CARGO_FLAGS) --release --bin bench -- --quick
+
+pg-stop:
+	@$(DEV_PG) stop
+
+pg-status:
+	@$(DEV_PG) status
+
+docker:
+	docker build -t budpipeline:dev .
