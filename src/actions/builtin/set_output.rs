@@ -1,0 +1,102 @@
+//! `set_output`: publish an object as the step's outputs, so later steps
+//! (and the DAG's `outputs`) can refer to computed values by name.
+
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value, json};
+
+use super::{CATEGORY, json_type, ready};
+use crate::actions::{
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+};
+
+static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
+    kind: "set_output",
+    name: "Set Output",
+    category: CATEGORY,
+    description: "Set the step's outputs to the given object (templates resolved).",
+    params: vec![
+        ParamSpec::new("outputs", "object", "The outputs to set, by name.").default(json!({})),
+    ],
+    outputs: vec![OutputSpec::new(
+        "*",
+        "json",
+        "Every key of the `outputs` param.",
+    )],
+    waits_for_event: false,
+    default_timeout_seconds: None,
+});
+
+pub struct SetOutput;
+
+impl StepHandler for SetOutput {
+    fn spec(&self) -> &ActionSpec {
+        &SPEC
+    }
+
+    fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
+        match params.get("outputs") {
+            Some(value) if !value.is_object() && !super::is_template(value) => {
+                vec![not_object(value)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
+        ready(match ctx.params.get("outputs") {
+            None => StepOutcome::completed(Map::new()),
+            Some(Value::Object(outputs)) => StepOutcome::completed(outputs.clone()),
+            Some(other) => StepOutcome::permanent(not_object(other)),
+        })
+    }
+}
+
+fn not_object(value: &Value) -> String {
+    format!("outputs must be an object, got {}", json_type(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::builtin::test_util::{completed, ctx, params, permanent};
+
+    #[tokio::test]
+    async fn outputs_are_the_object() {
+        let out = completed(
+            SetOutput
+                .run(ctx(json!({"outputs": {"a": 1, "b": [true]}})))
+                .await,
+        );
+        assert_eq!(Value::Object(out), json!({"a": 1, "b": [true]}));
+    }
+
+    #[tokio::test]
+    async fn defaults_to_no_outputs() {
+        assert!(completed(SetOutput.run(ctx(json!({}))).await).is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_object_fails_permanently() {
+        let err = permanent(SetOutput.run(ctx(json!({"outputs": [1]}))).await);
+        assert_eq!(err, "outputs must be an object, got array");
+    }
+
+    #[test]
+    fn validate_rejects_literal_non_object_only() {
+        assert_eq!(
+            SetOutput.validate(&params(json!({"outputs": 3}))),
+            ["outputs must be an object, got integer"]
+        );
+        assert!(
+            SetOutput
+                .validate(&params(json!({"outputs": "{{ steps.a.outputs }}"})))
+                .is_empty()
+        );
+        assert!(
+            SetOutput
+                .validate(&params(json!({"outputs": {}})))
+                .is_empty()
+        );
+    }
+}
