@@ -10,5 +10,13 @@
 //! - [`startup`]: wires it all into a running service.
 
 pub mod actions;
+pub mod cli;
 pub mod config;
 pub mod dag;
+pub mod dapr;
+pub mod db;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod startup;
+pub mod telemetry;

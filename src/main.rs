@@ -1,1 +1,67 @@
-fn main() {}
+use std::process::ExitCode;
+
+use budpipeline::cli::{self, Command};
+use budpipeline::config::Settings;
+use budpipeline::startup::{Application, shutdown_signal};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}\n\n{}", cli::usage());
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::usage());
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("budpipeline {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Validate(path) => cli::validate_file(&path),
+        Command::Serve | Command::Migrate => {
+            let settings = match Settings::from_env() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            budpipeline::telemetry::init(settings.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async move {
+                if matches!(command, Command::Migrate) {
+                    let pool = budpipeline::db::pool(&settings)?;
+                    budpipeline::db::migrate(&pool).await?;
+                    tracing::info!("migrations applied");
+                    return Ok(());
+                }
+                let app = Application::build(settings).await?;
+                tracing::info!(port = app.port(), "listening");
+                app.run(shutdown_signal()).await?;
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "stopped with an error");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! handlers also map an incoming event to an [`EventAction`].
 
 pub mod builtin;
+pub mod seed;
 
 use std::collections::BTreeMap;
 use std::future::Future;

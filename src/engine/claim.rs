@@ -1,0 +1,142 @@
+//! Claiming ready steps for this replica: `FOR UPDATE SKIP LOCKED` on the
+//! step rows and on their executions (so a claim never races a transition
+//! that holds the execution), under a lease.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::Engine;
+use super::complete::resolve_params;
+use super::model::ClaimedStep;
+use super::outbox::{self, Audience, OutboxEvent};
+use super::transition::insert_outbox;
+
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    execution_id: Uuid,
+    step_id: String,
+    name: String,
+    action: String,
+    attempt: i32,
+    position: i32,
+    timeout_seconds: Option<f64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExecInfo {
+    id: Uuid,
+    workflow_id: Uuid,
+    workflow_version: i32,
+    parameters: Value,
+    callback_topics: Vec<String>,
+    subscriber_ids: Option<String>,
+}
+
+impl Engine {
+    /// Claim up to `limit` ready steps. Each is RUNNING with attempt + 1 and
+    /// this replica's lease when this returns.
+    pub async fn claim(&self, limit: usize) -> Result<Vec<ClaimedStep>, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        let claimed: Vec<Claimed> = sqlx::query_as(
+            "WITH candidate AS (
+                 SELECT execution_id, step_id FROM step_executions
+                 WHERE status = 'PENDING' AND available_at <= now()
+                 ORDER BY available_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), free AS (
+                 SELECT id FROM executions
+                 WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
+                 FOR NO KEY UPDATE SKIP LOCKED
+             )
+             UPDATE step_executions s
+             SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
+                 lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
+                 started_at = now(), awaiting_event = false,
+                 timeout_at = now() + make_interval(secs => s.timeout_seconds)
+             FROM candidate c
+             WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
+               AND c.execution_id IN (SELECT id FROM free)
+             RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position, s.timeout_seconds",
+        )
+        .bind(self.replica_id())
+        .bind(limit as i64)
+        .bind(self.settings().lease.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+        if claimed.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
+        let execs: Vec<ExecInfo> = sqlx::query_as(
+            "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids
+             FROM executions WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let outputs: Vec<(Uuid, String, Value)> = sqlx::query_as(
+            "SELECT execution_id, step_id, outputs FROM step_executions
+             WHERE execution_id = ANY($1) AND outputs IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut contexts: HashMap<Uuid, Map<String, Value>> = HashMap::new();
+        for (execution_id, step_id, out) in outputs {
+            contexts
+                .entry(execution_id)
+                .or_default()
+                .insert(step_id, json!({ "outputs": out }));
+        }
+        let execs: HashMap<Uuid, ExecInfo> = execs.into_iter().map(|e| (e.id, e)).collect();
+        let mut steps = Vec::with_capacity(claimed.len());
+        let mut events: Vec<OutboxEvent> = Vec::new();
+        let notify_topic = self.settings().notify_topic.clone();
+        for c in claimed {
+            let Some(exec) = execs.get(&c.execution_id) else {
+                continue;
+            };
+            let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
+            let params = match &exec.parameters {
+                Value::Object(map) => map.clone(),
+                _ => Map::new(),
+            };
+            let ctx = json!({
+                "params": params,
+                "steps": contexts.get(&c.execution_id).cloned().unwrap_or_default(),
+            });
+            let step_params = &dag.steps[c.position as usize].params;
+            let audience = Audience {
+                topics: &exec.callback_topics,
+                notify_topic: notify_topic.as_deref(),
+                subscriber_ids: exec.subscriber_ids.as_deref().filter(|s| !s.is_empty()),
+            };
+            if !audience.is_empty() {
+                let msg = format!("Step '{}' started", c.name);
+                let content =
+                    outbox::content(&c.name, &msg, "STARTED", json!({ "attempt": c.attempt }));
+                audience.rows(c.execution_id, &c.step_id, content, &mut events);
+            }
+            steps.push(ClaimedStep {
+                execution_id: c.execution_id,
+                step_id: c.step_id,
+                action: c.action,
+                attempt: c.attempt,
+                params: resolve_params(step_params, &ctx),
+                workflow_params: params,
+                timeout: c.timeout_seconds.map(std::time::Duration::from_secs_f64),
+            });
+        }
+        insert_outbox(&mut tx, &events).await?;
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.inner.outbox_wake.notify_one();
+        }
+        Ok(steps)
+    }
+}

@@ -1,0 +1,254 @@
+//! Recording what happened to a step: a handler's outcome, an event's
+//! verdict, a timer. Always inside a [`Locked`] execution.
+
+use chrono::Duration as ChronoDuration;
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Engine;
+use super::advance::{finish_row, template_context};
+use super::model::{ClaimedStep, ExecutionStatus, StepStatus};
+use super::transition::Locked;
+use crate::actions::StepOutcome;
+use crate::dag::template;
+
+/// A step claimed by a transition, with the slot it will run in.
+pub struct Handoff {
+    pub step: ClaimedStep,
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Locked {
+    /// Record a handler's (or a timer's) outcome for row `i`. The caller has
+    /// checked the attempt fence.
+    pub async fn apply_outcome(
+        &mut self,
+        engine: &Engine,
+        i: usize,
+        outcome: StepOutcome,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.now();
+        if self.exec.status != ExecutionStatus::Running {
+            // Cancelled, failed or timed out meanwhile: the result is discarded.
+            let timed_out = self
+                .exec
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(super::sweep::EXECUTION_TIMEOUT));
+            let status = if timed_out {
+                StepStatus::Timeout
+            } else {
+                StepStatus::Cancelled
+            };
+            finish_row(&mut self.rows[i], status, now);
+            return Ok(());
+        }
+        match outcome {
+            StepOutcome::Completed { outputs } => self.complete_step(i, outputs),
+            StepOutcome::Failed {
+                error,
+                retryable,
+                outputs,
+            } => {
+                if !outputs.is_empty() {
+                    self.rows[i].outputs = Some(Value::Object(outputs));
+                }
+                self.fail_step(i, error, retryable, StepStatus::Failed);
+            }
+            StepOutcome::AwaitEvent {
+                external_id,
+                outputs,
+                timeout,
+            } => {
+                self.await_event(engine, i, external_id, outputs, timeout)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn complete_step(&mut self, i: usize, outputs: Map<String, Value>) {
+        let now = self.now();
+        let row = &mut self.rows[i];
+        row.outputs = Some(Value::Object(outputs));
+        row.error = None;
+        row.progress = Some(100.0);
+        finish_row(row, StepStatus::Completed, now);
+    }
+
+    /// A failed attempt: retry later (a due time, not a sleep) while the
+    /// policy allows, else the step ends `status`.
+    pub fn fail_step(&mut self, i: usize, error: String, retryable: bool, status: StepStatus) {
+        let now = self.now();
+        let policy = self.dag.steps[i].effective_retry();
+        let row = &mut self.rows[i];
+        row.failures += 1;
+        row.error = Some(error);
+        if retryable && (row.failures as u32) < policy.max_attempts {
+            let delay = policy.backoff(row.failures as u32);
+            row.status = StepStatus::Pending;
+            row.available_at = Some(now + ChronoDuration::from_std(delay).unwrap_or_default());
+            row.lease_owner = None;
+            row.lease_expires_at = None;
+            row.awaiting_event = false;
+            row.timeout_at = None;
+            row.dirty = true;
+        } else {
+            finish_row(row, status, now);
+        }
+    }
+
+    /// The step now waits for an event correlated by `external_id`.
+    async fn await_event(
+        &mut self,
+        engine: &Engine,
+        i: usize,
+        external_id: String,
+        outputs: Map<String, Value>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.now();
+        // Serialises with /workflow-events on this correlation id, so an
+        // event that arrives while the wait is being recorded is either seen
+        // here as early, or sees this step waiting: never neither.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&external_id)
+            .execute(&mut *self.tx)
+            .await?;
+        let taken: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM step_executions
+                            WHERE external_workflow_id = $1 AND awaiting_event
+                              AND NOT (execution_id = $2 AND step_id = $3))",
+        )
+        .bind(&external_id)
+        .bind(self.exec.id)
+        .bind(&self.rows[i].step_id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        if taken {
+            let error =
+                format!("another step is already waiting on correlation id '{external_id}'");
+            self.fail_step(i, error, false, StepStatus::Failed);
+            return Ok(());
+        }
+        let row = &mut self.rows[i];
+        let seconds = timeout.map(|t| t.as_secs_f64()).or(row.timeout_seconds);
+        row.awaiting_event = true;
+        row.external_workflow_id = Some(external_id.clone());
+        row.outputs = Some(Value::Object(outputs));
+        row.timeout_at = seconds.map(|s| now + ChronoDuration::milliseconds((s * 1000.0) as i64));
+        row.lease_owner = None;
+        row.lease_expires_at = None;
+        row.dirty = true;
+        self.consume_early_events(engine, i, &external_id).await
+    }
+
+    /// Claim steps this transition made ready, for this replica, in the same
+    /// transaction (one commit per step on a chain). `own` is the caller's
+    /// slot, reused for the first one.
+    pub fn claim_locally(
+        &mut self,
+        engine: &Engine,
+        ready: &[usize],
+        own: Option<OwnedSemaphorePermit>,
+    ) -> Vec<Handoff> {
+        let mut handoffs = Vec::new();
+        if engine.is_draining() || ready.is_empty() {
+            return handoffs;
+        }
+        let mut own = own;
+        let now = self.now();
+        let lease = ChronoDuration::from_std(engine.settings().lease).unwrap_or_default();
+        let params = self.params();
+        let mut context: Option<Value> = None;
+        for &i in ready {
+            let permit = match own.take() {
+                Some(p) => p,
+                None => match engine.inner.permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let ctx = context.get_or_insert_with(|| template_context(&params, &self.rows));
+            let resolved = resolve_params(&self.dag.steps[i].params, ctx);
+            let row = &mut self.rows[i];
+            row.status = StepStatus::Running;
+            row.attempt += 1;
+            row.available_at = None;
+            row.lease_owner = Some(engine.replica_id());
+            row.lease_expires_at = Some(now + lease);
+            row.started_at = Some(now);
+            row.awaiting_event = false;
+            row.timeout_at = row
+                .timeout_seconds
+                .map(|s| now + ChronoDuration::milliseconds((s * 1000.0) as i64));
+            row.dirty = true;
+            self.released -= 1;
+            handoffs.push(Handoff {
+                step: ClaimedStep {
+                    execution_id: self.exec.id,
+                    step_id: row.step_id.clone(),
+                    action: row.action.clone(),
+                    attempt: row.attempt,
+                    params: resolved,
+                    workflow_params: params.clone(),
+                    timeout: row.timeout_seconds.map(std::time::Duration::from_secs_f64),
+                },
+                permit: Some(permit),
+            });
+        }
+        handoffs
+    }
+}
+
+/// Resolve a step's params; an error becomes the step's (permanent) failure.
+pub fn resolve_params(
+    params: &Map<String, Value>,
+    ctx: &Value,
+) -> Result<Map<String, Value>, String> {
+    match template::resolve(&Value::Object(params.clone()), ctx) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("params did not resolve to an object".into()),
+        Err(e) => Err(format!("params: {e}")),
+    }
+}
+
+impl Engine {
+    /// Record the outcome of one attempt this replica ran, and claim what it
+    /// made ready. A result whose attempt no longer holds the step (lease
+    /// lost, execution cancelled and retried) is discarded.
+    pub async fn complete(
+        &self,
+        step: &ClaimedStep,
+        outcome: StepOutcome,
+        own: Option<OwnedSemaphorePermit>,
+    ) -> Result<Vec<Handoff>, sqlx::Error> {
+        let Some(mut locked) = self.lock(step.execution_id).await? else {
+            return Ok(Vec::new());
+        };
+        let Some(i) = locked.index(&step.step_id) else {
+            return Ok(Vec::new());
+        };
+        let row = &locked.rows[i];
+        if !(row.is_in_handler() && row.attempt == step.attempt) {
+            self.inner.metrics.stale_results.inc();
+            tracing::warn!(execution_id = %step.execution_id, step_id = %step.step_id, attempt = step.attempt,
+                "discarding a result whose attempt no longer holds the step");
+            return Ok(Vec::new());
+        }
+        let started = row.started_at;
+        locked.apply_outcome(self, i, outcome).await?;
+        let status = locked.rows[i].status;
+        let ready = locked.advance();
+        let handoffs = locked.claim_locally(self, &ready, own);
+        let now = locked.now();
+        locked.commit(self).await?;
+        let seconds = started
+            .map(|s| (now - s).num_microseconds().unwrap_or(0) as f64 / 1e6)
+            .unwrap_or(0.0);
+        self.inner
+            .metrics
+            .step_finished(&step.action, status, seconds);
+        Ok(handoffs)
+    }
+}

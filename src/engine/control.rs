@@ -1,0 +1,275 @@
+//! Starting, cancelling and retrying executions.
+
+use chrono::Duration as ChronoDuration;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::Engine;
+use super::advance::{Finish, finish_row};
+use super::model::{ExecutionStatus, SkipReason, StepStatus};
+use crate::dag::{self, Dag};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("not found")]
+    NotFound,
+    #[error("invalid parameters")]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub workflow_id: Uuid,
+    pub parameters: Map<String, Value>,
+    pub callback_topics: Vec<String>,
+    pub initiator: String,
+    pub subscriber_ids: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// A digest of the request, so a repeated key with another body is a conflict.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Started {
+    pub execution_id: Uuid,
+    pub workflow_id: Uuid,
+    pub workflow_version: i32,
+    pub status: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug)]
+pub enum StartOutcome {
+    Created(Started),
+    /// The same `Idempotency-Key` and body were seen before.
+    Repeated(Started),
+}
+
+impl Engine {
+    /// Durably record an execution and release its first steps. Returns once
+    /// committed; the steps run in the background.
+    pub async fn start(&self, new: NewExecution) -> Result<StartOutcome, ControlError> {
+        let live: Option<(i32,)> =
+            sqlx::query_as("SELECT version FROM workflows WHERE id = $1 AND deleted_at IS NULL")
+                .bind(new.workflow_id)
+                .fetch_optional(self.pool())
+                .await?;
+        let Some((version,)) = live else {
+            return Err(ControlError::NotFound);
+        };
+        if let Some(existing) = self.find_repeat(&new).await? {
+            return Ok(StartOutcome::Repeated(existing));
+        }
+        let dag = self.dag(new.workflow_id, version).await?;
+        let parameters =
+            dag::params::merge(&dag, &new.parameters).map_err(ControlError::Invalid)?;
+
+        let mut tx = self.pool().begin().await?;
+        let execution_id = Uuid::now_v7();
+        let inserted = sqlx::query(
+            "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
+                                     initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
+                                     started_at, deadline_at)
+             VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11))
+             ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+        .bind(execution_id)
+        .bind(new.workflow_id)
+        .bind(version)
+        .bind(Value::Object(parameters))
+        .bind(&new.callback_topics)
+        .bind(&new.initiator)
+        .bind(&new.subscriber_ids)
+        .bind(&new.idempotency_key)
+        .bind(&new.request_hash)
+        .bind(dag.steps.len() as i32)
+        .bind(dag.settings.timeout_seconds as f64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // A concurrent request with the same key won the race.
+            tx.rollback().await?;
+            return match self.find_repeat(&new).await? {
+                Some(existing) => Ok(StartOutcome::Repeated(existing)),
+                None => Err(ControlError::Conflict(
+                    "the execution could not be recorded; retry".into(),
+                )),
+            };
+        }
+        self.insert_steps(&mut tx, execution_id, &dag).await?;
+        let mut locked = self
+            .lock_in(tx, execution_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        let ready = locked.advance();
+        let handoffs = locked.claim_locally(self, &ready, None);
+        locked.commit(self).await?;
+        self.inner.metrics.executions_started.inc();
+        self.spawn_handoffs(handoffs);
+        let started = self
+            .started(execution_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        Ok(StartOutcome::Created(started))
+    }
+
+    async fn insert_steps(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        execution_id: Uuid,
+        dag: &Dag,
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<&str> = dag.steps.iter().map(|s| s.id.as_str()).collect();
+        let positions: Vec<i32> = (0..dag.steps.len() as i32).collect();
+        let names: Vec<&str> = dag
+            .steps
+            .iter()
+            .map(|s| {
+                if s.name.is_empty() {
+                    s.id.as_str()
+                } else {
+                    s.name.as_str()
+                }
+            })
+            .collect();
+        let actions: Vec<&str> = dag.steps.iter().map(|s| s.action.as_str()).collect();
+        let timeouts: Vec<Option<f64>> = dag
+            .steps
+            .iter()
+            .map(|s| {
+                let default = self
+                    .registry()
+                    .get(&s.action)
+                    .and_then(|h| h.spec().default_timeout_seconds);
+                s.timeout_seconds.or(default).map(|t| t as f64)
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds)
+             SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])",
+        )
+        .bind(execution_id)
+        .bind(&ids)
+        .bind(&positions)
+        .bind(&names)
+        .bind(&actions)
+        .bind(&timeouts)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_repeat(&self, new: &NewExecution) -> Result<Option<Started>, ControlError> {
+        let Some(key) = &new.idempotency_key else {
+            return Ok(None);
+        };
+        let found: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT id, request_hash FROM executions WHERE workflow_id = $1 AND idempotency_key = $2",
+        )
+        .bind(new.workflow_id)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        match found {
+            None => Ok(None),
+            Some((id, hash)) if hash.as_deref() == Some(new.request_hash.as_str()) => {
+                Ok(self.started(id).await?)
+            }
+            Some(_) => Err(ControlError::Conflict(
+                "Idempotency-Key was already used with a different request body".into(),
+            )),
+        }
+    }
+
+    async fn started(&self, id: Uuid) -> Result<Option<Started>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id AS execution_id, workflow_id, workflow_version, status, created_at FROM executions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Cancel a running execution: pending and waiting steps are cancelled;
+    /// a step inside a handler is cancelled when its result arrives.
+    pub async fn cancel(&self, execution_id: Uuid) -> Result<(), ControlError> {
+        let mut locked = self
+            .lock(execution_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        if locked.exec.status.is_terminal() {
+            return Err(ControlError::Conflict(format!(
+                "execution is already {}",
+                locked.exec.status.as_str()
+            )));
+        }
+        let now = locked.now();
+        for row in locked.rows.iter_mut() {
+            if row.status == StepStatus::Pending || row.is_waiting() {
+                finish_row(row, StepStatus::Cancelled, now);
+            }
+        }
+        locked.finish(Finish {
+            status: ExecutionStatus::Cancelled,
+            error: Some("cancelled".into()),
+        });
+        locked.commit(self).await?;
+        Ok(())
+    }
+
+    /// Run again what failed in a FAILED or CANCELLED execution; completed
+    /// steps keep their outputs and do not run again.
+    pub async fn retry(&self, execution_id: Uuid) -> Result<(), ControlError> {
+        let mut locked = self
+            .lock(execution_id)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        if !matches!(
+            locked.exec.status,
+            ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        ) {
+            return Err(ControlError::Conflict(format!(
+                "only a FAILED or CANCELLED execution can be retried; this one is {}",
+                locked.exec.status.as_str()
+            )));
+        }
+        for row in locked.rows.iter_mut() {
+            let upstream = row.skip_reason.as_deref() == Some(SkipReason::UpstreamFailed.as_str());
+            let again = matches!(
+                row.status,
+                StepStatus::Failed | StepStatus::Timeout | StepStatus::Cancelled
+            ) || (row.status == StepStatus::Skipped && upstream);
+            if again {
+                row.status = StepStatus::Pending;
+                row.available_at = None;
+                row.failures = 0;
+                row.error = None;
+                row.skip_reason = None;
+                row.outputs = None;
+                row.awaiting_event = false;
+                row.timeout_at = None;
+                row.progress = None;
+                row.completed_at = None;
+                row.dirty = true;
+            }
+        }
+        let now = locked.now();
+        let limit = locked.dag.settings.timeout_seconds as i64;
+        locked.exec.status = ExecutionStatus::Running;
+        locked.exec.error = None;
+        locked.exec.completed_at = None;
+        locked.exec.outputs = Value::Object(Map::new());
+        locked.exec.deadline_at = Some(now + ChronoDuration::seconds(limit));
+        locked.touch_execution();
+        let ready = locked.advance();
+        let handoffs = locked.claim_locally(self, &ready, None);
+        locked.commit(self).await?;
+        self.spawn_handoffs(handoffs);
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! Running claimed steps on this replica: the dispatcher loop, the handler
+//! runner, lease renewal, and the wake-ups (in-process, `LISTEN/NOTIFY`, and
+//! a slow poll as a safety net).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::complete::Handoff;
+use super::model::ClaimedStep;
+use super::{Engine, WORK_CHANNEL};
+
+use crate::actions::{StepContext, StepOutcome};
+
+/// The safety-net poll: work is normally found through wake-ups.
+const POLL: Duration = Duration::from_secs(1);
+const BATCH: usize = 32;
+
+impl Engine {
+    /// Claim and start ready steps until told to drain.
+    pub async fn run_dispatcher(self) {
+        loop {
+            if self.is_draining() {
+                return;
+            }
+            match self.dispatch_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming steps failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Claim one batch for the free slots. `true` when a full batch came
+    /// back (there may be more).
+    async fn dispatch_once(&self) -> Result<bool, sqlx::Error> {
+        let free = self.inner.permits.available_permits().min(BATCH);
+        if free == 0 {
+            return Ok(false);
+        }
+        let Ok(permits) = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_many_owned(free as u32)
+        else {
+            return Ok(false);
+        };
+        let mut permits = permits;
+        let steps = self.claim(free).await?;
+        let full = steps.len() == free;
+        for step in steps {
+            let permit = permits.split(1).expect("one permit per claimed step");
+            self.spawn_step(step, Some(permit));
+        }
+        Ok(full)
+    }
+
+    pub fn spawn_handoffs(&self, handoffs: Vec<Handoff>) {
+        for h in handoffs {
+            self.spawn_step(h.step, h.permit);
+        }
+    }
+
+    fn spawn_step(&self, step: ClaimedStep, permit: Option<OwnedSemaphorePermit>) {
+        let engine = self.clone();
+        tokio::spawn(engine.run_chain(step, permit));
+    }
+
+    /// Run a step, record its result, and go straight on with the next step
+    /// that result made ready (a chain runs on one task, one commit a step).
+    async fn run_chain(self, step: ClaimedStep, permit: Option<OwnedSemaphorePermit>) {
+        let mut current = Some((step, permit));
+        while let Some((step, permit)) = current.take() {
+            let key = (step.execution_id, step.step_id.clone(), step.attempt);
+            let abort = Arc::new(Notify::new());
+            self.inner
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .insert(key.clone(), abort.clone());
+            let span = tracing::info_span!("step", execution_id = %step.execution_id, step_id = %step.step_id,
+                attempt = step.attempt, action = %step.action);
+            let handoffs = self.run_attempt(&step, &key, &abort).instrument(span).await;
+            self.inner
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .remove(&key);
+            drop(permit);
+            let mut handoffs = handoffs.into_iter();
+            if let Some(next) = handoffs.next() {
+                current = Some((next.step, next.permit));
+            }
+            self.spawn_handoffs(handoffs.collect());
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// One attempt: the handler (unless its lease is lost meanwhile), then
+    /// its result recorded. Returns the steps the result made ready here.
+    async fn run_attempt(
+        &self,
+        step: &ClaimedStep,
+        key: &super::AttemptKey,
+        abort: &Notify,
+    ) -> Vec<Handoff> {
+        let outcome = tokio::select! {
+            outcome = self.run_handler(step) => outcome,
+            _ = abort.notified() => {
+                tracing::warn!("lease lost or shutting down: handler abandoned, its result will not be recorded");
+                return Vec::new();
+            }
+        };
+        loop {
+            match self.complete(step, outcome.clone(), None).await {
+                Ok(handoffs) => return handoffs,
+                Err(e) => {
+                    // The lease keeps the step ours for a while; if the
+                    // database stays away the sweeper re-runs it elsewhere.
+                    tracing::warn!(error = %e, "recording a step result failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if !self
+                        .inner
+                        .inflight
+                        .lock()
+                        .expect("inflight lock")
+                        .contains_key(key)
+                    {
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Abandon every handler in flight (shutdown after the grace period).
+    pub fn abandon_all(&self) {
+        for (_, abort) in self.inner.inflight.lock().expect("inflight lock").drain() {
+            abort.notify_one();
+        }
+    }
+
+    /// Renew the leases of the steps running here; abandon those whose lease
+    /// is gone (another replica may run them now) or that could not be
+    /// renewed before the lease would expire.
+    pub async fn run_lease_renewal(self) {
+        let every = self.settings().lease / 3;
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            let held: Vec<super::AttemptKey> = self
+                .inner
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .keys()
+                .cloned()
+                .collect();
+            if held.is_empty() {
+                last_ok = Instant::now();
+                if self.is_draining() {
+                    return;
+                }
+                continue;
+            }
+            match self.renew(&held).await {
+                Ok(renewed) => {
+                    last_ok = Instant::now();
+                    let mut inflight = self.inner.inflight.lock().expect("inflight lock");
+                    for key in held.iter().filter(|k| !renewed.contains(k)) {
+                        if let Some(abort) = inflight.remove(key) {
+                            abort.notify_one();
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing leases failed");
+                    // Give up before the lease runs out, so no other replica
+                    // ever runs a step while we still do.
+                    if last_ok.elapsed() > self.settings().lease * 2 / 3 {
+                        self.abandon_all();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew(
+        &self,
+        held: &[super::AttemptKey],
+    ) -> Result<Vec<super::AttemptKey>, sqlx::Error> {
+        let executions: Vec<uuid::Uuid> = held.iter().map(|k| k.0).collect();
+        let steps: Vec<String> = held.iter().map(|k| k.1.clone()).collect();
+        let attempts: Vec<i32> = held.iter().map(|k| k.2).collect();
+        sqlx::query_as(
+            "UPDATE step_executions s SET lease_expires_at = now() + make_interval(secs => $2)
+             FROM UNNEST($3::uuid[], $4::text[], $5::int[]) AS h(execution_id, step_id, attempt)
+             WHERE s.execution_id = h.execution_id AND s.step_id = h.step_id AND s.attempt = h.attempt
+               AND s.status = 'RUNNING' AND NOT s.awaiting_event AND s.lease_owner = $1
+             RETURNING s.execution_id, s.step_id, s.attempt",
+        )
+        .bind(self.replica_id())
+        .bind(self.settings().lease.as_secs_f64())
+        .bind(&executions)
+        .bind(&steps)
+        .bind(&attempts)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// Follow `NOTIFY`s from other replicas into this one's wake-up.
+    pub async fn run_listener(self) {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(self.pool()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; the poll covers meanwhile");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(WORK_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(_)) => self.inner.wake.notify_one(),
+                    // The connection dropped: wake once in case we missed work.
+                    Ok(None) => self.inner.wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost");
+                        self.inner.wake.notify_one();
+                        break;
+                    }
+                }
+                if self.is_draining() {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn run_handler(&self, step: &ClaimedStep) -> StepOutcome {
+        let params = match &step.params {
+            Ok(p) => p.clone(),
+            Err(e) => return StepOutcome::permanent(e.clone()),
+        };
+        let Some(handler) = self.registry().get(&step.action).cloned() else {
+            return StepOutcome::permanent(format!(
+                "action '{}' is not registered in this service",
+                step.action
+            ));
+        };
+        let ctx = StepContext {
+            execution_id: step.execution_id,
+            step_id: step.step_id.clone(),
+            attempt: step.attempt,
+            params,
+            workflow_params: step.workflow_params.clone(),
+            traceparent: None,
+        };
+        let started = Instant::now();
+        let run = handler.run(ctx);
+        let outcome = match step.timeout {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => StepOutcome::transient(format!(
+                    "step timed out after {:.0}s",
+                    limit.as_secs_f64()
+                )),
+            },
+            None => run.await,
+        };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "handler returned"
+        );
+        outcome
+    }
+}
+
+impl Engine {
+    /// Hand the steps this replica holds back to the pool (shutdown), so
+    /// another replica runs them now rather than when the lease expires.
+    pub async fn release_leases(&self) -> Result<u64, sqlx::Error> {
+        let released = sqlx::query(
+            "UPDATE step_executions SET status = 'PENDING', available_at = now(),
+                    lease_owner = NULL, lease_expires_at = NULL
+             WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event",
+        )
+        .bind(self.replica_id())
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if released > 0 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(released)
+    }
+}

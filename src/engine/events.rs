@@ -1,0 +1,250 @@
+//! Events from other services, delivered by Dapr to `/workflow-events`
+//! (API.md "Events from other services", ENGINE.md guarantee 4).
+//!
+//! An event is stored, deduplicated on (source, id), in the same
+//! transaction that applies it. One that matches no waiting step is kept
+//! (`EARLY`) for `EARLY_EVENT_TTL_SECONDS` and consumed when a step records
+//! its wait on that correlation id; both sides take a transaction-scoped
+//! advisory lock on the correlation id, so neither can miss the other.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::Engine;
+use super::transition::Locked;
+use crate::actions::EventAction;
+
+/// What happened to a delivered event; every variant is a `SUCCESS` to Dapr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventVerdict {
+    /// Applied to the waiting step (completed, failed or progressed it).
+    Applied,
+    /// Matched a waiting step whose action ignores this event.
+    Ignored,
+    /// Same (source, id) seen before.
+    Duplicate,
+    /// Matches a step that no longer waits: recorded, changes nothing.
+    Stale,
+    /// Matches nothing yet: kept for a step that is about to wait.
+    Kept,
+}
+
+impl EventVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Ignored => "ignored",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+            Self::Kept => "kept",
+        }
+    }
+}
+
+pub struct InboundEvent {
+    pub source: String,
+    pub id: String,
+    pub correlation_id: String,
+    /// The event itself (the CloudEvent's `data`).
+    pub body: Value,
+}
+
+async fn lock_correlation(
+    tx: &mut sqlx::PgConnection,
+    correlation_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(correlation_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn record(
+    tx: &mut sqlx::PgConnection,
+    event: &InboundEvent,
+    status: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<bool, sqlx::Error> {
+    let ttl_seconds = ttl.map(|t| t.as_secs_f64());
+    let inserted = sqlx::query(
+        "INSERT INTO inbound_events (source, id, correlation_id, body, status, expires_at)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+         ON CONFLICT (source, id) DO NOTHING",
+    )
+    .bind(&event.source)
+    .bind(&event.id)
+    .bind(&event.correlation_id)
+    .bind(&event.body)
+    .bind(status)
+    .bind(ttl_seconds)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+impl Engine {
+    /// Durably record and apply one event. Returns only after commit.
+    pub async fn receive_event(&self, event: &InboundEvent) -> Result<EventVerdict, sqlx::Error> {
+        // A step may start or stop waiting between the lookup and the lock;
+        // each pass re-checks under the locks and starts over if so.
+        for _ in 0..5 {
+            let waiting: Option<(Uuid, String)> = sqlx::query_as(
+                "SELECT execution_id, step_id FROM step_executions
+                 WHERE external_workflow_id = $1 AND awaiting_event",
+            )
+            .bind(&event.correlation_id)
+            .fetch_optional(self.pool())
+            .await?;
+            let verdict = match waiting {
+                Some((execution_id, step_id)) => {
+                    self.apply_to_waiting(event, execution_id, &step_id).await?
+                }
+                None => self.keep_or_ignore(event).await?,
+            };
+            if let Some(verdict) = verdict {
+                return Ok(verdict);
+            }
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "the step waiting on '{}' kept changing; retry the delivery",
+            event.correlation_id
+        )))
+    }
+
+    async fn apply_to_waiting(
+        &self,
+        event: &InboundEvent,
+        execution_id: Uuid,
+        step_id: &str,
+    ) -> Result<Option<EventVerdict>, sqlx::Error> {
+        let Some(mut locked) = self.lock(execution_id).await? else {
+            return Ok(None);
+        };
+        lock_correlation(&mut locked.tx, &event.correlation_id).await?;
+        let Some(i) = locked.index(step_id) else {
+            return Ok(None);
+        };
+        let row = &locked.rows[i];
+        if !(row.is_waiting()
+            && row.external_workflow_id.as_deref() == Some(event.correlation_id.as_str()))
+        {
+            return Ok(None);
+        }
+        if !record(&mut locked.tx, event, "APPLIED", None).await? {
+            return Ok(Some(EventVerdict::Duplicate));
+        }
+        let verdict = locked.apply_event(self, i, &event.body);
+        if verdict == EventVerdict::Ignored {
+            sqlx::query(
+                "UPDATE inbound_events SET status = 'IGNORED' WHERE source = $1 AND id = $2",
+            )
+            .bind(&event.source)
+            .bind(&event.id)
+            .execute(&mut *locked.tx)
+            .await?;
+        }
+        let ready = locked.advance();
+        let handoffs = locked.claim_locally(self, &ready, None);
+        locked.commit(self).await?;
+        self.spawn_handoffs(handoffs);
+        Ok(Some(verdict))
+    }
+
+    async fn keep_or_ignore(
+        &self,
+        event: &InboundEvent,
+    ) -> Result<Option<EventVerdict>, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        lock_correlation(&mut tx, &event.correlation_id).await?;
+        let (waiting, known): (bool, bool) = sqlx::query_as(
+            "SELECT COALESCE(bool_or(awaiting_event), false), count(*) > 0
+             FROM step_executions WHERE external_workflow_id = $1",
+        )
+        .bind(&event.correlation_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if waiting {
+            return Ok(None);
+        }
+        let (status, ttl, verdict) = if known {
+            ("IGNORED", None, EventVerdict::Stale)
+        } else {
+            (
+                "EARLY",
+                Some(self.settings().early_event_ttl),
+                EventVerdict::Kept,
+            )
+        };
+        if !record(&mut tx, event, status, ttl).await? {
+            return Ok(Some(EventVerdict::Duplicate));
+        }
+        tx.commit().await?;
+        Ok(Some(verdict))
+    }
+}
+
+impl Locked {
+    /// Apply an event to waiting row `i` through its action's mapping.
+    pub fn apply_event(&mut self, engine: &Engine, i: usize, event: &Value) -> EventVerdict {
+        let Some(handler) = engine.registry().get(&self.rows[i].action).cloned() else {
+            return EventVerdict::Ignored;
+        };
+        let outputs = self.rows[i].outputs_map();
+        match handler.on_event(event, &outputs) {
+            EventAction::Complete(extra) => {
+                let mut merged: Map<String, Value> = outputs;
+                merged.extend(extra);
+                self.complete_step(i, merged);
+                EventVerdict::Applied
+            }
+            EventAction::Fail(error) => {
+                self.fail_step(i, error, true, super::model::StepStatus::Failed);
+                EventVerdict::Applied
+            }
+            EventAction::Progress(progress) => {
+                if let Some(p) = progress {
+                    self.rows[i].progress = Some(p.clamp(0.0, 100.0));
+                    self.rows[i].dirty = true;
+                }
+                EventVerdict::Applied
+            }
+            EventAction::Ignore => EventVerdict::Ignored,
+        }
+    }
+
+    /// Events that arrived before this step recorded its wait.
+    pub(super) async fn consume_early_events(
+        &mut self,
+        engine: &Engine,
+        i: usize,
+        correlation_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let early: Vec<(String, String, Value)> = sqlx::query_as(
+            "SELECT source, id, body FROM inbound_events
+             WHERE correlation_id = $1 AND status = 'EARLY' AND expires_at > now()
+             ORDER BY received_at FOR UPDATE",
+        )
+        .bind(correlation_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for (source, id, body) in early {
+            let status = if self.rows[i].is_waiting() {
+                match self.apply_event(engine, i, &body) {
+                    EventVerdict::Ignored => "IGNORED",
+                    _ => "CONSUMED",
+                }
+            } else {
+                "IGNORED"
+            };
+            sqlx::query("UPDATE inbound_events SET status = $3 WHERE source = $1 AND id = $2")
+                .bind(source)
+                .bind(id)
+                .bind(status)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+}

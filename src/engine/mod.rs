@@ -1,0 +1,165 @@
+//! The durable execution engine (ENGINE.md).
+//!
+//! Postgres is the only state. A replica claims ready steps with
+//! `FOR UPDATE SKIP LOCKED` under a lease, runs their handlers on tokio
+//! tasks under a semaphore, and records each result in one transaction that
+//! also readies the dependents, claims the next ones for itself, finishes
+//! the execution and writes the outbox ([`transition`]). Timers (step
+//! timeouts, retry backoff, `wait_until`, execution deadlines) are rows with
+//! a due time fired by whichever replica's [`sweep`] sees them first.
+
+pub mod advance;
+pub mod claim;
+pub mod complete;
+pub mod control;
+pub mod dispatch;
+pub mod events;
+pub mod model;
+pub mod outbox;
+pub mod sweep;
+pub mod transition;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore};
+use uuid::Uuid;
+
+use crate::actions::Registry;
+use crate::config::Settings;
+use crate::dag::Dag;
+use crate::metrics::Metrics;
+
+/// The `LISTEN/NOTIFY` channel that tells replicas new work is claimable.
+pub const WORK_CHANNEL: &str = "budpipeline_work";
+
+/// Identifies one attempt of one step.
+pub type AttemptKey = (Uuid, String, i32);
+
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub pool: PgPool,
+    pub registry: Registry,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub replica_id: Uuid,
+    /// DAG versions are immutable, so they are cached forever (bounded by
+    /// the number of versions an operator creates).
+    dags: Mutex<HashMap<(Uuid, i32), Arc<Dag>>>,
+    /// Work became claimable here (or a slot freed up).
+    pub wake: Notify,
+    pub outbox_wake: Notify,
+    /// One permit per step handler in flight on this replica.
+    pub permits: Arc<Semaphore>,
+    /// Handlers in flight, so a lost lease or shutdown can abort them.
+    pub inflight: Mutex<HashMap<AttemptKey, Arc<Notify>>>,
+    pub draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("replica_id", &self.inner.replica_id)
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(
+        pool: PgPool,
+        registry: Registry,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.max_concurrent_steps));
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                registry,
+                settings,
+                metrics,
+                replica_id: Uuid::new_v4(),
+                dags: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                outbox_wake: Notify::new(),
+                permits,
+                inflight: Mutex::new(HashMap::new()),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn replica_id(&self) -> Uuid {
+        self.inner.replica_id
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Stop claiming new work (the first step of a graceful shutdown).
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+        self.inner.wake.notify_waiters();
+    }
+
+    /// Handlers running on this replica now.
+    pub fn inflight(&self) -> usize {
+        self.inner.inflight.lock().expect("inflight lock").len()
+    }
+
+    /// The DAG of one workflow version.
+    pub async fn dag(&self, workflow_id: Uuid, version: i32) -> Result<Arc<Dag>, sqlx::Error> {
+        if let Some(dag) = self
+            .inner
+            .dags
+            .lock()
+            .expect("dag cache lock")
+            .get(&(workflow_id, version))
+        {
+            return Ok(dag.clone());
+        }
+        let doc: serde_json::Value = sqlx::query_scalar(
+            "SELECT dag FROM workflow_versions WHERE workflow_id = $1 AND version = $2",
+        )
+        .bind(workflow_id)
+        .bind(version)
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let dag: Dag = serde_json::from_value(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let dag = Arc::new(dag);
+        self.inner
+            .dags
+            .lock()
+            .expect("dag cache lock")
+            .insert((workflow_id, version), dag.clone());
+        Ok(dag)
+    }
+
+    /// Wake this replica's dispatcher (work was created here).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}

@@ -1,0 +1,178 @@
+//! Rows of the engine's tables as the engine sees them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!("unknown {}: {other}", stringify!($name))),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> { s.parse() }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(ExecutionStatus {
+    Pending => "PENDING",
+    Running => "RUNNING",
+    Completed => "COMPLETED",
+    Failed => "FAILED",
+    Cancelled => "CANCELLED",
+});
+
+text_enum!(StepStatus {
+    Pending => "PENDING",
+    Running => "RUNNING",
+    Completed => "COMPLETED",
+    Failed => "FAILED",
+    Skipped => "SKIPPED",
+    Timeout => "TIMEOUT",
+    Cancelled => "CANCELLED",
+});
+
+text_enum!(SkipReason {
+    Condition => "condition",
+    Branch => "branch",
+    UpstreamFailed => "upstream_failed",
+});
+
+impl ExecutionStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl StepStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+/// One `step_executions` row. The engine loads all rows of an execution
+/// under the execution's lock, changes them in memory, and writes back the
+/// ones it changed (`dirty`) in one statement.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StepRow {
+    #[serde(skip)]
+    pub execution_id: Uuid,
+    pub step_id: String,
+    #[serde(skip)]
+    pub position: i32,
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip)]
+    pub action: String,
+    #[sqlx(try_from = "String")]
+    pub status: StepStatus,
+    pub available_at: Option<DateTime<Utc>>,
+    pub attempt: i32,
+    pub failures: i32,
+    pub lease_owner: Option<Uuid>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub awaiting_event: bool,
+    pub external_workflow_id: Option<String>,
+    pub timeout_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub timeout_seconds: Option<f64>,
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
+    pub skip_reason: Option<String>,
+    pub progress: Option<f64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub dirty: bool,
+}
+
+impl StepRow {
+    pub fn outputs_map(&self) -> Map<String, Value> {
+        match &self.outputs {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        }
+    }
+
+    /// Waiting for an external event or a timer.
+    pub fn is_waiting(&self) -> bool {
+        self.status == StepStatus::Running && self.awaiting_event
+    }
+
+    /// A handler is (or may be) running it right now somewhere.
+    pub fn is_in_handler(&self) -> bool {
+        self.status == StepStatus::Running && !self.awaiting_event
+    }
+}
+
+/// The columns of `executions` the engine needs while it holds the row lock.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExecutionRow {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub workflow_version: i32,
+    #[sqlx(try_from = "String")]
+    pub status: ExecutionStatus,
+    pub parameters: Value,
+    pub outputs: Value,
+    pub error: Option<String>,
+    pub callback_topics: Vec<String>,
+    pub subscriber_ids: Option<String>,
+    pub total_steps: i32,
+    pub finished_steps: i32,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The database's clock at the start of the transaction; every time the
+    /// engine writes is derived from it so replicas agree on time.
+    pub now: DateTime<Utc>,
+}
+
+impl ExecutionRow {
+    pub fn params_map(&self) -> Map<String, Value> {
+        match &self.parameters {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        }
+    }
+}
+
+/// A step this replica has claimed and must run now.
+#[derive(Debug, Clone)]
+pub struct ClaimedStep {
+    pub execution_id: Uuid,
+    pub step_id: String,
+    pub action: String,
+    pub attempt: i32,
+    /// The step's params resolved; an error fails the attempt permanently.
+    pub params: Result<Map<String, Value>, String>,
+    pub workflow_params: Map<String, Value>,
+    /// How long this attempt may run (the handler is cut off past it).
+    pub timeout: Option<std::time::Duration>,
+}

@@ -1,0 +1,151 @@
+//! Timers and recovery, fired by whichever replica sees them due first:
+//! step timeouts of waiting steps (and `wait_until` wake-ups), execution
+//! deadlines, leases of replicas that died, early events past their TTL,
+//! and retention of finished executions.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::Engine;
+use super::advance::{finish_row, skip};
+use super::model::{ExecutionStatus, SkipReason, StepStatus};
+use super::transition::Locked;
+use crate::actions::StepOutcome;
+
+pub const EXECUTION_TIMEOUT: &str = "execution timed out";
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+impl Engine {
+    pub async fn run_sweeper(self) {
+        let mut last_retention: Option<Instant> = None;
+        loop {
+            if self.is_draining() {
+                return;
+            }
+            match self.sweep_once().await {
+                Ok(n) if n > 0 => tracing::debug!(executions = n, "sweeper fired due timers"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),
+            }
+            if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                last_retention = Some(Instant::now());
+                if let Err(e) = self.housekeeping().await {
+                    tracing::warn!(error = %e, "retention cleanup failed");
+                }
+            }
+            tokio::time::sleep(self.settings().sweep_interval).await;
+        }
+    }
+
+    /// Handle every execution with something due. Returns how many.
+    pub async fn sweep_once(&self) -> Result<usize, sqlx::Error> {
+        let due: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT execution_id FROM step_executions
+              WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
+             UNION
+             SELECT execution_id FROM step_executions
+              WHERE status = 'RUNNING' AND awaiting_event AND timeout_at < now()
+             UNION
+             SELECT id FROM executions WHERE status = 'RUNNING' AND deadline_at < now()
+             LIMIT 500",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        for &execution_id in &due {
+            if let Some(mut locked) = self.lock(execution_id).await? {
+                self.fire_due(&mut locked).await;
+                let ready = locked.advance();
+                let handoffs = locked.claim_locally(self, &ready, None);
+                locked.commit(self).await?;
+                self.spawn_handoffs(handoffs);
+            }
+        }
+        Ok(due.len())
+    }
+
+    async fn fire_due(&self, locked: &mut Locked) {
+        let now = locked.now();
+        if locked.exec.status == ExecutionStatus::Running
+            && locked.exec.deadline_at.is_some_and(|d| d < now)
+        {
+            let limit = locked.dag.settings.timeout_seconds;
+            for row in locked.rows.iter_mut() {
+                if row.status == StepStatus::Pending {
+                    skip(row, SkipReason::UpstreamFailed, now);
+                } else if row.is_waiting() {
+                    row.error = Some(EXECUTION_TIMEOUT.into());
+                    finish_row(row, StepStatus::Timeout, now);
+                }
+            }
+            locked.finish(super::advance::Finish {
+                status: ExecutionStatus::Failed,
+                error: Some(format!("{EXECUTION_TIMEOUT} after {limit}s")),
+            });
+        }
+        for i in 0..locked.rows.len() {
+            let row = &locked.rows[i];
+            let lease_gone = row.is_in_handler() && row.lease_expires_at.is_some_and(|t| t < now);
+            let timed_out = row.timeout_at.is_some_and(|t| t < now);
+            if lease_gone {
+                if locked.exec.status != ExecutionStatus::Running {
+                    finish_row(&mut locked.rows[i], StepStatus::Cancelled, now);
+                } else if timed_out {
+                    locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout);
+                } else {
+                    // Its replica died (or lost the database): run it again.
+                    tracing::info!(execution_id = %locked.exec.id, step_id = %row.step_id, attempt = row.attempt,
+                        "reclaiming a step whose lease expired");
+                    let row = &mut locked.rows[i];
+                    row.status = StepStatus::Pending;
+                    row.available_at = Some(now);
+                    row.lease_owner = None;
+                    row.lease_expires_at = None;
+                    row.dirty = true;
+                    locked.released += 1;
+                }
+            } else if row.is_waiting() && timed_out {
+                let Some(handler) = self.registry().get(&row.action).cloned() else {
+                    locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout);
+                    continue;
+                };
+                match handler.on_timeout(&row.outputs_map()) {
+                    StepOutcome::Completed { outputs } => locked.complete_step(i, outputs),
+                    StepOutcome::Failed {
+                        error, retryable, ..
+                    } => locked.fail_step(i, error, retryable, StepStatus::Timeout),
+                    StepOutcome::AwaitEvent { .. } => {
+                        locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Expire early events and delete finished executions past retention.
+    /// Never touches a running execution.
+    pub async fn housekeeping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE inbound_events SET status = 'EXPIRED' WHERE status = 'EARLY' AND expires_at < now()")
+            .execute(self.pool())
+            .await?;
+        let days = self.settings().retention_days as f64;
+        let deleted = sqlx::query(
+            "DELETE FROM executions WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+               AND completed_at < now() - make_interval(days => $1::int)",
+        )
+        .bind(days as i32)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM inbound_events WHERE status <> 'EARLY' AND received_at < now() - make_interval(days => $1::int)",
+        )
+        .bind(days as i32)
+        .execute(self.pool())
+        .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "deleted finished executions past retention");
+        }
+        Ok(())
+    }
+}

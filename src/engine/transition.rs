@@ -1,0 +1,310 @@
+//! The one way the engine changes an execution: lock its row, load its
+//! steps, change them in memory, write back what changed together with the
+//! outbox rows those changes imply, in ONE transaction.
+//!
+//! Everything that moves an execution (a step result, an event, a timer, a
+//! cancel, a retry, a reclaimed lease) goes through [`Locked`], so the
+//! rules about readiness, finishing and notifications live in one place.
+//! Claims take the same execution lock (with `SKIP LOCKED`), so a loaded
+//! row never goes stale while the lock is held.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Engine;
+use super::advance::{self, Finish};
+use super::model::{ExecutionRow, ExecutionStatus, StepRow, StepStatus};
+use super::outbox::{self, Audience, OutboxEvent};
+use crate::dag::Dag;
+
+pub struct Locked {
+    pub tx: Transaction<'static, Postgres>,
+    pub exec: ExecutionRow,
+    pub rows: Vec<StepRow>,
+    pub dag: Arc<Dag>,
+    /// (status, attempt) of each row when loaded, to derive notifications.
+    before: Vec<(StepStatus, i32)>,
+    exec_before: ExecutionStatus,
+    exec_dirty: bool,
+    /// Steps made claimable by this transition that no replica holds yet.
+    pub released: usize,
+}
+
+impl Locked {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.exec.now
+    }
+
+    pub fn index(&self, step_id: &str) -> Option<usize> {
+        self.rows.iter().position(|r| r.step_id == step_id)
+    }
+
+    pub fn params(&self) -> serde_json::Map<String, Value> {
+        self.exec.params_map()
+    }
+
+    /// Run the planner and apply its verdict to the execution.
+    pub fn advance(&mut self) -> Vec<usize> {
+        if self.exec.status != ExecutionStatus::Running {
+            return Vec::new();
+        }
+        let params = self.params();
+        let plan = advance::advance(&self.dag, &mut self.rows, &params, self.exec.now);
+        if let Some(finish) = plan.finish {
+            self.finish(finish);
+        }
+        self.released += plan.ready_now.len();
+        plan.ready_now
+    }
+
+    /// Put the execution in a terminal state (outputs resolved on success).
+    pub fn finish(&mut self, finish: Finish) {
+        let params = self.params();
+        self.exec.outputs = advance::final_outputs(&self.dag, &self.rows, &params);
+        self.exec.status = finish.status;
+        self.exec.error = finish.error;
+        self.exec.completed_at = Some(self.exec.now);
+        self.exec_dirty = true;
+    }
+
+    pub fn touch_execution(&mut self) {
+        self.exec_dirty = true;
+    }
+
+    /// Write everything back and commit.
+    pub async fn commit(mut self, engine: &Engine) -> Result<(), sqlx::Error> {
+        let mut events = Vec::new();
+        self.notifications(engine, &mut events);
+        let finished = self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
+        if finished != self.exec.finished_steps {
+            self.exec.finished_steps = finished;
+            self.exec_dirty = true;
+        }
+        write_rows(&mut self.tx, self.exec.id, &self.rows).await?;
+        if self.exec_dirty {
+            sqlx::query(
+                "UPDATE executions SET status = $2, outputs = $3, error = $4, finished_steps = $5,
+                        started_at = $6, completed_at = $7, deadline_at = $8
+                 WHERE id = $1",
+            )
+            .bind(self.exec.id)
+            .bind(self.exec.status.as_str())
+            .bind(&self.exec.outputs)
+            .bind(&self.exec.error)
+            .bind(self.exec.finished_steps)
+            .bind(self.exec.started_at)
+            .bind(self.exec.completed_at)
+            .bind(self.exec.deadline_at)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        insert_outbox(&mut self.tx, &events).await?;
+        if self.released > 0 {
+            // Wake the other replicas: there is work none of them holds yet.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(super::WORK_CHANNEL)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        if !events.is_empty() {
+            engine.inner.outbox_wake.notify_one();
+        }
+        if self.released > 0 {
+            engine.inner.wake.notify_one();
+        }
+        if self.exec_before != self.exec.status && self.exec.status.is_terminal() {
+            engine.inner.metrics.execution_finished(self.exec.status);
+        }
+        Ok(())
+    }
+
+    /// Derive the progress events of API.md from what changed.
+    fn notifications(&self, engine: &Engine, out: &mut Vec<OutboxEvent>) {
+        let notify_topic = engine.inner.settings.notify_topic.as_deref();
+        let audience = Audience::of(&self.exec, notify_topic);
+        if audience.is_empty() {
+            return;
+        }
+        let id = self.exec.id;
+        let mut step_finished = false;
+        for (row, &(status, attempt)) in self.rows.iter().zip(&self.before) {
+            if row.status == StepStatus::Running && !row.awaiting_event && row.attempt > attempt {
+                let msg = format!("Step '{}' started", row.name);
+                let content = outbox::content(
+                    &row.name,
+                    &msg,
+                    "STARTED",
+                    json!({ "attempt": row.attempt }),
+                );
+                audience.rows(id, &row.step_id, content, out);
+            }
+            if row.status != status && row.status.is_terminal() {
+                step_finished = true;
+                let (label, message) = match row.status {
+                    StepStatus::Completed => {
+                        ("COMPLETED", format!("Step '{}' completed", row.name))
+                    }
+                    StepStatus::Failed | StepStatus::Timeout => (
+                        "FAILED",
+                        row.error
+                            .clone()
+                            .unwrap_or_else(|| format!("Step '{}' failed", row.name)),
+                    ),
+                    _ => continue, // skipped and cancelled steps publish nothing
+                };
+                let result =
+                    json!({ "outputs": row.outputs, "status": row.status, "attempt": row.attempt });
+                audience.rows(
+                    id,
+                    &row.step_id,
+                    outbox::content(&row.name, &message, label, result),
+                    out,
+                );
+            }
+        }
+        let terminal = self.exec.status.is_terminal() && self.exec_before != self.exec.status;
+        if step_finished && !terminal && self.exec.status == ExecutionStatus::Running {
+            let pct = progress_percentage(&self.rows);
+            let content = outbox::content(
+                "Pipeline Execution",
+                &format!("Progress: {pct:.1}%"),
+                "RUNNING",
+                json!({ "progress_percentage": pct }),
+            );
+            audience.rows(id, "progress", content, out);
+        }
+        if terminal {
+            let success = self.exec.status == ExecutionStatus::Completed;
+            let mut result = json!({ "outputs": self.exec.outputs, "success": success });
+            let message = match self.exec.status {
+                ExecutionStatus::Completed => "Pipeline execution completed".to_owned(),
+                ExecutionStatus::Cancelled => {
+                    result["cancelled"] = Value::Bool(true);
+                    "Pipeline execution cancelled".to_owned()
+                }
+                _ => self
+                    .exec
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "Pipeline execution failed".into()),
+            };
+            let label = if success { "COMPLETED" } else { "FAILED" };
+            audience.rows(
+                id,
+                "results",
+                outbox::content("Pipeline Execution", &message, label, result),
+                out,
+            );
+        }
+    }
+}
+
+pub fn progress_percentage(rows: &[StepRow]) -> f64 {
+    if rows.is_empty() {
+        return 100.0;
+    }
+    let done = rows.iter().filter(|r| r.status.is_terminal()).count();
+    100.0 * done as f64 / rows.len() as f64
+}
+
+impl Engine {
+    /// Lock an execution and load its steps. `None` when it does not exist.
+    pub async fn lock(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+        let tx = self.inner.pool.begin().await?;
+        self.lock_in(tx, execution_id).await
+    }
+
+    /// [`Engine::lock`] inside a transaction already open (one that just
+    /// created the execution, say).
+    pub async fn lock_in(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        execution_id: Uuid,
+    ) -> Result<Option<Locked>, sqlx::Error> {
+        let exec: Option<ExecutionRow> = sqlx::query_as(
+            "SELECT id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
+                    subscriber_ids, total_steps, finished_steps, deadline_at, started_at, completed_at,
+                    now() AS now
+             FROM executions WHERE id = $1 FOR NO KEY UPDATE",
+        )
+        .bind(execution_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(exec) = exec else { return Ok(None) };
+        let rows: Vec<StepRow> = sqlx::query_as(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_executions WHERE execution_id = $1 ORDER BY position"
+        ))
+        .bind(execution_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
+        let before = rows.iter().map(|r| (r.status, r.attempt)).collect();
+        let exec_before = exec.status;
+        Ok(Some(Locked {
+            tx,
+            exec,
+            rows,
+            dag,
+            before,
+            exec_before,
+            exec_dirty: false,
+            released: 0,
+        }))
+    }
+}
+
+pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
+    lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
+    outputs, error, skip_reason, progress, started_at, completed_at";
+
+async fn write_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    execution_id: Uuid,
+    rows: &[StepRow],
+) -> Result<(), sqlx::Error> {
+    let dirty: Vec<&StepRow> = rows.iter().filter(|r| r.dirty).collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE step_executions s SET
+            status = r.status, available_at = r.available_at, attempt = r.attempt, failures = r.failures,
+            lease_owner = r.lease_owner, lease_expires_at = r.lease_expires_at,
+            awaiting_event = r.awaiting_event, external_workflow_id = r.external_workflow_id,
+            timeout_at = r.timeout_at, outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
+            progress = r.progress, started_at = r.started_at, completed_at = r.completed_at
+         FROM jsonb_to_recordset($2) AS r(
+            step_id text, status text, available_at timestamptz, attempt int, failures int,
+            lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool, external_workflow_id text,
+            timeout_at timestamptz, outputs jsonb, error text, skip_reason text, progress float8,
+            started_at timestamptz, completed_at timestamptz)
+         WHERE s.execution_id = $1 AND s.step_id = r.step_id",
+    )
+    .bind(execution_id)
+    .bind(sqlx::types::Json(&dirty))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_outbox(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &[OutboxEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, body)
+         SELECT event_id, topic, body FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb)",
+    )
+    .bind(sqlx::types::Json(events))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

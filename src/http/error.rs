@@ -1,0 +1,130 @@
+//! The one error type at the HTTP boundary. Every error is JSON
+//! `{"detail": ..., "errors"?: [...]}`; internal causes are logged with
+//! their chain and never sent to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::engine::control::ControlError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Client {
+        status: StatusCode,
+        detail: String,
+        errors: Option<Vec<String>>,
+    },
+    /// The database (or another dependency) is unreachable: worth a retry.
+    #[error("service temporarily unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow_like::Error),
+}
+
+/// A boxed error with its source chain, without pulling in `anyhow`.
+pub mod anyhow_like {
+    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            detail: detail.into(),
+            errors: None,
+        }
+    }
+
+    pub fn with_errors(status: StatusCode, detail: impl Into<String>, errors: Vec<String>) -> Self {
+        Self::Client {
+            status,
+            detail: detail.into(),
+            errors: Some(errors),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden")
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
+                Self::Unavailable(e)
+            }
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound => Self::not_found("workflow or execution"),
+            ControlError::Invalid(errors) => Self::with_errors(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid parameters",
+                errors,
+            ),
+            ControlError::Conflict(detail) => Self::new(StatusCode::CONFLICT, detail),
+            ControlError::Db(e) => e.into(),
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Client {
+                status,
+                detail,
+                errors,
+            } => {
+                let body = match errors {
+                    Some(errors) => json!({ "detail": detail, "errors": errors }),
+                    None => json!({ "detail": detail }),
+                };
+                (status, Json(body)).into_response()
+            }
+            Self::Unavailable(e) => {
+                tracing::warn!(error = %chain(&e), "request failed: database unavailable");
+                let body = json!({ "detail": "service temporarily unavailable; retry later" });
+                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = %chain(e.as_ref()), "request failed");
+                let body = json!({ "detail": "internal error" });
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `POST /workflow-events` (what the Dapr sidecar delivers) and
+//! `GET /dapr/subscribe` (the programmatic subscription).
+//!
+//! The answer's `status` is what Dapr reads: `SUCCESS` once the event is
+//! durably recorded (applied, duplicate, stale or kept), `DROP` for an event
+//! that can never be used, `RETRY` (with a 503) for a transient failure.
+//! Never a 404, which Dapr would treat as a drop.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::executions::hex;
+use crate::engine::events::InboundEvent;
+
+#[utoipa::path(get, path = "/dapr/subscribe", tag = "events",
+    responses((status = 200, description = "the subscription Dapr reads at start-up")))]
+pub async fn subscribe(State(state): State<AppState>) -> Json<Value> {
+    let s = state.engine.settings();
+    Json(json!([{
+        "pubsubname": s.pubsub_name,
+        "topic": s.workflow_events_topic,
+        "route": "/workflow-events",
+        "deadLetterTopic": format!("{}-dlq", s.workflow_events_topic),
+    }]))
+}
+
+fn drop(state: &AppState, reason: &str) -> Response {
+    tracing::warn!(reason, "dropping an event that can never be used");
+    state.engine.metrics().event("DROP");
+    (
+        StatusCode::OK,
+        Json(json!({ "status": "DROP", "detail": reason })),
+    )
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/workflow-events", tag = "events", request_body = Object,
+    responses((status = 200, description = "{\"status\": \"SUCCESS\" | \"DROP\"}"),
+              (status = 503, description = "{\"status\": \"RETRY\"}: transient failure, redeliver")))]
+pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
+    let event = match parse(&body) {
+        Ok(e) => e,
+        Err(reason) => return drop(&state, &reason),
+    };
+    match state.engine.receive_event(&event).await {
+        Ok(verdict) => {
+            tracing::info!(correlation_id = %event.correlation_id, event_id = %event.id,
+                outcome = verdict.as_str(), "event recorded");
+            let label = if verdict == crate::engine::events::EventVerdict::Duplicate {
+                "duplicate"
+            } else {
+                "SUCCESS"
+            };
+            state.engine.metrics().event(label);
+            Json(json!({ "status": "SUCCESS", "outcome": verdict.as_str() })).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, correlation_id = %event.correlation_id, "event not recorded; asking for redelivery");
+            state.engine.metrics().event("RETRY");
+            let body = json!({ "status": "RETRY", "detail": "the event could not be recorded now; redeliver" });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+/// Unwrap a CloudEvent envelope (or take a bare event) and find its
+/// correlation id. `Err` is the reason to drop it.
+pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
+    let body: Value = serde_json::from_slice(raw).map_err(|_| "body is not JSON".to_owned())?;
+    let Value::Object(envelope) = &body else {
+        return Err("body is not a JSON object".into());
+    };
+    let (source, id, data) = if envelope.contains_key("specversion") {
+        let data = if let Some(encoded) = envelope.get("data_base64") {
+            let text = encoded.as_str().ok_or("data_base64 is not a string")?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| "data_base64 is not base64".to_owned())?;
+            serde_json::from_slice(&bytes)
+                .map_err(|_| "data_base64 does not hold JSON".to_owned())?
+        } else {
+            match envelope.get("data") {
+                Some(Value::String(text)) => serde_json::from_str(text)
+                    .map_err(|_| "data is a string that does not hold JSON".to_owned())?,
+                Some(other) => other.clone(),
+                None => return Err("the CloudEvent has no data".into()),
+            }
+        };
+        let source = envelope
+            .get("source")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
+        let id = match envelope.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => hex(&Sha256::digest(raw)),
+        };
+        (source, id, data)
+    } else {
+        ("bare".to_owned(), hex(&Sha256::digest(raw)), body.clone())
+    };
+    if !data.is_object() {
+        return Err("the event (data) is not a JSON object".into());
+    }
+    let correlation_id =
+        correlation_id(&data).ok_or("the event has no correlation id (workflow_id)")?;
+    Ok(InboundEvent {
+        source,
+        id,
+        correlation_id,
+        body: data,
+    })
+}
+
+/// API.md's lookup order.
+fn correlation_id(event: &Value) -> Option<String> {
+    const PATHS: [&str; 4] = [
+        "/workflow_id",
+        "/payload/workflow_id",
+        "/notification_metadata/workflow_id",
+        "/payload/content/result/workflow_id",
+    ];
+    PATHS.iter().find_map(|p| match event.pointer(p) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_bare_and_nested_ids() {
+        let ce = br#"{"specversion":"1.0","id":"e1","source":"budcluster","data":{"workflow_id":"w1","status":"COMPLETED"}}"#;
+        let e = parse(ce).unwrap();
+        assert_eq!(
+            (e.source.as_str(), e.id.as_str(), e.correlation_id.as_str()),
+            ("budcluster", "e1", "w1")
+        );
+        let stringly = br#"{"specversion":"1.0","id":"e2","source":"s","data":"{\"payload\":{\"workflow_id\":\"w2\"}}"}"#;
+        assert_eq!(parse(stringly).unwrap().correlation_id, "w2");
+        let b64 = format!(
+            r#"{{"specversion":"1.0","id":"e3","source":"s","data_base64":"{}"}}"#,
+            base64::engine::general_purpose::STANDARD
+                .encode(br#"{"notification_metadata":{"workflow_id":"w3"}}"#)
+        );
+        assert_eq!(parse(b64.as_bytes()).unwrap().correlation_id, "w3");
+        let bare = br#"{"payload":{"content":{"result":{"workflow_id":"w4"}}}}"#;
+        let e = parse(bare).unwrap();
+        assert_eq!(
+            (e.source.as_str(), e.correlation_id.as_str()),
+            ("bare", "w4")
+        );
+        assert_eq!(
+            parse(bare).unwrap().id,
+            e.id,
+            "bare events dedupe on a hash of the body"
+        );
+    }
+
+    #[test]
+    fn unusable_events_are_dropped() {
+        assert!(parse(b"not json").is_err());
+        assert!(parse(b"[1,2]").is_err());
+        assert!(parse(br#"{"specversion":"1.0","id":"x","data":42}"#).is_err());
+        assert!(parse(br#"{"status":"COMPLETED"}"#).is_err());
+        assert!(parse(br#"{"workflow_id":""}"#).is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! Executions: start, read, cancel, retry.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AppJson, AppQuery, Id, Page};
+use crate::engine::control::{NewExecution, StartOutcome, Started};
+use crate::engine::model::{ExecutionStatus, StepStatus};
+
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub callback_topics: Vec<String>,
+    pub initiator: Option<String>,
+    pub subscriber_ids: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExecuteResponse {
+    pub execution_id: Uuid,
+    pub workflow_id: Uuid,
+    pub workflow_version: i32,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Started> for ExecuteResponse {
+    fn from(s: Started) -> Self {
+        Self {
+            execution_id: s.execution_id,
+            workflow_id: s.workflow_id,
+            workflow_version: s.workflow_version,
+            status: s.status,
+            created_at: s.created_at,
+        }
+    }
+}
+
+fn valid_topic(topic: &str) -> bool {
+    let mut chars = topic.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[utoipa::path(post, path = "/workflows/{id}/execute", request_body = ExecuteRequest, tag = "executions",
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    responses((status = 202, body = ExecuteResponse), (status = 200, body = ExecuteResponse, description = "repeated Idempotency-Key"),
+              (status = 404, description = "unknown or deleted workflow"), (status = 409, description = "key reused with another body"),
+              (status = 422, description = "invalid parameters or topics")))]
+pub async fn execute(
+    State(state): State<AppState>,
+    Id(workflow_id): Id,
+    headers: HeaderMap,
+    AppJson(body): AppJson<ExecuteRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let bad: Vec<String> = body
+        .callback_topics
+        .iter()
+        .filter(|t| !valid_topic(t))
+        .map(|t| format!("callback_topics: '{t}' must match ^[A-Za-z][A-Za-z0-9._-]*$"))
+        .collect();
+    if !bad.is_empty() {
+        return Err(ApiError::with_errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid callback topics",
+            bad,
+        ));
+    }
+    let mut topics: Vec<String> = Vec::new();
+    for t in &body.callback_topics {
+        if !topics.contains(t) {
+            topics.push(t.clone());
+        }
+    }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key: must be 1 to 255 visible ASCII characters",
+                ));
+            }
+        },
+    };
+    let hash = hex(&Sha256::digest(
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ));
+    let new = NewExecution {
+        workflow_id,
+        parameters: body.parameters,
+        callback_topics: topics,
+        initiator: body.initiator.unwrap_or_else(|| "api".into()),
+        subscriber_ids: body.subscriber_ids,
+        idempotency_key: key,
+        request_hash: hash,
+    };
+    match state.engine.start(new).await? {
+        StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
+        StartOutcome::Repeated(s) => Ok((StatusCode::OK, Json(ExecuteResponse::from(s)))),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StepView {
+    pub step_id: String,
+    pub name: String,
+    pub action: String,
+    pub status: String,
+    pub awaiting_event: bool,
+    pub external_workflow_id: Option<String>,
+    pub attempt: i32,
+    #[schema(value_type = Object)]
+    pub outputs: Value,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub timeout_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ExecutionView {
+    #[sqlx(rename = "id")]
+    pub execution_id: Uuid,
+    pub workflow_id: Uuid,
+    pub workflow_version: i32,
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+    #[schema(value_type = Object)]
+    pub outputs: Value,
+    pub error: Option<String>,
+    pub progress_percentage: f64,
+    pub callback_topics: Vec<String>,
+    pub initiator: String,
+    pub subscriber_ids: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error,
+    CASE WHEN total_steps = 0 THEN 100.0::float8 ELSE 100.0::float8 * finished_steps / total_steps END AS progress_percentage,
+    callback_topics, initiator, subscriber_ids, created_at, started_at, completed_at";
+
+const STEP_VIEW: &str =
+    "step_id, name, action, status, awaiting_event, external_workflow_id, attempt,
+    COALESCE(outputs, '{}'::jsonb) AS outputs, error, skip_reason,
+    CASE WHEN status = 'PENDING' AND error IS NOT NULL THEN available_at END AS next_attempt_at,
+    progress, started_at, completed_at, timeout_at";
+
+async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
+    let pool = state.engine.pool();
+    let exec_sql = format!("SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1");
+    let steps_sql = format!(
+        "SELECT {STEP_VIEW} FROM step_executions WHERE execution_id = $1 ORDER BY position"
+    );
+    let (exec, steps) = tokio::try_join!(
+        sqlx::query_as::<_, ExecutionView>(&exec_sql)
+            .bind(id)
+            .fetch_optional(pool),
+        sqlx::query_as::<_, StepView>(&steps_sql)
+            .bind(id)
+            .fetch_all(pool),
+    )?;
+    let mut exec = exec.ok_or_else(|| ApiError::not_found("execution"))?;
+    exec.steps = Some(steps);
+    Ok(exec)
+}
+
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions",
+    responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution")))]
+pub async fn get(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<ExecutionView>, ApiError> {
+    load(&state, id).await.map(Json)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StepList {
+    pub steps: Vec<StepView>,
+}
+
+#[utoipa::path(get, path = "/executions/{id}/steps", tag = "executions",
+    responses((status = 200, body = StepList), (status = 404, description = "unknown execution")))]
+pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<StepList>, ApiError> {
+    let exec = load(&state, id).await?;
+    Ok(Json(StepList {
+        steps: exec.steps.unwrap_or_default(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    pub workflow_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExecutionList {
+    pub executions: Vec<ExecutionView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
+    responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter")))]
+pub async fn list(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<ExecutionList>, ApiError> {
+    let (limit, offset) = Page::bounds(q.limit, q.offset)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            s.to_ascii_uppercase()
+                .parse::<ExecutionStatus>()
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "status: must be one of PENDING, RUNNING, COMPLETED, FAILED, CANCELLED",
+                    )
+                })?
+                .as_str(),
+        ),
+    };
+    let filter = "($1::uuid IS NULL OR workflow_id = $1) AND ($2::text IS NULL OR status = $2)";
+    let executions: Vec<ExecutionView> = sqlx::query_as(&format!(
+        "SELECT {EXEC_COLUMNS} FROM executions WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(q.workflow_id)
+    .bind(status)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(state.engine.pool())
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM executions WHERE {filter}"))
+        .bind(q.workflow_id)
+        .bind(status)
+        .fetch_one(state.engine.pool())
+        .await?;
+    Ok(Json(ExecutionList {
+        executions,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
+    responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution"),
+              (status = 409, description = "already finished")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<ExecutionView>, ApiError> {
+    state.engine.cancel(id).await?;
+    load(&state, id).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/executions/{id}/retry", tag = "executions",
+    responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution"),
+              (status = 409, description = "not FAILED or CANCELLED")))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<ExecutionView>, ApiError> {
+    state.engine.retry(id).await?;
+    load(&state, id).await.map(Json)
+}
+
+/// Statuses as the API spells them, for documentation.
+pub fn statuses() -> Value {
+    json!({
+        "execution": [ExecutionStatus::Pending, ExecutionStatus::Running, ExecutionStatus::Completed,
+                      ExecutionStatus::Failed, ExecutionStatus::Cancelled],
+        "step": [StepStatus::Pending, StepStatus::Running, StepStatus::Completed, StepStatus::Failed,
+                 StepStatus::Skipped, StepStatus::Timeout, StepStatus::Cancelled],
+    })
+}

@@ -1,0 +1,143 @@
+//! The HTTP API (API.md): routes, the token middleware, request metrics.
+
+pub mod actions;
+pub mod error;
+pub mod events;
+pub mod executions;
+pub mod extract;
+pub mod openapi;
+pub mod ops;
+pub mod workflows;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::dapr::DaprClient;
+use crate::engine::Engine;
+use crate::metrics::{HttpLabels, RouteLabels};
+use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub dapr: DaprClient,
+    /// Set once migrations are applied; `/ready` waits for it.
+    pub migrated: Arc<AtomicBool>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/workflows", post(workflows::create).get(workflows::list))
+        .route("/workflows/validate", post(workflows::check))
+        .route(
+            "/workflows/{id}",
+            get(workflows::get)
+                .put(workflows::update)
+                .delete(workflows::delete),
+        )
+        .route("/workflows/{id}/execute", post(executions::execute))
+        .route("/executions", get(executions::list))
+        .route("/executions/{id}", get(executions::get))
+        .route("/executions/{id}/steps", get(executions::steps))
+        .route("/executions/{id}/cancel", post(executions::cancel))
+        .route("/executions/{id}/retry", post(executions::retry))
+        .route("/actions", get(actions::list))
+        .route("/actions/{action_type}", get(actions::get))
+        .route("/workflow-events", post(events::receive))
+        .route("/dapr/subscribe", get(events::subscribe))
+        .route("/internal/status", get(ops::status))
+        .route("/openapi.json", get(openapi::document))
+        // Applied to matched routes only, so an unknown path is a 404 whatever the token.
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let open = Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics));
+    let limit = state.engine.settings().max_body_bytes;
+    Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+/// `dapr-api-token` must equal `APP_API_TOKEN`, compared in constant time.
+/// With no token configured every protected route is refused (fail closed).
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let expected = state.engine.settings().app_token();
+    let given = request
+        .headers()
+        .get("dapr-api-token")
+        .map(|v| v.as_bytes());
+    let allowed = match (expected, given) {
+        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given)),
+        _ => false,
+    };
+    if !allowed {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "detail": "Forbidden" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// A span per request (continuing the caller's `traceparent`) and the
+/// request metrics, labelled by route template, not raw path.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let span = tracing::info_span!("request", %method, %route, traceparent = %traceparent);
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    let metrics = state.engine.metrics();
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { method, route })
+        .observe(elapsed);
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed * 1e3, "request finished"));
+    response
+}

@@ -1,0 +1,152 @@
+//! Health, readiness, metrics and the operator status page.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::metrics::{AppLabels, StateLabels};
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "{\"status\": \"ok\"}")))]
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn database_answers(state: &AppState) -> bool {
+    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.engine.pool());
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ping).await,
+        Ok(Ok(1))
+    )
+}
+
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "database answers, migrations applied"), (status = 503, description = "not ready")))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let database = database_answers(&state).await;
+    let migrations = state.migrated.load(std::sync::atomic::Ordering::Relaxed);
+    let draining = state.engine.is_draining();
+    let ok = database && migrations && !draining;
+    let body = json!({
+        "status": if ok { "ready" } else { "not ready" },
+        "checks": {
+            "database": if database { "ok" } else { "unreachable" },
+            "migrations": if migrations { "ok" } else { "pending" },
+            "shutdown": if draining { "draining" } else { "no" },
+        }
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[derive(sqlx::FromRow, Default)]
+struct Depths {
+    claimable: i64,
+    scheduled: i64,
+    running: i64,
+    waiting: i64,
+    outbox: i64,
+    outbox_oldest_seconds: Option<f64>,
+    early_events: i64,
+}
+
+async fn depths(state: &AppState) -> Option<Depths> {
+    let query = sqlx::query_as::<_, Depths>(
+        "SELECT
+            (SELECT count(*) FROM step_executions WHERE status = 'PENDING' AND available_at <= now()) AS claimable,
+            (SELECT count(*) FROM step_executions WHERE status = 'PENDING' AND available_at > now()) AS scheduled,
+            (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND NOT awaiting_event) AS running,
+            (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND awaiting_event) AS waiting,
+            (SELECT count(*) FROM outbox) AS outbox,
+            (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox) AS outbox_oldest_seconds,
+            (SELECT count(*) FROM inbound_events WHERE status = 'EARLY') AS early_events",
+    )
+    .fetch_one(state.engine.pool());
+    match tokio::time::timeout(Duration::from_secs(2), query).await {
+        Ok(Ok(d)) => Some(d),
+        _ => None,
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = state.engine.metrics();
+    if let Some(d) = depths(&state).await {
+        m.steps_claimable.set(d.claimable);
+        m.steps_waiting.set(d.waiting);
+        m.steps_running.set(d.running);
+        m.outbox_backlog.set(d.outbox);
+    }
+    let pool = state.engine.pool();
+    let idle = pool.num_idle() as i64;
+    m.db_connections
+        .get_or_create(&StateLabels {
+            state: "idle".into(),
+        })
+        .set(idle);
+    m.db_connections
+        .get_or_create(&StateLabels {
+            state: "in_use".into(),
+        })
+        .set(pool.size() as i64 - idle);
+    for (app_id, breaker) in state.dapr.breaker_states() {
+        let value = match breaker.as_str() {
+            "closed" => 0,
+            "half_open" => 1,
+            _ => 2,
+        };
+        m.breaker_state
+            .get_or_create(&AppLabels { app_id })
+            .set(value);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/internal/status", tag = "operations", responses((status = 200, description = "engine state")))]
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
+    let engine = &state.engine;
+    let d = depths(&state).await;
+    let breakers: serde_json::Map<String, Value> = state
+        .dapr
+        .breaker_states()
+        .into_iter()
+        .map(|(app, s)| (app, Value::String(s.as_str().to_owned())))
+        .collect();
+    Json(json!({
+        "replica_id": engine.replica_id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "draining": engine.is_draining(),
+        "handlers_in_flight": engine.inflight(),
+        "handler_slots_free": engine.inner.permits.available_permits(),
+        "database": if d.is_some() { "ok" } else { "unreachable" },
+        "queues": d.as_ref().map(|d| json!({
+            "claimable_steps": d.claimable,
+            "scheduled_retries": d.scheduled,
+            "running_steps": d.running,
+            "waiting_steps": d.waiting,
+            "early_events": d.early_events,
+        })),
+        "outbox": d.as_ref().map(|d| json!({
+            "backlog": d.outbox,
+            "oldest_seconds": d.outbox_oldest_seconds,
+        })),
+        "circuit_breakers": breakers,
+        "pool": { "size": engine.pool().size(), "idle": engine.pool().num_idle() },
+    }))
+}

@@ -1,0 +1,264 @@
+//! `/workflows`: stored, versioned workflow definitions.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AppJson, AppQuery, Id, Page};
+use crate::dag::Dag;
+use crate::dag::validate::validate;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct WorkflowRequest {
+    /// The workflow document (DAG.md).
+    #[schema(value_type = Object)]
+    pub dag: Value,
+    /// Defaults to `dag.name`.
+    pub name: Option<String>,
+    pub created_by: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ValidateRequest {
+    #[schema(value_type = Object)]
+    pub dag: Value,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ValidateResponse {
+    pub valid: bool,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Workflow {
+    pub id: Uuid,
+    pub name: String,
+    pub version: i32,
+    pub status: String,
+    pub created_by: Option<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub step_count: i32,
+    #[schema(value_type = Object)]
+    pub dag: Value,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkflowList {
+    pub workflows: Vec<Workflow>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub created_by: Option<String>,
+}
+
+const COLUMNS: &str = "id, name, version, 'active' AS status, created_by, description, created_at, updated_at, step_count, dag";
+
+/// Validate a document into a DAG or a 422 listing every problem.
+fn checked(state: &AppState, doc: &Value) -> Result<Dag, ApiError> {
+    let report = validate(doc, state.engine.registry());
+    match report.dag {
+        Some(dag) if report.errors.is_empty() => Ok(dag),
+        _ => Err(ApiError::with_errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "DAG validation failed",
+            report.errors,
+        )),
+    }
+}
+
+fn name_of(body: &WorkflowRequest, dag: &Dag) -> Result<String, ApiError> {
+    let name = body.name.clone().unwrap_or_else(|| dag.name.clone());
+    if name.trim().is_empty() || name.len() > 255 {
+        return Err(ApiError::with_errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid workflow",
+            vec!["name: must be 1 to 255 characters".into()],
+        ));
+    }
+    Ok(name)
+}
+
+fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("workflows_live_name") => {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a workflow named '{name}' already exists for this owner"),
+            )
+        }
+        _ => e.into(),
+    }
+}
+
+#[utoipa::path(post, path = "/workflows", request_body = WorkflowRequest, tag = "workflows",
+    responses((status = 201, body = Workflow), (status = 409, description = "name taken"),
+              (status = 422, description = "DAG validation failed")))]
+pub async fn create(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<WorkflowRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let dag = checked(&state, &body.dag)?;
+    let name = name_of(&body, &dag)?;
+    let stored = serde_json::to_value(&dag).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let id = Uuid::now_v7();
+    let mut tx = state.engine.pool().begin().await?;
+    let workflow: Workflow = sqlx::query_as(&format!(
+        "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count)
+         VALUES ($1, $2, $3, 1, $4, $5, $6) RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&name)
+    .bind(&body.created_by)
+    .bind(&dag.description)
+    .bind(&stored)
+    .bind(dag.steps.len() as i32)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| conflict_on_name(e, &name))?;
+    sqlx::query("INSERT INTO workflow_versions (workflow_id, version, dag) VALUES ($1, 1, $2)")
+        .bind(id)
+        .bind(&stored)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(workflow)))
+}
+
+#[utoipa::path(get, path = "/workflows", params(ListQuery), tag = "workflows",
+    responses((status = 200, body = WorkflowList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<WorkflowList>, ApiError> {
+    let (limit, offset) = Page::bounds(q.limit, q.offset)?;
+    let workflows: Vec<Workflow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM workflows
+         WHERE deleted_at IS NULL AND ($1::text IS NULL OR created_by = $1)
+         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(&q.created_by)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(state.engine.pool())
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workflows WHERE deleted_at IS NULL AND ($1::text IS NULL OR created_by = $1)",
+    )
+    .bind(&q.created_by)
+    .fetch_one(state.engine.pool())
+    .await?;
+    Ok(Json(WorkflowList {
+        workflows,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows",
+    responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted")))]
+pub async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Json<Workflow>, ApiError> {
+    let workflow: Option<Workflow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL"
+    ))
+    .bind(id)
+    .fetch_optional(state.engine.pool())
+    .await?;
+    workflow
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("workflow"))
+}
+
+#[utoipa::path(put, path = "/workflows/{id}", request_body = WorkflowRequest, tag = "workflows",
+    responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted"),
+              (status = 409, description = "name taken"), (status = 422, description = "DAG validation failed")))]
+pub async fn update(
+    State(state): State<AppState>,
+    Id(id): Id,
+    AppJson(body): AppJson<WorkflowRequest>,
+) -> Result<Json<Workflow>, ApiError> {
+    let dag = checked(&state, &body.dag)?;
+    let name = name_of(&body, &dag)?;
+    let stored = serde_json::to_value(&dag).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let mut tx = state.engine.pool().begin().await?;
+    let current: Option<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((version, owner)) = current else {
+        return Err(ApiError::not_found("workflow"));
+    };
+    let next = version + 1;
+    let created_by = body.created_by.clone().or(owner);
+    let workflow: Workflow = sqlx::query_as(&format!(
+        "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
+                step_count = $7, updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&name)
+    .bind(&created_by)
+    .bind(next)
+    .bind(&dag.description)
+    .bind(&stored)
+    .bind(dag.steps.len() as i32)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| conflict_on_name(e, &name))?;
+    sqlx::query("INSERT INTO workflow_versions (workflow_id, version, dag) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(next)
+        .bind(&stored)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(workflow))
+}
+
+#[utoipa::path(delete, path = "/workflows/{id}", tag = "workflows",
+    responses((status = 204, description = "deleted"), (status = 404, description = "unknown or deleted")))]
+pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusCode, ApiError> {
+    let done =
+        sqlx::query("UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .execute(state.engine.pool())
+            .await?
+            .rows_affected();
+    if done == 0 {
+        return Err(ApiError::not_found("workflow"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/workflows/validate", request_body = ValidateRequest, tag = "workflows",
+    responses((status = 200, body = ValidateResponse)))]
+pub async fn check(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<ValidateRequest>,
+) -> Json<ValidateResponse> {
+    let report = validate(&body.dag, state.engine.registry());
+    Json(ValidateResponse {
+        valid: report.errors.is_empty() && report.dag.is_some(),
+        errors: report.errors,
+        warnings: report.warnings,
+    })
+}
