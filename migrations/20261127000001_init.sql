@@ -120,3 +120,17 @@ CREATE TABLE outbox (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at);
+
+-- One row per attempt of a step: who ran it and when its claim ended. It
+-- lets an operator read a stuck step's history, and lets tests prove that
+-- no two attempts of a step ever overlapped.
+CREATE TABLE step_attempts (
+    execution_id uuid NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    step_id      text NOT NULL,
+    attempt      integer NOT NULL,
+    replica_id   uuid NOT NULL,
+    started_at   timestamptz NOT NULL,
+    ended_at     timestamptz,
+    outcome      text,
+    PRIMARY KEY (execution_id, step_id, attempt)
+);

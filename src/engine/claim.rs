@@ -71,6 +71,18 @@ impl Engine {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
+        let step_ids: Vec<&str> = claimed.iter().map(|c| c.step_id.as_str()).collect();
+        let attempts: Vec<i32> = claimed.iter().map(|c| c.attempt).collect();
+        sqlx::query(
+            "INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
+             SELECT e, s, a, $4, now() FROM UNNEST($1::uuid[], $2::text[], $3::int[]) AS t(e, s, a)",
+        )
+        .bind(&ids)
+        .bind(&step_ids)
+        .bind(&attempts)
+        .bind(self.replica_id())
+        .execute(&mut *tx)
+        .await?;
         let execs: Vec<ExecInfo> = sqlx::query_as(
             "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids
              FROM executions WHERE id = ANY($1)",

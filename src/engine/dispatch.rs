@@ -298,9 +298,14 @@ impl Engine {
     /// another replica runs them now rather than when the lease expires.
     pub async fn release_leases(&self) -> Result<u64, sqlx::Error> {
         let released = sqlx::query(
-            "UPDATE step_executions SET status = 'PENDING', available_at = now(),
-                    lease_owner = NULL, lease_expires_at = NULL
-             WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event",
+            "WITH released AS (
+                 UPDATE step_executions SET status = 'PENDING', available_at = now(),
+                        lease_owner = NULL, lease_expires_at = NULL
+                 WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event
+                 RETURNING execution_id, step_id, attempt)
+             UPDATE step_attempts a SET ended_at = now(), outcome = 'RELEASED'
+             FROM released r
+             WHERE a.execution_id = r.execution_id AND a.step_id = r.step_id AND a.attempt = r.attempt",
         )
         .bind(self.replica_id())
         .execute(self.pool())

@@ -85,6 +85,7 @@ impl Locked {
             self.exec_dirty = true;
         }
         write_rows(&mut self.tx, self.exec.id, &self.rows).await?;
+        self.record_attempts(engine).await?;
         if self.exec_dirty {
             sqlx::query(
                 "UPDATE executions SET status = $2, outputs = $3, error = $4, finished_steps = $5,
@@ -119,6 +120,57 @@ impl Locked {
         }
         if self.exec_before != self.exec.status && self.exec.status.is_terminal() {
             engine.inner.metrics.execution_finished(self.exec.status);
+        }
+        Ok(())
+    }
+
+    /// Close the attempts that ended and open the ones claimed here.
+    async fn record_attempts(&mut self, engine: &Engine) -> Result<(), sqlx::Error> {
+        let (mut ended_steps, mut ended_attempts, mut outcomes) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let (mut started_steps, mut started_attempts) = (Vec::new(), Vec::new());
+        for (row, &(status, attempt)) in self.rows.iter().zip(&self.before) {
+            let claimed_again = row.attempt > attempt;
+            if status == StepStatus::Running && (row.status != StepStatus::Running || claimed_again)
+            {
+                ended_steps.push(row.step_id.as_str());
+                ended_attempts.push(attempt);
+                let outcome = if row.status == StepStatus::Pending && row.error.is_none() {
+                    "RELEASED"
+                } else {
+                    row.status.as_str()
+                };
+                outcomes.push(outcome);
+            }
+            if claimed_again && row.status == StepStatus::Running {
+                started_steps.push(row.step_id.as_str());
+                started_attempts.push(row.attempt);
+            }
+        }
+        if !ended_steps.is_empty() {
+            sqlx::query(
+                "UPDATE step_attempts a SET ended_at = now(), outcome = e.outcome
+                 FROM UNNEST($2::text[], $3::int[], $4::text[]) AS e(step_id, attempt, outcome)
+                 WHERE a.execution_id = $1 AND a.step_id = e.step_id AND a.attempt = e.attempt AND a.ended_at IS NULL",
+            )
+            .bind(self.exec.id)
+            .bind(&ended_steps)
+            .bind(&ended_attempts)
+            .bind(&outcomes)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !started_steps.is_empty() {
+            sqlx::query(
+                "INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
+                 SELECT $1, s, a, $4, now() FROM UNNEST($2::text[], $3::int[]) AS t(s, a)",
+            )
+            .bind(self.exec.id)
+            .bind(&started_steps)
+            .bind(&started_attempts)
+            .bind(engine.replica_id())
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }
