@@ -239,6 +239,20 @@ impl Metrics {
             .observe(seconds);
     }
 
+    pub fn dapr_call(&self, app_id: &str, outcome: &str, seconds: f64) {
+        self.dapr_calls
+            .get_or_create(&CallLabels {
+                app_id: app_id.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.dapr_call_duration
+            .get_or_create(&AppLabels {
+                app_id: app_id.to_owned(),
+            })
+            .observe(seconds);
+    }
+
     pub fn event(&self, outcome: &str) {
         self.events_received
             .get_or_create(&OutcomeLabels {

@@ -44,9 +44,10 @@ impl Application {
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let settings = Arc::new(settings);
         let pool = crate::db::pool(&settings)?;
-        let dapr = DaprClient::new(&settings);
+        let metrics = Arc::new(Metrics::new());
+        let dapr = DaprClient::new(&settings).with_metrics(metrics.clone());
         let registry = registry(&settings, &dapr);
-        let engine = Engine::new(pool, registry, settings.clone(), Arc::new(Metrics::new()));
+        let engine = Engine::new(pool, registry, settings.clone(), metrics);
         let listener =
             TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], settings.app_port))).await?;
         let state = AppState {

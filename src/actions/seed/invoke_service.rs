@@ -1,0 +1,317 @@
+//! `invoke_service`: call any Dapr app, optionally waiting for an event
+//! correlated by a field of its answer, so a service can be driven from a
+//! DAG without new code.
+
+use std::sync::LazyLock;
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::{
+    Attempt, DEFAULT_WAIT_SECONDS, INTEGRATION, call_failed, check_object, is_template,
+    map_status_event, optional_object, required_str,
+};
+use crate::actions::{
+    ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
+    StepOutcome,
+};
+use crate::dapr::{CallHints, DaprClient};
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+const DEFAULT_CORRELATION_FIELD: &str = "workflow_id";
+
+static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
+    kind: "invoke_service",
+    name: "Invoke Service",
+    category: INTEGRATION,
+    description: "Call a method of any Dapr app through the sidecar. With await_event, \
+                  wait for the event whose correlation id is the given field of the \
+                  answer (COMPLETED completes with the event's content, FAILED fails).",
+    params: vec![
+        ParamSpec::new("app_id", "string", "The Dapr app id to call.").required(),
+        ParamSpec::new(
+            "method_path",
+            "string",
+            "The method path, e.g. /api/v1/things (a leading / is added when missing).",
+        )
+        .required(),
+        ParamSpec::new("http_method", "string", "The HTTP method.")
+            .default(json!("POST"))
+            .options(METHODS),
+        ParamSpec::new("data", "object", "The JSON body to send."),
+        ParamSpec::new(
+            "await_event",
+            "json",
+            "Wait for a completion event: {\"correlation_field\": \"workflow_id\"}, or the \
+             name of the answer's field (dots reach into nested objects, e.g. data.workflow_id).",
+        ),
+    ],
+    outputs: vec![
+        OutputSpec::new("response", "json", "The app's JSON answer ({} when empty)."),
+        OutputSpec::new(
+            "correlation_id",
+            "string",
+            "The id the step waited on (with await_event only).",
+        ),
+    ],
+    waits_for_event: true,
+    default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
+});
+
+pub struct InvokeService {
+    client: DaprClient,
+}
+
+impl InvokeService {
+    pub fn new(client: DaprClient) -> Self {
+        Self { client }
+    }
+
+    async fn call(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
+        let params = &ctx.params;
+        let app_id = required_str(params, "app_id")?;
+        if let Some(problem) = app_id_problem(&app_id) {
+            return Err(StepOutcome::permanent(problem));
+        }
+        let method_path = required_str(params, "method_path")?;
+        let method = http_method(params)?;
+        let data = optional_object(params, "data")?.map(Value::Object);
+        let correlation_field =
+            correlation_field(params.get("await_event")).map_err(StepOutcome::permanent)?;
+
+        let response = self
+            .client
+            .invoke(
+                &app_id,
+                method,
+                &method_path,
+                data.as_ref(),
+                &CallHints::for_step(ctx),
+            )
+            .await
+            .map_err(|e| call_failed(&e))?;
+
+        let mut outputs = Map::new();
+        let Some(field) = correlation_field else {
+            outputs.insert("response".into(), response);
+            return Ok(StepOutcome::completed(outputs));
+        };
+        let Some(correlation_id) = correlation_id(&response, &field) else {
+            return Err(StepOutcome::permanent(format!(
+                "{app_id}'s answer has no `{field}` to wait on"
+            )));
+        };
+        outputs.insert("response".into(), response);
+        outputs.insert("correlation_id".into(), json!(correlation_id));
+        Ok(StepOutcome::AwaitEvent {
+            external_id: correlation_id,
+            outputs,
+            timeout: None,
+        })
+    }
+}
+
+impl StepHandler for InvokeService {
+    fn spec(&self) -> &ActionSpec {
+        &SPEC
+    }
+
+    fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let literal = |name: &str| params.get(name).filter(|v| !is_template(v));
+        if let Some(problem) = literal("app_id")
+            .and_then(Value::as_str)
+            .and_then(app_id_problem)
+        {
+            errors.push(problem);
+        }
+        if let Some(path) = literal("method_path").and_then(Value::as_str) {
+            if path.split(['/', '?']).any(|segment| segment == "..") {
+                errors.push("method_path must not contain `..` segments".into());
+            }
+        }
+        check_object(params, "data", &mut errors);
+        if let Some(value) = literal("await_event") {
+            if let Err(problem) = correlation_field(Some(value)) {
+                errors.push(problem);
+            }
+        }
+        errors
+    }
+
+    fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
+        Box::pin(async move { self.call(&ctx).await.unwrap_or_else(|failed| failed) })
+    }
+
+    fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {
+        map_status_event(event, "the awaited operation failed")
+    }
+}
+
+/// Dapr app ids are DNS-like names (`app` or `app.namespace`); anything else
+/// could not be routed and might alter the sidecar URL.
+fn app_id_problem(app_id: &str) -> Option<String> {
+    let valid = app_id
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && app_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!valid).then(|| format!("app_id `{app_id}` is not a valid Dapr app id"))
+}
+
+fn http_method(params: &Map<String, Value>) -> Attempt<Method> {
+    let name = match params.get("http_method") {
+        None | Some(Value::Null) => "POST".to_owned(),
+        Some(Value::String(name)) => name.trim().to_ascii_uppercase(),
+        Some(other) => other.to_string(),
+    };
+    if !METHODS.contains(&name.as_str()) {
+        return Err(StepOutcome::permanent(format!(
+            "http_method must be one of {}, not `{name}`",
+            METHODS.join(", ")
+        )));
+    }
+    Method::from_bytes(name.as_bytes()).map_err(|e| StepOutcome::permanent(e.to_string()))
+}
+
+/// Which answer field to wait on, if any: `await_event` is absent/false,
+/// `true` (the default field), a field name, or `{"correlation_field": name}`.
+fn correlation_field(await_event: Option<&Value>) -> Result<Option<String>, String> {
+    const SHAPE: &str = "await_event must be {\"correlation_field\": \"<answer field>\"} \
+                         or the name of an answer field";
+    match await_event {
+        None | Some(Value::Null | Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(DEFAULT_CORRELATION_FIELD.to_owned())),
+        Some(Value::String(field)) if !field.trim().is_empty() => Ok(Some(field.trim().to_owned())),
+        Some(Value::Object(spec)) => match spec.get("correlation_field") {
+            None | Some(Value::Null) => Ok(Some(DEFAULT_CORRELATION_FIELD.to_owned())),
+            Some(Value::String(field)) if !field.trim().is_empty() => {
+                Ok(Some(field.trim().to_owned()))
+            }
+            Some(_) => Err(SHAPE.to_owned()),
+        },
+        Some(_) => Err(SHAPE.to_owned()),
+    }
+}
+
+/// The answer's `field` (a key, or a dotted path into nested objects) as
+/// a correlation id: a non-empty string, or a number as text.
+fn correlation_id(response: &Value, field: &str) -> Option<String> {
+    let value = response.get(field).or_else(|| {
+        field
+            .split('.')
+            .try_fold(response, |value, key| value.get(key))
+    })?;
+    match value {
+        Value::String(id) if !id.is_empty() => Some(id.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::builtin::test_util::{ctx, params};
+    use crate::actions::seed::test_client;
+
+    fn handler() -> InvokeService {
+        InvokeService::new(test_client())
+    }
+
+    #[test]
+    fn validation_checks_literal_values_and_lets_templates_through() {
+        let ok = params(json!({"app_id": "budapp.ns", "method_path": "/api/x",
+                               "data": {"a": 1}, "await_event": {"correlation_field": "workflow_id"}}));
+        assert!(handler().validate(&ok).is_empty());
+        let templated = params(
+            json!({"app_id": "{{ params.app }}", "method_path": "{{ params.p }}",
+                                      "data": "{{ params.d }}", "await_event": "{{ params.f }}"}),
+        );
+        assert!(handler().validate(&templated).is_empty());
+        let bad = params(json!({"app_id": "bud/app", "method_path": "/a/../b",
+                                "data": [1], "await_event": 5}));
+        let errors = handler().validate(&bad);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].contains("not a valid Dapr app id"), "{errors:?}");
+        assert!(errors[1].contains(".."), "{errors:?}");
+        assert_eq!(errors[2], "data must be an object");
+        assert!(errors[3].starts_with("await_event must be"), "{errors:?}");
+    }
+
+    #[test]
+    fn await_event_forms() {
+        let cases = [
+            (None, Ok(None)),
+            (Some(json!(false)), Ok(None)),
+            (Some(json!(true)), Ok(Some("workflow_id".to_owned()))),
+            (Some(json!("data.id")), Ok(Some("data.id".to_owned()))),
+            (Some(json!({})), Ok(Some("workflow_id".to_owned()))),
+            (
+                Some(json!({"correlation_field": "job"})),
+                Ok(Some("job".to_owned())),
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(correlation_field(value.as_ref()), expected, "{value:?}");
+        }
+        assert!(correlation_field(Some(&json!(""))).is_err());
+        assert!(correlation_field(Some(&json!({"correlation_field": 1}))).is_err());
+    }
+
+    #[test]
+    fn correlation_id_reads_keys_dotted_paths_and_numbers() {
+        let answer = json!({"workflow_id": "w1", "data": {"workflow_id": 42}, "a.b": "dotted-key"});
+        assert_eq!(
+            correlation_id(&answer, "workflow_id").as_deref(),
+            Some("w1")
+        );
+        assert_eq!(
+            correlation_id(&answer, "data.workflow_id").as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            correlation_id(&answer, "a.b").as_deref(),
+            Some("dotted-key")
+        );
+        assert_eq!(correlation_id(&answer, "data"), None);
+        assert_eq!(correlation_id(&answer, "missing"), None);
+    }
+
+    #[tokio::test]
+    async fn bad_params_fail_permanently_before_any_call() {
+        let cases = [
+            (json!({"method_path": "/x"}), "app_id is required"),
+            (
+                json!({"app_id": "a", "method_path": "/x", "http_method": "TRACE"}),
+                "http_method must be one of GET, POST, PUT, PATCH, DELETE, not `TRACE`",
+            ),
+            (
+                json!({"app_id": "a", "method_path": "/x", "data": 3}),
+                "data must be an object",
+            ),
+        ];
+        for (p, expected) in cases {
+            assert_eq!(
+                handler().run(ctx(p.clone())).await,
+                StepOutcome::permanent(expected),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_map_like_the_other_waiting_actions() {
+        let done = json!({"workflow_id": "w", "status": "COMPLETED", "result": {"id": 1}});
+        assert_eq!(
+            handler().on_event(&done, &Map::new()),
+            EventAction::Complete(params(json!({"id": 1})))
+        );
+        assert_eq!(
+            handler().on_event(&json!({"status": "FAILED"}), &Map::new()),
+            EventAction::Fail("the awaited operation failed".into())
+        );
+    }
+}

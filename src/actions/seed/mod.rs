@@ -1,0 +1,320 @@
+//! Seed actions that drive other services through the Dapr sidecar
+//! (DAG.md "Actions", the design note's "BudPipeline → BudCluster").
+//!
+//! Long operations follow one pattern: `run` makes the request and, when the
+//! callee answers `"status": "accepted"`, parks the step on the callee's
+//! workflow id; the completion event that budcluster later publishes is
+//! mapped by `on_event` (see [`map_status_event`]). Failures of the call
+//! itself are retryable exactly when [`InvokeError::is_retryable`] says so.
+
+mod cluster_health;
+mod delete_deployment;
+mod deploy_model;
+mod invoke_service;
+mod notification;
+
+use serde_json::{Map, Value};
+
+use super::{EventAction, Registry, StepOutcome};
+use crate::config::Settings;
+use crate::dapr::{Budcluster, DaprClient, InvokeError};
+
+pub use cluster_health::ClusterHealth;
+pub use delete_deployment::DeleteDeployment;
+pub use deploy_model::DeployModel;
+pub use invoke_service::InvokeService;
+pub use notification::Notification;
+
+const CLUSTER_OPERATIONS: &str = "Cluster Operations";
+const INTEGRATION: &str = "Integration";
+
+/// How long a step waits for a completion event when it sets no timeout.
+const DEFAULT_WAIT_SECONDS: u64 = 1800;
+
+pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings) {
+    let budcluster = Budcluster::new(client.clone(), settings.budcluster_app_id.clone());
+    registry.register(DeployModel::new(budcluster.clone()));
+    registry.register(ClusterHealth::new(budcluster.clone()));
+    registry.register(DeleteDeployment::new(budcluster));
+    registry.register(InvokeService::new(client.clone()));
+    registry.register(Notification::new(client, settings.notify_topic.clone()));
+}
+
+/// Inside `run`, a failure is already the step's outcome.
+type Attempt<T> = Result<T, StepOutcome>;
+
+/// A failed call as a step outcome: retryable when the call may succeed later.
+fn call_failed(error: &InvokeError) -> StepOutcome {
+    StepOutcome::Failed {
+        error: error.to_string(),
+        retryable: error.is_retryable(),
+        outputs: Map::new(),
+    }
+}
+
+/// A required text param after templating. Numbers and booleans are taken
+/// as their text (a pure template can yield one); null, `""` and
+/// objects are permanent failures.
+fn required_str(params: &Map<String, Value>, name: &str) -> Attempt<String> {
+    optional_str(params, name)?.ok_or_else(|| StepOutcome::permanent(format!("{name} is required")))
+}
+
+fn optional_str(params: &Map<String, Value>, name: &str) -> Attempt<Option<String>> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(value @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(value.to_string())),
+        Some(_) => Err(StepOutcome::permanent(format!("{name} must be a string"))),
+    }
+}
+
+/// An optional object param after templating; null is absent.
+fn optional_object(params: &Map<String, Value>, name: &str) -> Attempt<Option<Map<String, Value>>> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(_) => Err(StepOutcome::permanent(format!("{name} must be an object"))),
+    }
+}
+
+/// Whether a raw param is still a template; `validate` must let it through.
+fn is_template(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| s.contains("{{"))
+}
+
+/// Submit-time check that a literal param is an object.
+fn check_object(params: &Map<String, Value>, name: &str, errors: &mut Vec<String>) {
+    match params.get(name) {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(value) if is_template(value) => {}
+        Some(_) => errors.push(format!("{name} must be an object")),
+    }
+}
+
+/// The outcome of a waiting step whose timeout passed, naming what it
+/// waited for.
+fn timed_out_waiting(outputs: &Map<String, Value>, key: &str, on: &str) -> StepOutcome {
+    let error = match outputs.get(key).and_then(Value::as_str) {
+        Some(id) => format!("step timed out waiting for {on} {id}"),
+        None => "step timed out".to_owned(),
+    };
+    StepOutcome::transient(error)
+}
+
+/// Map a status event to what it means for the waiting step.
+///
+/// Two shapes are understood: budcluster's flat event
+/// `{"workflow_id", "status", "content": {...}}` (or `result` instead of
+/// `content`), and the NotificationPayload of the budmicroframe services
+/// `{"payload": {"workflow_id", "content": {"status", "message", "result"}}}`.
+/// `status` is compared without regard to case: `COMPLETED` completes with
+/// the content's fields, `FAILED` fails with its message (or `failure`),
+/// anything else is progress. An event without a status is ignored.
+pub(crate) fn map_status_event(event: &Value, failure: &str) -> EventAction {
+    let Some(event) = StatusEvent::read(event) else {
+        return EventAction::Ignore;
+    };
+    match event.status.to_ascii_uppercase().as_str() {
+        "COMPLETED" => EventAction::Complete(event.content_fields()),
+        "FAILED" => EventAction::Fail(event.message().unwrap_or(failure).to_owned()),
+        _ => EventAction::Progress(event.progress()),
+    }
+}
+
+struct StatusEvent<'a> {
+    status: &'a str,
+    /// The object that carries the status (and usually the message).
+    holder: &'a Map<String, Value>,
+    /// The result data: `content`/`result` of the flat shape, `result` of
+    /// the NotificationPayload shape.
+    content: Option<&'a Value>,
+}
+
+impl<'a> StatusEvent<'a> {
+    fn read(event: &'a Value) -> Option<Self> {
+        let event = event.as_object()?;
+        let present =
+            |map: &'a Map<String, Value>, key: &str| map.get(key).filter(|v| !v.is_null());
+        if let Some(status) = event.get("status").and_then(Value::as_str) {
+            return Some(Self {
+                status,
+                holder: event,
+                content: present(event, "content").or_else(|| present(event, "result")),
+            });
+        }
+        let holder = event.get("payload")?.get("content")?.as_object()?;
+        Some(Self {
+            status: holder.get("status")?.as_str()?,
+            holder,
+            content: present(holder, "result"),
+        })
+    }
+
+    fn content_fields(&self) -> Map<String, Value> {
+        match self.content {
+            Some(Value::Object(map)) => map.clone(),
+            Some(other) => Map::from_iter([("result".to_owned(), other.clone())]),
+            None => Map::new(),
+        }
+    }
+
+    fn message(&self) -> Option<&'a str> {
+        let text = |map: &'a Map<String, Value>| {
+            ["message", "error", "reason"]
+                .iter()
+                .find_map(|key| map.get(*key).and_then(Value::as_str))
+                .filter(|s| !s.is_empty())
+        };
+        self.content
+            .and_then(Value::as_object)
+            .and_then(text)
+            .or_else(|| text(self.holder))
+    }
+
+    fn progress(&self) -> Option<f64> {
+        self.content
+            .and_then(|c| c.get("progress_percentage"))
+            .or_else(|| self.holder.get("progress_percentage"))
+            .and_then(Value::as_f64)
+            .filter(|p| p.is_finite())
+            .map(|p| p.clamp(0.0, 100.0))
+    }
+}
+
+/// A client whose sidecar does not exist and that tries once: a test
+/// handler built on it proves it makes no call, or fails fast when it does.
+#[cfg(test)]
+fn test_client() -> DaprClient {
+    let settings = Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some("postgres://x/y".into()),
+        "DAPR_HTTP_ENDPOINT" => Some("http://127.0.0.1:9".into()),
+        "SERVICE_INVOKE_MAX_RETRIES" => Some("1".into()),
+        _ => None,
+    })
+    .expect("test settings");
+    DaprClient::new(&settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::actions::builtin::test_util::params;
+
+    #[test]
+    fn completed_event_yields_the_content_fields() {
+        let event = json!({"workflow_id": "w", "status": "completed",
+                           "content": {"deployment_id": "d1", "message": "ok"}});
+        assert_eq!(
+            map_status_event(&event, "x"),
+            EventAction::Complete(params(json!({"deployment_id": "d1", "message": "ok"})))
+        );
+        let with_result = json!({"status": "COMPLETED", "result": {"a": 1}});
+        assert_eq!(
+            map_status_event(&with_result, "x"),
+            EventAction::Complete(params(json!({"a": 1})))
+        );
+        let bare = json!({"status": "COMPLETED", "result": 7});
+        assert_eq!(
+            map_status_event(&bare, "x"),
+            EventAction::Complete(params(json!({"result": 7})))
+        );
+        let empty = json!({"status": "COMPLETED"});
+        assert_eq!(
+            map_status_event(&empty, "x"),
+            EventAction::Complete(Map::new())
+        );
+    }
+
+    #[test]
+    fn failed_event_takes_the_most_specific_message() {
+        let cases = [
+            (
+                json!({"status": "FAILED", "content": {"message": "no GPU"}, "message": "outer"}),
+                "no GPU",
+            ),
+            (json!({"status": "Failed", "message": "outer"}), "outer"),
+            (
+                json!({"status": "FAILED", "content": {"error": "quota"}}),
+                "quota",
+            ),
+            (
+                json!({"status": "FAILED", "content": {"message": ""}}),
+                "deployment failed",
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(
+                map_status_event(&event, "deployment failed"),
+                EventAction::Fail(expected.into()),
+                "{event}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_statuses_are_progress_and_shapeless_events_are_ignored() {
+        let running = json!({"status": "RUNNING", "content": {"progress_percentage": 40}});
+        assert_eq!(
+            map_status_event(&running, "x"),
+            EventAction::Progress(Some(40.0))
+        );
+        let over = json!({"status": "STARTED", "progress_percentage": 250});
+        assert_eq!(
+            map_status_event(&over, "x"),
+            EventAction::Progress(Some(100.0))
+        );
+        assert_eq!(
+            map_status_event(&json!({"status": "STARTED"}), "x"),
+            EventAction::Progress(None)
+        );
+        for event in [
+            json!("COMPLETED"),
+            json!([1]),
+            json!({"workflow_id": "w"}),
+            json!({"status": 3}),
+        ] {
+            assert_eq!(
+                map_status_event(&event, "x"),
+                EventAction::Ignore,
+                "{event}"
+            );
+        }
+    }
+
+    #[test]
+    fn notification_payload_shape_is_understood() {
+        let done = json!({"type": "notification", "payload": {"workflow_id": "w", "event": "results",
+            "content": {"title": "t", "message": "done", "status": "COMPLETED",
+                        "result": {"endpoint_id": "e1"}}}});
+        assert_eq!(
+            map_status_event(&done, "x"),
+            EventAction::Complete(params(json!({"endpoint_id": "e1"})))
+        );
+        let failed = json!({"payload": {"content": {"status": "FAILED", "message": "bad"}}});
+        assert_eq!(
+            map_status_event(&failed, "x"),
+            EventAction::Fail("bad".into())
+        );
+    }
+
+    #[test]
+    fn text_params_accept_scalars_and_refuse_structures() {
+        let p = params(json!({"a": "x", "n": 5, "empty": " ", "null": null, "obj": {}}));
+        assert_eq!(required_str(&p, "a").unwrap(), "x");
+        assert_eq!(required_str(&p, "n").unwrap(), "5");
+        for missing in ["empty", "null", "absent"] {
+            let outcome = required_str(&p, missing).unwrap_err();
+            assert_eq!(
+                outcome,
+                StepOutcome::permanent(format!("{missing} is required"))
+            );
+        }
+        assert_eq!(
+            required_str(&p, "obj").unwrap_err(),
+            StepOutcome::permanent("obj must be a string")
+        );
+    }
+}
