@@ -40,9 +40,15 @@ pub struct Analysis {
     pub unknown_variables: Vec<String>,
 }
 
+/// Instructions one render may execute (minijinja's "fuel").
+const TEMPLATE_FUEL: u64 = 200_000;
+
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // A user's template runs on the engine's threads: bound its work so a
+    // runaway loop fails the step instead of stalling the replica.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     // Debug info snapshots the whole context into every error: costly and
     // it would leak parameter values into step error messages.
     env.set_debug(false);
@@ -789,5 +795,13 @@ mod tests {
             assert_eq!(v, json!(i));
         }
         assert!(EXPRESSIONS.lock().unwrap().len() <= EXPRESSION_CACHE_LIMIT);
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel_instead_of_hanging() {
+        let ctx = serde_json::json!({"params": {}, "steps": {}});
+        let t = "{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}";
+        let err = resolve(&Value::String(t.into()), &ctx).unwrap_err();
+        assert!(err.0.contains("fuel"), "{err}");
     }
 }
