@@ -84,26 +84,7 @@ impl Locked {
             self.exec.finished_steps = finished;
             self.exec_dirty = true;
         }
-        write_rows(&mut self.tx, self.exec.id, &self.rows).await?;
-        self.record_attempts(engine).await?;
-        if self.exec_dirty {
-            sqlx::query(
-                "UPDATE executions SET status = $2, outputs = $3, error = $4, finished_steps = $5,
-                        started_at = $6, completed_at = $7, deadline_at = $8
-                 WHERE id = $1",
-            )
-            .bind(self.exec.id)
-            .bind(self.exec.status.as_str())
-            .bind(&self.exec.outputs)
-            .bind(&self.exec.error)
-            .bind(self.exec.finished_steps)
-            .bind(self.exec.started_at)
-            .bind(self.exec.completed_at)
-            .bind(self.exec.deadline_at)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        insert_outbox(&mut self.tx, &events).await?;
+        self.write(engine, &events).await?;
         if self.released > 0 {
             // Wake the other replicas: there is work none of them holds yet.
             sqlx::query("SELECT pg_notify($1, '')")
@@ -124,55 +105,98 @@ impl Locked {
         Ok(())
     }
 
-    /// Close the attempts that ended and open the ones claimed here.
-    async fn record_attempts(&mut self, engine: &Engine) -> Result<(), sqlx::Error> {
-        let (mut ended_steps, mut ended_attempts, mut outcomes) =
-            (Vec::new(), Vec::new(), Vec::new());
-        let (mut started_steps, mut started_attempts) = (Vec::new(), Vec::new());
+    /// Everything this transition changed, in ONE statement (its
+    /// data-modifying CTEs touch different rows, so they cannot see or
+    /// conflict with each other): the changed step rows, the attempts that
+    /// ended and began, the outbox rows, and the execution row. One round
+    /// trip instead of five keeps a chain of steps at one commit per step.
+    async fn write(&mut self, engine: &Engine, events: &[OutboxEvent]) -> Result<(), sqlx::Error> {
+        let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
+        let attempts = self.attempts();
+        if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "WITH steps AS (
+                UPDATE step_executions s SET
+                    status = r.status, available_at = r.available_at, attempt = r.attempt,
+                    failures = r.failures, lease_owner = r.lease_owner,
+                    lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
+                    external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
+                    outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
+                    progress = r.progress, started_at = r.started_at, completed_at = r.completed_at
+                FROM jsonb_to_recordset($2) AS r(
+                    step_id text, status text, available_at timestamptz, attempt int, failures int,
+                    lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
+                    external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
+                    skip_reason text, progress float8, started_at timestamptz, completed_at timestamptz)
+                WHERE s.execution_id = $1 AND s.step_id = r.step_id
+                RETURNING 1
+             ), ended AS (
+                UPDATE step_attempts a SET ended_at = now(), outcome = e.outcome
+                FROM UNNEST($3::text[], $4::int[], $5::text[]) AS e(step_id, attempt, outcome)
+                WHERE a.execution_id = $1 AND a.step_id = e.step_id AND a.attempt = e.attempt
+                  AND a.ended_at IS NULL
+                RETURNING 1
+             ), began AS (
+                INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
+                SELECT $1, b.step_id, b.attempt, $6, now()
+                FROM UNNEST($7::text[], $8::int[]) AS b(step_id, attempt)
+                RETURNING 1
+             ), outbox_rows AS (
+                INSERT INTO outbox (event_id, topic, body)
+                SELECT event_id, topic, body
+                FROM jsonb_to_recordset($9) AS o(event_id text, topic text, body jsonb)
+                RETURNING 1
+             )
+             UPDATE executions SET status = $10, outputs = $11, error = $12, finished_steps = $13,
+                    started_at = $14, completed_at = $15, deadline_at = $16
+             WHERE id = $1 AND $17",
+        )
+        .bind(self.exec.id)
+        .bind(sqlx::types::Json(&dirty))
+        .bind(&attempts.ended_steps)
+        .bind(&attempts.ended_attempts)
+        .bind(&attempts.outcomes)
+        .bind(engine.replica_id())
+        .bind(&attempts.began_steps)
+        .bind(&attempts.began_attempts)
+        .bind(sqlx::types::Json(events))
+        .bind(self.exec.status.as_str())
+        .bind(&self.exec.outputs)
+        .bind(&self.exec.error)
+        .bind(self.exec.finished_steps)
+        .bind(self.exec.started_at)
+        .bind(self.exec.completed_at)
+        .bind(self.exec.deadline_at)
+        .bind(self.exec_dirty)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The attempts that ended and the ones claimed by this transition.
+    fn attempts(&self) -> Attempts {
+        let mut out = Attempts::default();
         for (row, &(status, attempt)) in self.rows.iter().zip(&self.before) {
             let claimed_again = row.attempt > attempt;
             if status == StepStatus::Running && (row.status != StepStatus::Running || claimed_again)
             {
-                ended_steps.push(row.step_id.as_str());
-                ended_attempts.push(attempt);
+                out.ended_steps.push(row.step_id.clone());
+                out.ended_attempts.push(attempt);
                 let outcome = if row.status == StepStatus::Pending && row.error.is_none() {
                     "RELEASED"
                 } else {
                     row.status.as_str()
                 };
-                outcomes.push(outcome);
+                out.outcomes.push(outcome.to_owned());
             }
             if claimed_again && row.status == StepStatus::Running {
-                started_steps.push(row.step_id.as_str());
-                started_attempts.push(row.attempt);
+                out.began_steps.push(row.step_id.clone());
+                out.began_attempts.push(row.attempt);
             }
         }
-        if !ended_steps.is_empty() {
-            sqlx::query(
-                "UPDATE step_attempts a SET ended_at = now(), outcome = e.outcome
-                 FROM UNNEST($2::text[], $3::int[], $4::text[]) AS e(step_id, attempt, outcome)
-                 WHERE a.execution_id = $1 AND a.step_id = e.step_id AND a.attempt = e.attempt AND a.ended_at IS NULL",
-            )
-            .bind(self.exec.id)
-            .bind(&ended_steps)
-            .bind(&ended_attempts)
-            .bind(&outcomes)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        if !started_steps.is_empty() {
-            sqlx::query(
-                "INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
-                 SELECT $1, s, a, $4, now() FROM UNNEST($2::text[], $3::int[]) AS t(s, a)",
-            )
-            .bind(self.exec.id)
-            .bind(&started_steps)
-            .bind(&started_attempts)
-            .bind(engine.replica_id())
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        Ok(())
+        out
     }
 
     /// Derive the progress events of API.md from what changed.
@@ -310,39 +334,24 @@ impl Engine {
     }
 }
 
+#[derive(Default)]
+struct Attempts {
+    ended_steps: Vec<String>,
+    ended_attempts: Vec<i32>,
+    outcomes: Vec<String>,
+    began_steps: Vec<String>,
+    began_attempts: Vec<i32>,
+}
+
+impl Attempts {
+    fn is_empty(&self) -> bool {
+        self.ended_steps.is_empty() && self.began_steps.is_empty()
+    }
+}
+
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
     outputs, error, skip_reason, progress, started_at, completed_at";
-
-async fn write_rows(
-    tx: &mut Transaction<'static, Postgres>,
-    execution_id: Uuid,
-    rows: &[StepRow],
-) -> Result<(), sqlx::Error> {
-    let dirty: Vec<&StepRow> = rows.iter().filter(|r| r.dirty).collect();
-    if dirty.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE step_executions s SET
-            status = r.status, available_at = r.available_at, attempt = r.attempt, failures = r.failures,
-            lease_owner = r.lease_owner, lease_expires_at = r.lease_expires_at,
-            awaiting_event = r.awaiting_event, external_workflow_id = r.external_workflow_id,
-            timeout_at = r.timeout_at, outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
-            progress = r.progress, started_at = r.started_at, completed_at = r.completed_at
-         FROM jsonb_to_recordset($2) AS r(
-            step_id text, status text, available_at timestamptz, attempt int, failures int,
-            lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool, external_workflow_id text,
-            timeout_at timestamptz, outputs jsonb, error text, skip_reason text, progress float8,
-            started_at timestamptz, completed_at timestamptz)
-         WHERE s.execution_id = $1 AND s.step_id = r.step_id",
-    )
-    .bind(execution_id)
-    .bind(sqlx::types::Json(&dirty))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 
 pub async fn insert_outbox(
     tx: &mut Transaction<'static, Postgres>,
