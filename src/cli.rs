@@ -56,8 +56,9 @@ pub fn validate_file(path: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let lower = path.to_ascii_lowercase();
     let parsed: Result<serde_json::Value, String> =
-        if path.ends_with(".yaml") || path.ends_with(".yml") {
+        if lower.ends_with(".yaml") || lower.ends_with(".yml") {
             serde_norway::from_str(&text).map_err(|e| e.to_string())
         } else {
             serde_json::from_str(&text).map_err(|e| e.to_string())

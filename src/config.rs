@@ -96,6 +96,9 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Upper bound of `RETENTION_DAYS` (a hundred years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
@@ -213,6 +216,15 @@ impl Settings {
                 env.positive::<u32>("SWEEP_INTERVAL_MS", 500)? as u64
             ),
         };
+        // The sweeper computes `now() - RETENTION_DAYS days` in Postgres
+        // (an `int`); 0 would delete every finished execution at once, and a
+        // value past `i32::MAX` would wrap and delete them all as well.
+        if !(1..=MAX_RETENTION_DAYS).contains(&settings.retention_days) {
+            return Err(invalid(
+                "RETENTION_DAYS",
+                format!("must be between 1 and {MAX_RETENTION_DAYS}"),
+            ));
+        }
         if settings.lease < Duration::from_secs(1) {
             return Err(invalid("LEASE_SECONDS", "must be at least 1"));
         }
@@ -267,7 +279,9 @@ impl Env<'_> {
         if !secs.is_finite() || secs <= 0.0 {
             return Err(invalid(name, "must be a positive number of seconds"));
         }
-        Ok(Duration::from_secs_f64(secs))
+        // `Duration::from_secs_f64` panics past u64::MAX seconds.
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| invalid(name, format!("`{secs}` seconds is too large")))
     }
 }
 

@@ -6,7 +6,10 @@ use serde_json::Value;
 fn load(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_norway::Deserializer::from_str(&text)
-        .map(|doc| serde_norway::from_value::<Value>(serde::Deserialize::deserialize(doc).unwrap()).unwrap())
+        .map(|doc| {
+            serde_norway::from_value::<Value>(serde::Deserialize::deserialize(doc).unwrap())
+                .unwrap()
+        })
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -26,7 +29,10 @@ fn env_secret(container: &Value, name: &str) -> (String, String) {
         .find(|e| e["name"] == name)
         .unwrap_or_else(|| panic!("no env {name}"));
     let r = &var["valueFrom"]["secretKeyRef"];
-    (r["name"].as_str().unwrap().to_owned(), r["key"].as_str().unwrap().to_owned())
+    (
+        r["name"].as_str().unwrap().to_owned(),
+        r["key"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
@@ -36,15 +42,28 @@ fn deployment_runs_with_a_dapr_sidecar_and_its_tokens() {
     assert_eq!(ann["dapr.io/enabled"], "true");
     assert_eq!(ann["dapr.io/app-id"], "budpipeline");
     assert_eq!(ann["dapr.io/app-port"], "8010");
-    let app_secret = ann["dapr.io/app-token-secret"].as_str().expect("app-token-secret");
-    let api_secret = ann["dapr.io/api-token-secret"].as_str().expect("api-token-secret");
+    let app_secret = ann["dapr.io/app-token-secret"]
+        .as_str()
+        .expect("app-token-secret");
+    let api_secret = ann["dapr.io/api-token-secret"]
+        .as_str()
+        .expect("api-token-secret");
 
     let pod = &d["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     // secretKeyRef, not envFrom: envFrom of a secret with key `token` names the variable `token`.
-    assert!(c.get("envFrom").is_none(), "tokens must be mapped with secretKeyRef");
-    assert_eq!(env_secret(c, "APP_API_TOKEN"), (app_secret.to_owned(), "token".to_owned()));
-    assert_eq!(env_secret(c, "DAPR_API_TOKEN"), (api_secret.to_owned(), "token".to_owned()));
+    assert!(
+        c.get("envFrom").is_none(),
+        "tokens must be mapped with secretKeyRef"
+    );
+    assert_eq!(
+        env_secret(c, "APP_API_TOKEN"),
+        (app_secret.to_owned(), "token".to_owned())
+    );
+    assert_eq!(
+        env_secret(c, "DAPR_API_TOKEN"),
+        (api_secret.to_owned(), "token".to_owned())
+    );
     assert!(env_secret(c, "DATABASE_URL").0.len() > 0);
 
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
@@ -60,8 +79,13 @@ fn deployment_runs_with_a_dapr_sidecar_and_its_tokens() {
         .and_then(|e| e["value"].as_str())
         .map(|v| v.parse::<u64>().unwrap())
         .unwrap_or(20);
-    let termination = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
-    assert!(termination > grace, "pod grace {termination}s must exceed the service's {grace}s");
+    let termination = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        termination > grace,
+        "pod grace {termination}s must exceed the service's {grace}s"
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
 }
 
@@ -70,12 +94,20 @@ fn a_disruption_budget_and_a_kustomization_cover_the_deployment() {
     let pdb = one("deploy/pdb.yaml", "PodDisruptionBudget");
     assert!(pdb["spec"]["minAvailable"].is_number() || pdb["spec"]["maxUnavailable"].is_number());
     let k = load("deploy/kustomization.yaml").remove(0);
-    let resources: Vec<&str> = k["resources"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let resources: Vec<&str> = k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     for needed in ["deployment.yaml", "service.yaml", "pdb.yaml"] {
         assert!(resources.contains(&needed), "kustomization lacks {needed}");
     }
     for r in resources {
-        assert!(std::path::Path::new("deploy").join(r).exists(), "kustomization names missing {r}");
+        assert!(
+            std::path::Path::new("deploy").join(r).exists(),
+            "kustomization names missing {r}"
+        );
     }
 }
 
@@ -96,7 +128,13 @@ fn dapr_resiliency_does_not_retry_invocations_the_service_retries() {
     let budcluster = &spec["targets"]["apps"]["budcluster"];
     assert!(budcluster.is_object(), "budcluster target missing");
     if let Some(policy) = budcluster["retry"].as_str() {
-        assert_eq!(spec["policies"]["retries"][policy]["maxRetries"], 0, "Dapr must not multiply retries");
+        assert_eq!(
+            spec["policies"]["retries"][policy]["maxRetries"], 0,
+            "Dapr must not multiply retries"
+        );
     }
-    assert!(budcluster.get("circuitBreaker").is_none(), "the service owns the breaker");
+    assert!(
+        budcluster.get("circuitBreaker").is_none(),
+        "the service owns the breaker"
+    );
 }

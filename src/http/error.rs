@@ -70,6 +70,25 @@ impl From<sqlx::Error> for ApiError {
             {
                 Self::Unavailable(e)
             }
+            // Input that is valid JSON but that Postgres cannot store: a NUL
+            // character (`\u0000`) in text or jsonb, or a value too large for
+            // an index. The client sent it, so it is the client's error.
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| matches!(c.as_ref(), "22P05" | "22021")) =>
+            {
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid request: text values must not contain the NUL character (\\u0000)",
+                )
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.as_ref() == "54000") => {
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid request: a value is too large to be stored",
+                )
+            }
             other => Self::Internal(Box::new(other)),
         }
     }

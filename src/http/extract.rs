@@ -1,27 +1,88 @@
 //! Extractors whose rejections are this service's JSON errors.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
 
 /// `axum::Json` with errors that name the field and the right status:
-/// 400 for malformed JSON, 422 for wrong types or missing fields, 413 for
-/// a body over the limit, 415 for another content type.
+/// 400 for a body that is not JSON at all, 422 for a body that is JSON but
+/// not an object, has wrong types or misses fields, 413 for a body over the
+/// limit, 415 for another content type.
+///
+/// The body is first parsed as any JSON value, so that a truncated document
+/// is reported as such (400) rather than by whatever field the streaming
+/// deserializer met first (`unknown field ...`).
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(rejection) => return Err(bytes_rejection(rejection)),
+        };
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("request body is not valid JSON: {e}"),
+                ));
+            }
+            Ok(value) if !value.is_object() => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid request body: must be a JSON object",
+                ));
+            }
+            Ok(_) => {}
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// `application/json`, or `application/<anything>+json`, with any parameters.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.strip_prefix("application/") {
+        Some(subtype) => subtype == "json" || subtype.ends_with("+json"),
+        None => false,
+    }
+}
+
+/// Reading the body failed: over the limit (413) or the connection broke.
+pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "request body is too large")
+    } else {
+        ApiError::new(status, "the request body could not be read")
     }
 }
 

@@ -14,7 +14,7 @@ use super::{actions, events, executions, ops, workflows};
         executions::retry, actions::list, actions::get, events::receive, events::subscribe,
         ops::health, ops::ready, ops::metrics, ops::status, document,
     ),
-    modifiers(&TokenSecurity),
+    modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),
     security(("dapr_api_token" = [])),
 )]
 pub struct ApiDoc;
@@ -29,6 +29,104 @@ impl utoipa::Modify for TokenSecurity {
             "dapr_api_token",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("dapr-api-token"))),
         );
+    }
+}
+
+/// Every operation of a path with `{name}` segments declares each of them as
+/// a required path parameter (OpenAPI requires it; the handlers' custom
+/// extractors are invisible to utoipa). `{id}` is a UUID.
+struct PathParameters;
+
+impl utoipa::Modify for PathParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Required;
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let names: Vec<String> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .map(str::to_owned)
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                for name in &names {
+                    let declared = params
+                        .iter()
+                        .any(|p| &p.name == name && p.parameter_in == ParameterIn::Path);
+                    if declared {
+                        continue;
+                    }
+                    let mut schema = ObjectBuilder::new().schema_type(Type::String);
+                    if name == "id" {
+                        schema = schema.format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+                    }
+                    params.push(
+                        ParameterBuilder::new()
+                            .name(name)
+                            .parameter_in(ParameterIn::Path)
+                            .required(Required::True)
+                            .schema(Some(schema))
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Operation ids must be unique in a document; the handlers' names are not
+/// (`get`, `list` in several modules), so each id is prefixed with its tag:
+/// `workflows_get`, `executions_get`, `actions_get`.
+struct OperationIds;
+
+impl utoipa::Modify for OperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
+                    if !id.starts_with(&format!("{tag}_")) {
+                        *id = format!("{tag}_{id}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `/health`, `/ready` and `/metrics` need no token (API.md "Authentication").
+struct OpenRoutes;
+
+impl utoipa::Modify for OpenRoutes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in ["/health", "/ready", "/metrics"] {
+            if let Some(op) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            {
+                op.security = Some(Vec::new());
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, Id, Page};
 use crate::dag::Dag;
-use crate::dag::validate::validate;
+use crate::dag::validate::{MAX_NAME_LEN, validate};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowRequest {
@@ -83,13 +83,28 @@ fn checked(state: &AppState, doc: &Value) -> Result<Dag, ApiError> {
     }
 }
 
+/// The stored name (`name`, else `dag.name`), after checking it and
+/// `created_by`: both are at most 255 characters (they are indexed together).
 fn name_of(body: &WorkflowRequest, dag: &Dag) -> Result<String, ApiError> {
     let name = body.name.clone().unwrap_or_else(|| dag.name.clone());
-    if name.trim().is_empty() || name.len() > 255 {
+    let mut errors = Vec::new();
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
+        errors.push(format!("name: must be 1 to {MAX_NAME_LEN} characters"));
+    }
+    if body
+        .created_by
+        .as_ref()
+        .is_some_and(|owner| owner.chars().count() > MAX_NAME_LEN)
+    {
+        errors.push(format!(
+            "created_by: must be at most {MAX_NAME_LEN} characters"
+        ));
+    }
+    if !errors.is_empty() {
         return Err(ApiError::with_errors(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid workflow",
-            vec!["name: must be 1 to 255 characters".into()],
+            errors,
         ));
     }
     Ok(name)
