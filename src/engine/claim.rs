@@ -51,15 +51,22 @@ impl Engine {
                  WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
                  FOR NO KEY UPDATE SKIP LOCKED
              )
-             UPDATE step_executions s
-             SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
-                 lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
-                 started_at = now(), awaiting_event = false,
-                 timeout_at = now() + make_interval(secs => s.timeout_seconds)
-             FROM candidate c
-             WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
-               AND c.execution_id IN (SELECT id FROM free)
-             RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position, s.timeout_seconds",
+             ), claimed AS (
+                 UPDATE step_executions s
+                 SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
+                     lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
+                     started_at = now(), awaiting_event = false,
+                     timeout_at = now() + make_interval(secs => s.timeout_seconds)
+                 FROM candidate c
+                 WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
+                   AND c.execution_id IN (SELECT id FROM free)
+                 RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
+                           s.timeout_seconds
+             ), attempts AS (
+                 INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
+                 SELECT execution_id, step_id, attempt, $1, now() FROM claimed
+             )
+             SELECT * FROM claimed",
         )
         .bind(self.replica_id())
         .bind(limit as i64)
@@ -71,18 +78,6 @@ impl Engine {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
-        let step_ids: Vec<&str> = claimed.iter().map(|c| c.step_id.as_str()).collect();
-        let attempts: Vec<i32> = claimed.iter().map(|c| c.attempt).collect();
-        sqlx::query(
-            "INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
-             SELECT e, s, a, $4, now() FROM UNNEST($1::uuid[], $2::text[], $3::int[]) AS t(e, s, a)",
-        )
-        .bind(&ids)
-        .bind(&step_ids)
-        .bind(&attempts)
-        .bind(self.replica_id())
-        .execute(&mut *tx)
-        .await?;
         let execs: Vec<ExecInfo> = sqlx::query_as(
             "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids
              FROM executions WHERE id = ANY($1)",
