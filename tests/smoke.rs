@@ -22,3 +22,41 @@ async fn a_diamond_runs_to_completion(pool: sqlx::PgPool) {
     assert_eq!(done["status"], "COMPLETED", "{done:#}");
     app.stop().await;
 }
+
+#[sqlx::test]
+async fn execute_takes_an_empty_body_and_ignores_unknown_fields(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let wf = app
+        .api
+        .create_workflow(json!({"name": "one", "steps": [{"id": "a", "action": "log"}]}))
+        .await;
+    let url = format!("{}/workflows/{wf}/execute", app.api.base);
+    let empty = app
+        .api
+        .http
+        .post(&url)
+        .header("dapr-api-token", support::app::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 202);
+    let (status, body) = app
+        .api
+        .post(
+            &format!("/workflows/{wf}/execute"),
+            json!({"parameters": {}, "priority": "high"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let text = app
+        .api
+        .http
+        .post(&url)
+        .header("dapr-api-token", support::app::TOKEN)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+}

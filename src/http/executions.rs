@@ -12,12 +12,13 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AppJson, AppQuery, Id, Page};
+use super::extract::{AppQuery, Id, OptionalJson, Page};
 use crate::engine::control::{NewExecution, StartOutcome, Started};
 use crate::engine::model::{ExecutionStatus, StepStatus};
 
+/// Every field is optional; unknown fields are ignored so that callers can
+/// send more than this version reads.
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -64,7 +65,7 @@ pub async fn execute(
     State(state): State<AppState>,
     Id(workflow_id): Id,
     headers: HeaderMap,
-    AppJson(body): AppJson<ExecuteRequest>,
+    OptionalJson(body): OptionalJson<ExecuteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let bad: Vec<String> = body
         .callback_topics

@@ -34,25 +34,60 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             Ok(b) => b,
             Err(rejection) => return Err(bytes_rejection(rejection)),
         };
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("request body is not valid JSON: {e}"),
-                ));
-            }
-            Ok(value) if !value.is_object() => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid request body: must be a JSON object",
-                ));
-            }
-            Ok(_) => {}
+        parse_object(&bytes).map(Self)
+    }
+}
+
+/// JSON object bytes into `T`: 400 when not JSON, 422 when not an object or
+/// not of `T`'s shape (naming the field).
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("request body is not valid JSON: {e}"),
+            ));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        Ok(value) if !value.is_object() => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid request body: must be a JSON object",
+            ));
         }
+        Ok(_) => {}
+    }
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(rejection) => Err(json_rejection(rejection)),
+    }
+}
+
+/// [`AppJson`] for bodies whose every field is optional: an empty body
+/// without a Content-Type is `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let typed = json_content_type(req.headers());
+        let declared = req.headers().contains_key(header::CONTENT_TYPE);
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(rejection) => return Err(bytes_rejection(rejection)),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) && !typed {
+            return Ok(Self(T::default()));
+        }
+        if !typed {
+            let detail = if declared {
+                "expected Content-Type: application/json"
+            } else {
+                "expected Content-Type: application/json (or an empty body)"
+            };
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail));
+        }
+        parse_object(&bytes).map(Self)
     }
 }
 
