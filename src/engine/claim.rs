@@ -32,6 +32,7 @@ struct ExecInfo {
     parameters: Value,
     callback_topics: Vec<String>,
     subscriber_ids: Option<String>,
+    trace_id: Option<String>,
 }
 
 impl Engine {
@@ -79,7 +80,7 @@ impl Engine {
         }
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
         let execs: Vec<ExecInfo> = sqlx::query_as(
-            "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids
+            "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id
              FROM executions WHERE id = ANY($1)",
         )
         .bind(&ids)
@@ -137,6 +138,7 @@ impl Engine {
                 params: resolve_params(step_params, &ctx),
                 workflow_params: params,
                 timeout: c.timeout_seconds.map(std::time::Duration::from_secs_f64),
+                trace_id: exec.trace_id.clone(),
             });
         }
         insert_outbox(&mut tx, &events).await?;

@@ -1,13 +1,13 @@
 //! Recording what happened to a step: a handler's outcome, an event's
 //! verdict, a timer. Always inside a [`Locked`] execution.
 
-use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Engine;
 use super::advance::{finish_row, template_context};
-use super::model::{ClaimedStep, ExecutionStatus, StepStatus};
+use super::model::{ClaimedStep, ExecutionStatus, StepRow, StepStatus};
 use super::transition::Locked;
 use crate::actions::StepOutcome;
 use crate::dag::template;
@@ -53,7 +53,14 @@ impl Locked {
                 if !outputs.is_empty() {
                     self.rows[i].outputs = Some(Value::Object(outputs));
                 }
-                self.fail_step(i, error, retryable, StepStatus::Failed);
+                // A handler cut off at its deadline ends the attempt TIMEOUT
+                // (DAG.md), as when the sweeper finds it past it.
+                let status = if self.rows[i].timeout_at.is_some_and(|t| t <= now) {
+                    StepStatus::Timeout
+                } else {
+                    StepStatus::Failed
+                };
+                self.fail_step(i, error, retryable, status);
             }
             StepOutcome::AwaitEvent {
                 external_id,
@@ -132,11 +139,18 @@ impl Locked {
             return Ok(());
         }
         let row = &mut self.rows[i];
-        let seconds = timeout.map(|t| t.as_secs_f64()).or(row.timeout_seconds);
+        // The step's own `timeout_seconds` bounds the whole attempt, waiting
+        // included, counted from its claim (DAG.md); an action's own timer
+        // (wait_until's wake-up time) can only bring the deadline forward.
+        let own = own_deadline(row).or_else(|| row.timeout_seconds.map(|s| now + seconds(s)));
+        let action = timeout.map(|t| now + ChronoDuration::from_std(t).unwrap_or_default());
         row.awaiting_event = true;
         row.external_workflow_id = Some(external_id.clone());
         row.outputs = Some(Value::Object(outputs));
-        row.timeout_at = seconds.map(|s| now + ChronoDuration::milliseconds((s * 1000.0) as i64));
+        row.timeout_at = match (own, action) {
+            (Some(own), Some(action)) => Some(own.min(action)),
+            (own, action) => own.or(action),
+        };
         row.lease_owner = None;
         row.lease_expires_at = None;
         row.dirty = true;
@@ -193,12 +207,23 @@ impl Locked {
                     params: resolved,
                     workflow_params: params.clone(),
                     timeout: row.timeout_seconds.map(std::time::Duration::from_secs_f64),
+                    trace_id: self.exec.trace_id.clone(),
                 },
                 permit: Some(permit),
             });
         }
         handoffs
     }
+}
+
+/// When the step's own `timeout_seconds` ends the current attempt: its
+/// claim plus that many seconds.
+pub fn own_deadline(row: &StepRow) -> Option<DateTime<Utc>> {
+    Some(row.started_at? + seconds(row.timeout_seconds?))
+}
+
+fn seconds(s: f64) -> ChronoDuration {
+    ChronoDuration::microseconds((s * 1e6) as i64)
 }
 
 /// Resolve a step's params; an error becomes the step's (permanent) failure.

@@ -31,6 +31,8 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
     /// A digest of the request, so a repeated key with another body is a conflict.
     pub request_hash: String,
+    /// The caller's trace (from `traceparent`), continued by every step.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -73,8 +75,9 @@ impl Engine {
         let inserted = sqlx::query(
             "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
                                      initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
-                                     started_at, deadline_at)
-             VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11))
+                                     started_at, deadline_at, trace_id)
+             VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
+                     COALESCE($12, replace($1::text, '-', '')))
              ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(execution_id)
@@ -88,6 +91,7 @@ impl Engine {
         .bind(&new.request_hash)
         .bind(dag.steps.len() as i32)
         .bind(dag.settings.timeout_seconds as f64)
+        .bind(&new.trace_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();

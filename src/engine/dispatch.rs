@@ -91,7 +91,7 @@ impl Engine {
                 .expect("inflight lock")
                 .insert(key.clone(), abort.clone());
             let span = tracing::info_span!("step", execution_id = %step.execution_id, step_id = %step.step_id,
-                attempt = step.attempt, action = %step.action);
+                attempt = step.attempt, action = %step.action, trace_id = step.trace_id.as_deref().unwrap_or(""));
             let handoffs = self.run_attempt(&step, &key, &abort).instrument(span).await;
             self.inner
                 .inflight
@@ -271,7 +271,7 @@ impl Engine {
             attempt: step.attempt,
             params,
             workflow_params: step.workflow_params.clone(),
-            traceparent: None,
+            traceparent: step.trace_id.as_deref().map(super::model::traceparent),
         };
         let started = Instant::now();
         let run = handler.run(ctx);

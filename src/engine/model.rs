@@ -149,6 +149,7 @@ pub struct ExecutionRow {
     pub deadline_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub trace_id: Option<String>,
     /// The database's clock at the start of the transaction; every time the
     /// engine writes is derived from it so replicas agree on time.
     pub now: DateTime<Utc>,
@@ -175,4 +176,55 @@ pub struct ClaimedStep {
     pub workflow_params: Map<String, Value>,
     /// How long this attempt may run (the handler is cut off past it).
     pub timeout: Option<std::time::Duration>,
+    /// The execution's W3C trace id (32 hex digits).
+    pub trace_id: Option<String>,
+}
+
+/// A `traceparent` for one outbound call of an attempt: the execution's
+/// trace, a fresh span id.
+pub fn traceparent(trace_id: &str) -> String {
+    let span = uuid::Uuid::new_v4().simple().to_string();
+    format!("00-{trace_id}-{}-01", &span[..16])
+}
+
+/// The trace id of a W3C `traceparent` header, when it is well formed.
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.trim().split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let valid = trace.len() == 32
+        && trace
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_come_from_well_formed_traceparents_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id_of("garbage"), None);
+        let header = traceparent(id);
+        assert!(
+            header.starts_with(&format!("00-{id}-"))
+                && header.ends_with("-01")
+                && header.len() == 55,
+            "{header}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::advance::{finish_row, skip};
+use super::complete::own_deadline;
 use super::model::{ExecutionStatus, SkipReason, StepStatus};
 use super::transition::Locked;
 use crate::actions::StepOutcome;
@@ -109,8 +110,16 @@ impl Engine {
                     locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout);
                     continue;
                 };
+                // Past the step's own timeout_seconds the attempt is TIMEOUT,
+                // even for an action whose own timer completes it (wait_until).
+                let own_expired = own_deadline(row).is_some_and(|d| d <= now);
                 match handler.on_timeout(&row.outputs_map()) {
-                    StepOutcome::Completed { outputs } => locked.complete_step(i, outputs),
+                    StepOutcome::Completed { outputs } if !own_expired => {
+                        locked.complete_step(i, outputs)
+                    }
+                    StepOutcome::Completed { .. } => {
+                        locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout)
+                    }
                     StepOutcome::Failed {
                         error, retryable, ..
                     } => locked.fail_step(i, error, retryable, StepStatus::Timeout),

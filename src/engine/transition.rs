@@ -305,7 +305,7 @@ impl Engine {
         let exec: Option<ExecutionRow> = sqlx::query_as(
             "SELECT id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
                     subscriber_ids, total_steps, finished_steps, deadline_at, started_at, completed_at,
-                    now() AS now
+                    trace_id, now() AS now
              FROM executions WHERE id = $1 FOR NO KEY UPDATE",
         )
         .bind(execution_id)

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::AppState;
@@ -109,6 +110,10 @@ pub async fn execute(
         subscriber_ids: body.subscriber_ids,
         idempotency_key: key,
         request_hash: hash,
+        trace_id: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::engine::model::trace_id_of),
     };
     match state.engine.start(new).await? {
         StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
@@ -120,7 +125,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StepView {
     pub step_id: String,
     pub name: String,
@@ -178,21 +183,24 @@ const STEP_VIEW: &str =
     progress, started_at, completed_at, timeout_at";
 
 async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
-    let pool = state.engine.pool();
-    let exec_sql = format!("SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1");
-    let steps_sql = format!(
-        "SELECT {STEP_VIEW} FROM step_executions WHERE execution_id = $1 ORDER BY position"
+    // ONE statement, so the execution and its steps are one snapshot (two
+    // queries could show a COMPLETED execution with steps still running, or
+    // a progress that disagrees with the steps).
+    let sql = format!(
+        "SELECT {EXEC_COLUMNS},
+                (SELECT COALESCE(json_agg(s ORDER BY s.position), '[]')
+                 FROM (SELECT position, {STEP_VIEW} FROM step_executions
+                       WHERE execution_id = e.id) s) AS steps
+         FROM executions e WHERE id = $1"
     );
-    let (exec, steps) = tokio::try_join!(
-        sqlx::query_as::<_, ExecutionView>(&exec_sql)
-            .bind(id)
-            .fetch_optional(pool),
-        sqlx::query_as::<_, StepView>(&steps_sql)
-            .bind(id)
-            .fetch_all(pool),
-    )?;
-    let mut exec = exec.ok_or_else(|| ApiError::not_found("execution"))?;
-    exec.steps = Some(steps);
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(state.engine.pool())
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution"))?;
+    let mut exec = ExecutionView::from_row(&row)?;
+    let steps: sqlx::types::Json<Vec<StepView>> = row.try_get("steps")?;
+    exec.steps = Some(steps.0);
     Ok(exec)
 }
 
