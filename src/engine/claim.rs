@@ -51,7 +51,6 @@ impl Engine {
                  SELECT id FROM executions
                  WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
                  FOR NO KEY UPDATE SKIP LOCKED
-             )
              ), claimed AS (
                  UPDATE step_executions s
                  SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
