@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::executions::hex;
+use crate::actions::seed::{MAX_WAIT_ID_BYTES, strip_nul};
 use crate::engine::events::InboundEvent;
 
 #[utoipa::path(get, path = "/dapr/subscribe", tag = "events",
@@ -61,6 +62,15 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             state.engine.metrics().event(label);
             Json(json!({ "status": "SUCCESS", "outcome": verdict.as_str() })).into_response()
         }
+        Err(e) if unstorable(&e) => {
+            // Postgres refuses the event's data itself (a data exception or a
+            // size limit): redelivering the same bytes can never succeed, so
+            // asking for a retry would loop forever. Drop it (Dapr moves it
+            // to the dead-letter topic, where an operator can look at it).
+            tracing::error!(error = %e, correlation_id = %event.correlation_id, event_id = %event.id,
+                "the database cannot store this event");
+            drop(&state, "the event cannot be stored")
+        }
         Err(e) => {
             tracing::warn!(error = %e, correlation_id = %event.correlation_id, "event not recorded; asking for redelivery");
             state.engine.metrics().event("RETRY");
@@ -68,6 +78,36 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
+}
+
+/// A database error that no redelivery can cure: SQLSTATE class 22 (data
+/// exception, e.g. a value Postgres cannot hold) or 54 (program limit
+/// exceeded, e.g. an index row too large). Connection loss, pool timeouts,
+/// deadlocks and serialization failures stay transient.
+fn unstorable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("54")),
+        _ => false,
+    }
+}
+
+/// A correlation id longer than this can never be waited on (see
+/// [`MAX_WAIT_ID_BYTES`]), so such an event can never be used.
+const MAX_CORRELATION_ID_BYTES: usize = MAX_WAIT_ID_BYTES;
+/// A CloudEvent `source` or `id` longer than this (or holding NUL, which
+/// Postgres text cannot store) is deduplicated on its SHA-256 instead.
+const MAX_KEY_BYTES: usize = 256;
+
+/// `key` as stored in the (source, id) dedupe key: itself, or its hash
+/// when Postgres could not index it as is. The same input always gives the
+/// same key, so redeliveries are still recognised.
+fn storable_key(key: String) -> String {
+    if key.len() <= MAX_KEY_BYTES && !key.contains('\0') {
+        return key;
+    }
+    format!("sha256:{}", hex(&Sha256::digest(key.as_bytes())))
 }
 
 /// Unwrap a CloudEvent envelope (or take a bare event) and find its
@@ -109,11 +149,20 @@ pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
     if !data.is_object() {
         return Err("the event (data) is not a JSON object".into());
     }
+    // Postgres cannot store U+0000; replaced the way the seed actions replace
+    // it in the ids they wait on, so such an event still matches its step.
+    let mut data = data;
+    strip_nul(&mut data);
     let correlation_id =
         correlation_id(&data).ok_or("the event has no correlation id (workflow_id)")?;
+    if correlation_id.len() > MAX_CORRELATION_ID_BYTES {
+        return Err(format!(
+            "the correlation id is longer than {MAX_CORRELATION_ID_BYTES} bytes: no step can wait on it"
+        ));
+    }
     Ok(InboundEvent {
-        source,
-        id,
+        source: storable_key(source),
+        id: storable_key(id),
         correlation_id,
         body: data,
     })
@@ -165,6 +214,30 @@ mod tests {
             e.id,
             "bare events dedupe on a hash of the body"
         );
+    }
+
+    #[test]
+    fn nul_characters_and_oversized_keys_are_made_storable() {
+        let raw = br#"{"specversion":"1.0","id":"e\u0000","source":"s","data":{"workflow_id":"w\u0000","content":{"m\u0000":"a\u0000b","l":["\u0000"]}}}"#;
+        let e = parse(raw).unwrap();
+        assert_eq!(e.correlation_id, "w\u{FFFD}");
+        assert_eq!(
+            e.body["content"],
+            json!({"m\u{FFFD}": "a\u{FFFD}b", "l": ["\u{FFFD}"]})
+        );
+        assert!(e.id.starts_with("sha256:") && !e.id.contains('\0'));
+        assert_eq!(parse(raw).unwrap().id, e.id, "the same id hashes alike");
+
+        let long_id = "i".repeat(MAX_KEY_BYTES + 1);
+        let ce = json!({"specversion": "1.0", "id": long_id, "source": "s",
+                        "data": {"workflow_id": "w"}});
+        let e = parse(ce.to_string().as_bytes()).unwrap();
+        assert_eq!(e.id.len(), "sha256:".len() + 64);
+
+        let too_long = json!({"workflow_id": "w".repeat(MAX_CORRELATION_ID_BYTES + 1)});
+        assert!(parse(too_long.to_string().as_bytes()).is_err());
+        let longest = json!({"workflow_id": "w".repeat(MAX_CORRELATION_ID_BYTES)});
+        assert!(parse(longest.to_string().as_bytes()).is_ok());
     }
 
     #[test]

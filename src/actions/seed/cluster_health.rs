@@ -73,7 +73,7 @@ impl StepHandler for ClusterHealth {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { self.check(&ctx).await })
+        Box::pin(async move { super::storable(self.check(&ctx).await) })
     }
 }
 

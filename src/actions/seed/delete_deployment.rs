@@ -78,7 +78,9 @@ impl StepHandler for DeleteDeployment {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { self.delete(&ctx).await.unwrap_or_else(|failed| failed) })
+        Box::pin(
+            async move { super::storable(self.delete(&ctx).await.unwrap_or_else(|failed| failed)) },
+        )
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

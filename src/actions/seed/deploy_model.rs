@@ -87,7 +87,9 @@ impl StepHandler for DeployModel {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { self.deploy(&ctx).await.unwrap_or_else(|failed| failed) })
+        Box::pin(
+            async move { super::storable(self.deploy(&ctx).await.unwrap_or_else(|failed| failed)) },
+        )
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

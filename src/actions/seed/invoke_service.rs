@@ -140,7 +140,9 @@ impl StepHandler for InvokeService {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { self.call(&ctx).await.unwrap_or_else(|failed| failed) })
+        Box::pin(
+            async move { super::storable(self.call(&ctx).await.unwrap_or_else(|failed| failed)) },
+        )
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

@@ -4,6 +4,12 @@
 //! replica dies mid-publish, another re-sends it later with the same event
 //! id), published in id order, then deleted. A failed publish waits with
 //! exponential backoff; nothing is dropped.
+//!
+//! Each topic is published in order: a row is not taken while an earlier row
+//! of its topic waits (for its retry, or in another replica's batch), and
+//! once a publish fails the rest of that topic's batch waits behind it. So a
+//! consumer never sees an execution's `results` before its `STARTED` because
+//! one publish failed.
 
 use std::time::Duration;
 
@@ -50,9 +56,14 @@ impl Engine {
     /// Publish one batch of due rows. Returns how many were taken.
     pub async fn publish_batch(&self, dapr: &DaprClient) -> Result<usize, sqlx::Error> {
         let batch: Vec<Pending> = sqlx::query_as(
-            "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
-             WHERE id IN (SELECT id FROM outbox WHERE next_attempt_at <= now()
-                          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+            "WITH waiting AS (
+                 SELECT topic, min(id) AS first_id FROM outbox
+                 WHERE next_attempt_at > now() GROUP BY topic
+             )
+             UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
+             WHERE id IN (SELECT o.id FROM outbox o LEFT JOIN waiting w ON w.topic = o.topic
+                          WHERE o.next_attempt_at <= now() AND (w.first_id IS NULL OR o.id < w.first_id)
+                          ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
              RETURNING id, event_id, topic, body, attempts",
         )
         .bind(BATCH)
@@ -63,7 +74,18 @@ impl Engine {
         batch.sort_by_key(|p| p.id);
         let mut sent = Vec::new();
         let (mut failed_ids, mut errors, mut delays) = (Vec::new(), Vec::new(), Vec::new());
+        // Topics whose publish failed in this batch, with the failure's delay:
+        // their later rows wait as long, behind it (they are not attempts).
+        let mut blocked: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+        let mut counts = Vec::new();
         for p in &batch {
+            if let Some(&delay) = blocked.get(p.topic.as_str()) {
+                failed_ids.push(p.id);
+                errors.push(String::new());
+                delays.push(delay);
+                counts.push(false);
+                continue;
+            }
             match dapr.publish(&p.topic, &p.event_id, &p.body).await {
                 Ok(()) => sent.push(p.id),
                 Err(e) => {
@@ -74,6 +96,8 @@ impl Engine {
                     failed_ids.push(p.id);
                     errors.push(e.to_string());
                     delays.push(delay);
+                    counts.push(true);
+                    blocked.insert(p.topic.as_str(), delay);
                 }
             }
         }
@@ -88,15 +112,19 @@ impl Engine {
                 .inc_by(sent.len() as u64);
         }
         if !failed_ids.is_empty() {
+            // One statement, so the rows held back behind a failure come due
+            // at the same instant as it and, ordered by id, after it.
             sqlx::query(
-                "UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error,
+                "UPDATE outbox o SET attempts = o.attempts + f.counts::int,
+                        last_error = CASE WHEN f.counts THEN f.error ELSE o.last_error END,
                         next_attempt_at = now() + make_interval(secs => f.delay)
-                 FROM UNNEST($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)
+                 FROM UNNEST($1::bigint[], $2::text[], $3::float8[], $4::bool[]) AS f(id, error, delay, counts)
                  WHERE o.id = f.id",
             )
             .bind(&failed_ids)
             .bind(&errors)
             .bind(&delays)
+            .bind(&counts)
             .execute(self.pool())
             .await?;
         }
