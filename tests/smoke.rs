@@ -60,3 +60,23 @@ async fn execute_takes_an_empty_body_and_ignores_unknown_fields(pool: sqlx::PgPo
         .unwrap();
     assert_eq!(text.status(), 415);
 }
+
+#[sqlx::test]
+async fn a_result_the_database_refuses_fails_the_step_instead_of_wedging_it(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    // The template renders a NUL character, which jsonb cannot store.
+    let wf = app
+        .api
+        .create_workflow(json!({"name": "nul", "steps": [
+            {"id": "a", "action": "set_output", "params": {"outputs": {"x": "{{ '\\u0000' }}"}}}
+        ]}))
+        .await;
+    let ex = app.api.execute(wf, json!({})).await;
+    let done = app.api.wait_terminal(ex, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "FAILED", "{done:#}");
+    let a = support::app::step(&done, "a");
+    assert!(
+        a["error"].as_str().unwrap().contains("could not be stored"),
+        "{a:#}"
+    );
+}

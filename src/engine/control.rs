@@ -190,9 +190,13 @@ impl Engine {
         }
     }
 
+    /// The acceptance answer. Its status is the one the execution was
+    /// accepted with, so a repeated request gets the original answer even
+    /// when the execution has moved on since.
     async fn started(&self, id: Uuid) -> Result<Option<Started>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT id AS execution_id, workflow_id, workflow_version, status, created_at FROM executions WHERE id = $1",
+            "SELECT id AS execution_id, workflow_id, workflow_version, 'RUNNING' AS status, created_at
+             FROM executions WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())

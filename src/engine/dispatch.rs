@@ -35,11 +35,26 @@ impl Engine {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+            let idle = self.next_due().await.unwrap_or(POLL).min(POLL);
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         }
+    }
+
+    /// How long until the next scheduled retry is due, so a backoff ends on
+    /// time instead of at the next poll. `None` when nothing is scheduled.
+    async fn next_due(&self) -> Option<Duration> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM min(available_at) - now())::float8 FROM step_executions
+             WHERE status = 'PENDING' AND available_at IS NOT NULL",
+        )
+        .fetch_one(self.pool())
+        .await
+        .ok()
+        .flatten();
+        seconds.map(|s| Duration::from_secs_f64(s.max(0.005)))
     }
 
     /// Claim one batch for the free slots. `true` when a full batch came
@@ -123,9 +138,28 @@ impl Engine {
                 return Vec::new();
             }
         };
+        let mut outcome = outcome;
         loop {
             match self.complete(step, outcome.clone(), None).await {
                 Ok(handoffs) => return handoffs,
+                Err(e)
+                    if unstorable(&e)
+                        && !matches!(
+                            outcome,
+                            StepOutcome::Failed {
+                                retryable: false,
+                                ..
+                            }
+                        ) =>
+                {
+                    // The database refuses this result itself (bad data, a
+                    // value too large to index): retrying cannot help, so
+                    // the attempt fails permanently with a plain message.
+                    tracing::warn!(error = %e, "step result cannot be stored; failing the step");
+                    outcome = StepOutcome::permanent(format!(
+                        "the step's result could not be stored: {e}"
+                    ));
+                }
                 Err(e) => {
                     // The lease keeps the step ours for a while; if the
                     // database stays away the sweeper re-runs it elsewhere.
@@ -318,5 +352,16 @@ impl Engine {
                 .await?;
         }
         Ok(released)
+    }
+}
+
+/// SQLSTATE classes 22 (data exception) and 54 (program limit exceeded):
+/// the data itself is refused, whatever the retry.
+fn unstorable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
+        _ => false,
     }
 }
