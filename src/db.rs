@@ -13,7 +13,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// server (and `/health`) is up even while the database is not.
 pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.database_url.parse()?;
-    let options = options.application_name("budpipeline");
+    // A replica that stalls inside a transaction (a partition, a frozen
+    // process) must not hold execution locks for long: Postgres ends such a
+    // session after twice the lease (at least 5 s). No transaction of ours
+    // waits on anything but the database.
+    let idle_ms = (settings.lease.as_millis() * 2).max(5000);
+    let options = options
+        .application_name("budpipeline")
+        .options([("idle_in_transaction_session_timeout", format!("{idle_ms}"))]);
     Ok(PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .min_connections(0)

@@ -128,17 +128,19 @@ async fn drain(state: &AppState, loops: JoinHandle<Vec<JoinHandle<()>>>) {
     let engine = &state.engine;
     engine.start_draining();
     let grace = engine.settings().shutdown_grace;
-    let deadline = Instant::now() + grace;
-    while engine.inflight() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left = engine.inflight();
-    if left > 0 {
+    // Every claim holds a handler slot from before its transaction until its
+    // result is recorded, so holding all slots means nothing is being
+    // claimed or run here any more.
+    if engine.wait_idle(grace).await.is_none() {
+        let left = engine.inflight();
         tracing::warn!(
             handlers = left,
             "grace period over: abandoning handlers still running"
         );
         engine.abandon_all();
+        if engine.wait_idle(Duration::from_secs(5)).await.is_none() {
+            tracing::warn!("handlers did not stop after being abandoned; their leases will expire");
+        }
     }
     match engine.release_leases().await {
         Ok(n) if n > 0 => tracing::info!(

@@ -35,7 +35,13 @@ impl Engine {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            let idle = self.next_due().await.unwrap_or(POLL).min(POLL);
+            // With every slot busy, a finishing step wakes us; otherwise sleep
+            // until the next scheduled retry at most.
+            let idle = if self.inner.permits.available_permits() == 0 {
+                POLL
+            } else {
+                self.next_due().await.unwrap_or(POLL).min(POLL)
+            };
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(idle) => {}
@@ -48,7 +54,7 @@ impl Engine {
     async fn next_due(&self) -> Option<Duration> {
         let seconds: Option<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM min(available_at) - now())::float8 FROM step_executions
-             WHERE status = 'PENDING' AND available_at IS NOT NULL",
+             WHERE status = 'PENDING' AND available_at > now()",
         )
         .fetch_one(self.pool())
         .await
@@ -331,25 +337,33 @@ impl Engine {
     /// Hand the steps this replica holds back to the pool (shutdown), so
     /// another replica runs them now rather than when the lease expires.
     pub async fn release_leases(&self) -> Result<u64, sqlx::Error> {
-        let released = sqlx::query(
-            "WITH released AS (
-                 UPDATE step_executions SET status = 'PENDING', available_at = now(),
-                        lease_owner = NULL, lease_expires_at = NULL
-                 WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event
-                 RETURNING execution_id, step_id, attempt)
-             UPDATE step_attempts a SET ended_at = now(), outcome = 'RELEASED'
-             FROM released r
-             WHERE a.execution_id = r.execution_id AND a.step_id = r.step_id AND a.attempt = r.attempt",
+        let held: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT execution_id FROM step_executions
+             WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event",
         )
         .bind(self.replica_id())
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        if released > 0 {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(self.pool())
-                .await?;
+        .fetch_all(self.pool())
+        .await?;
+        let mut released = 0;
+        // Through the execution lock like every other change, so a
+        // concurrent transition can never write back a stale copy.
+        for execution_id in held {
+            let Some(mut locked) = self.lock(execution_id).await? else {
+                continue;
+            };
+            let now = locked.now();
+            for row in locked.rows.iter_mut() {
+                if row.is_in_handler() && row.lease_owner == Some(self.replica_id()) {
+                    row.status = super::model::StepStatus::Pending;
+                    row.available_at = Some(now);
+                    row.lease_owner = None;
+                    row.lease_expires_at = None;
+                    row.dirty = true;
+                    locked.released += 1;
+                    released += 1;
+                }
+            }
+            locked.commit(self).await?;
         }
         Ok(released)
     }

@@ -125,6 +125,18 @@ impl Engine {
         self.inner.wake.notify_waiters();
     }
 
+    /// Wait until no step is being claimed or run on this replica: all
+    /// handler slots are free. `None` if that takes longer than `limit`.
+    pub async fn wait_idle(&self, limit: std::time::Duration) -> Option<()> {
+        let all = self.inner.settings.max_concurrent_steps as u32;
+        let permits = tokio::time::timeout(limit, self.inner.permits.acquire_many(all))
+            .await
+            .ok()?
+            .ok()?;
+        drop(permits);
+        Some(())
+    }
+
     /// Handlers running on this replica now.
     pub fn inflight(&self) -> usize {
         self.inner.inflight.lock().expect("inflight lock").len()

@@ -54,7 +54,9 @@ impl Engine {
         .fetch_all(self.pool())
         .await?;
         for &execution_id in &due {
-            if let Some(mut locked) = self.lock(execution_id).await? {
+            // Skip an execution another transaction holds (perhaps a stalled
+            // replica); the next sweep tries again.
+            if let Some(mut locked) = self.try_lock(execution_id).await? {
                 self.fire_due(&mut locked).await;
                 let ready = locked.advance();
                 let handoffs = locked.claim_locally(self, &ready, None);

@@ -295,19 +295,37 @@ impl Engine {
         self.lock_in(tx, execution_id).await
     }
 
+    /// [`Engine::lock`] that gives up at once (`None`) when another
+    /// transaction holds the execution: for background work (timers,
+    /// reclaims) that must never queue behind a stalled replica.
+    pub async fn try_lock(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+        let tx = self.inner.pool.begin().await?;
+        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE SKIP LOCKED")
+            .await
+    }
+
     /// [`Engine::lock`] inside a transaction already open (one that just
     /// created the execution, say).
     pub async fn lock_in(
         &self,
-        mut tx: Transaction<'static, Postgres>,
+        tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
     ) -> Result<Option<Locked>, sqlx::Error> {
-        let exec: Option<ExecutionRow> = sqlx::query_as(
+        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE").await
+    }
+
+    async fn lock_with(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        execution_id: Uuid,
+        locking: &str,
+    ) -> Result<Option<Locked>, sqlx::Error> {
+        let exec: Option<ExecutionRow> = sqlx::query_as(&format!(
             "SELECT id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
                     subscriber_ids, total_steps, finished_steps, deadline_at, started_at, completed_at,
                     trace_id, now() AS now
-             FROM executions WHERE id = $1 FOR NO KEY UPDATE",
-        )
+             FROM executions WHERE id = $1 {locking}"
+        ))
         .bind(execution_id)
         .fetch_optional(&mut *tx)
         .await?;

@@ -1,0 +1,538 @@
+//! `bench`: the performance benchmark of ENGINE.md "Performance targets".
+//!
+//! `make bench` (or `cargo run --release --bin bench`, with DATABASE_URL set)
+//! builds the service, creates a fresh database on the DATABASE_URL server,
+//! applies the migrations, starts `budpipeline serve` against a stand-in Dapr
+//! sidecar, runs the scenarios, prints a table and writes the same figures
+//! to `target/bench/results.json`; the service's own log goes to
+//! `target/bench/service.log`. The database is dropped and the service
+//! stopped at the end, also on error or Ctrl-C.
+//!
+//! `--quick` runs the same scenarios with small counts in well under a
+//! minute (CI runs it so the benchmark keeps working); its figures are
+//! noisy and are not the ones to compare with the targets.
+//!
+//! Scenarios, in order: start-up to ready (migrations applied) and the idle
+//! RSS; sequential overhead (a chain of 50 `log` steps); throughput (many
+//! 10-step executions submitted at once); the floor (the bare SQL of a job
+//! queue, same database, same number of connections as the service's pool);
+//! event to resume; reads of `GET /executions/{id}`; RSS with many steps
+//! waiting for events.
+
+mod api;
+mod cpu;
+mod scenarios;
+mod service;
+mod sidecar;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::api::Api;
+use crate::service::{BenchDb, ServiceConfig};
+use crate::stats::round3;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, BoxError>;
+
+pub fn fail(message: impl Into<String>) -> BoxError {
+    message.into().into()
+}
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Progress goes to stderr; the table to stdout.
+pub fn progress(message: &str) {
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("[bench {t:6.1}s] {message}");
+}
+
+/// Counts and durations of one mode.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub quick: bool,
+    pub startup_samples: usize,
+    pub idle_settle_ms: u64,
+    pub seq_steps: usize,
+    pub seq_runs: usize,
+    pub tp_executions: usize,
+    pub tp_timeout: Duration,
+    pub submitters: usize,
+    pub floor_duration: Duration,
+    pub events: usize,
+    pub event_batch: usize,
+    pub read_clients: usize,
+    pub read_duration: Duration,
+    pub waiting_steps: usize,
+    pub waiting_timeout: Duration,
+}
+
+impl Config {
+    fn full() -> Self {
+        Self {
+            quick: false,
+            startup_samples: 3,
+            idle_settle_ms: 2000,
+            seq_steps: 50,
+            seq_runs: 10,
+            tp_executions: 1000,
+            tp_timeout: Duration::from_secs(900),
+            submitters: 32,
+            floor_duration: Duration::from_secs(10),
+            events: 300,
+            event_batch: 50,
+            read_clients: 32,
+            read_duration: Duration::from_secs(10),
+            waiting_steps: 10_000,
+            waiting_timeout: Duration::from_secs(900),
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            quick: true,
+            startup_samples: 1,
+            idle_settle_ms: 500,
+            seq_runs: 2,
+            tp_executions: 50,
+            tp_timeout: Duration::from_secs(120),
+            floor_duration: Duration::from_secs(2),
+            events: 30,
+            event_batch: 35,
+            read_duration: Duration::from_secs(2),
+            waiting_steps: 500,
+            waiting_timeout: Duration::from_secs(120),
+            ..Self::full()
+        }
+    }
+}
+
+/// A target of ENGINE.md.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    Below(f64),
+    AtLeast(f64),
+}
+
+impl Target {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Self::Below(limit) => value < limit,
+            Self::AtLeast(limit) => value >= limit,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Below(limit) => format!("< {limit}"),
+            Self::AtLeast(limit) => format!(">= {limit}"),
+        }
+    }
+}
+
+struct Row {
+    scenario: String,
+    key: String,
+    value: f64,
+    target: Option<Target>,
+}
+
+/// Every figure (flat keys, units in the names) and the rows of the table.
+#[derive(Default)]
+pub struct Report {
+    pub values: Map<String, Value>,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    /// A figure shown in the table (and written to the JSON).
+    pub fn figure(
+        &mut self,
+        scenario: impl Into<String>,
+        key: &str,
+        value: f64,
+        target: Option<Target>,
+    ) {
+        self.values.insert(key.to_owned(), json!(round3(value)));
+        self.rows.push(Row {
+            scenario: scenario.into(),
+            key: key.to_owned(),
+            value,
+            target,
+        });
+    }
+
+    /// A figure or fact for the JSON only.
+    pub fn info(&mut self, key: &str, value: impl Into<Value>) {
+        let value = match value.into() {
+            Value::Number(n) if n.is_f64() => json!(round3(n.as_f64().unwrap_or(f64::NAN))),
+            other => other,
+        };
+        self.values.insert(key.to_owned(), value);
+    }
+
+    fn table(&self, quick: bool) -> String {
+        let mut out = String::new();
+        let line = format!(
+            "{:<22} {:<32} {:>12} {:>10} {:>5}\n",
+            "scenario", "figure", "value", "target", "met"
+        );
+        out.push_str(&line);
+        out.push_str(&format!("{}\n", "-".repeat(line.len() - 1)));
+        for row in &self.rows {
+            let (target, met) = match row.target {
+                Some(t) => (t.describe(), if t.met(row.value) { "yes" } else { "NO" }),
+                None => (String::new(), ""),
+            };
+            out.push_str(&format!(
+                "{:<22} {:<32} {:>12.3} {:>10} {:>5}\n",
+                row.scenario, row.key, row.value, target, met
+            ));
+        }
+        if quick {
+            out.push_str(
+                "(--quick: small counts, noisy figures; `make bench` for the real ones)\n",
+            );
+        }
+        out
+    }
+
+    fn targets(&self) -> (usize, usize) {
+        let with: Vec<&Row> = self.rows.iter().filter(|r| r.target.is_some()).collect();
+        let met = with
+            .iter()
+            .filter(|r| r.target.is_some_and(|t| t.met(r.value)))
+            .count();
+        (met, with.len())
+    }
+}
+
+const USAGE: &str = "bench: the budpipeline benchmark (ENGINE.md, Performance targets)
+
+USAGE: cargo run --release --bin bench -- [--quick] [--no-build]
+
+  --quick      small counts, finishes in well under a minute (CI)
+  --no-build   do not run `cargo build` for the service binary first
+
+Needs DATABASE_URL (a server where the user may CREATE DATABASE); a fresh
+database is created for the run and dropped at the end. Writes
+target/bench/results.json and target/bench/service.log.
+";
+
+fn main() -> ExitCode {
+    START.get_or_init(Instant::now);
+    let mut quick = false;
+    let mut build = true;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--no-build" => build = false,
+            // `cargo bench`-style harness flags are ignored.
+            "--bench" => {}
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument `{other}`\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let cfg = if quick {
+        Config::quick()
+    } else {
+        Config::full()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cfg, build))
+}
+
+fn out_dir() -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join("target").join("bench")
+}
+
+async fn run(cfg: Config, build: bool) -> ExitCode {
+    let Some(admin_url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("bench: DATABASE_URL is required (`make bench` sets it)");
+        return ExitCode::from(2);
+    };
+    let dir = out_dir();
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("bench: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let log = dir.join("service.log");
+    let _ = std::fs::File::create(&log);
+    let report = Arc::new(Mutex::new(Report::default()));
+    let wall = Instant::now();
+
+    let outcome = prepare_and_run(&cfg, build, &admin_url, &log, report.clone()).await;
+
+    let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+    let (warns, errors, top) = service::log_summary(&log);
+    report.info("service_log_warn_lines", warns);
+    report.info("service_log_error_lines", errors);
+    report.info("bench_wall_s", wall.elapsed().as_secs_f64());
+    load_average(&mut report, "loadavg_1m_end");
+    let (met, total) = report.targets();
+    report.info("targets_met", met);
+    report.info("targets_total", total);
+    if let Err(e) = &outcome {
+        report.info("error", e.to_string());
+    }
+    println!();
+    print!("{}", report.table(cfg.quick));
+    println!("targets met: {met} of {total}");
+    if warns + errors > 0 {
+        println!(
+            "service log ({}): {warns} WARN, {errors} ERROR lines; most frequent:",
+            log.display()
+        );
+        for (message, count) in &top {
+            println!("  {count:>6} x {message}");
+        }
+    }
+    let json_path = dir.join("results.json");
+    let written = serde_json::to_string_pretty(&Value::Object(report.values.clone()))
+        .map_err(BoxError::from)
+        .and_then(|text| std::fs::write(&json_path, text + "\n").map_err(BoxError::from));
+    match written {
+        Ok(()) => println!("results: {}", json_path.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", json_path.display()),
+    }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything that needs cleaning up afterwards: the database is created
+/// here and dropped here whatever happens in between (the service child is
+/// killed when the task that owns it ends or is aborted).
+async fn prepare_and_run(
+    cfg: &Config,
+    build: bool,
+    admin_url: &str,
+    log: &Path,
+    report: Arc<Mutex<Report>>,
+) -> Result<()> {
+    machine_info(&mut report.lock().unwrap_or_else(|e| e.into_inner()), cfg);
+    warn_if_busy();
+    let bin = service::service_binary(build).await?;
+    let sidecar = sidecar::start().await?;
+    let db = BenchDb::create(admin_url).await?;
+    progress(&format!("created database {}", db.name));
+    let service = ServiceConfig {
+        bin,
+        database_url: db.url.clone(),
+        token: format!("bench-{}", uuid::Uuid::new_v4()),
+        dapr_url: sidecar.url.clone(),
+        log: log.to_owned(),
+    };
+    let mut work = tokio::spawn(run_scenarios(
+        cfg.clone(),
+        service,
+        db.name.clone(),
+        report.clone(),
+        sidecar.counters.clone(),
+    ));
+    let outcome = tokio::select! {
+        joined = &mut work => match joined {
+            Ok(r) => r,
+            Err(e) => Err(fail(format!("the benchmark panicked: {e}"))),
+        },
+        signal = interrupted() => {
+            progress(&format!("{signal}: cleaning up"));
+            work.abort();
+            let _ = (&mut work).await;
+            Err(fail(format!("interrupted by {signal}")))
+        }
+    };
+    match db.drop_now().await {
+        Ok(()) => progress(&format!("dropped database {}", db.name)),
+        Err(e) => progress(&format!(
+            "WARNING: could not drop database {}: {e}",
+            db.name
+        )),
+    }
+    drop(sidecar);
+    outcome
+}
+
+/// Ctrl-C or SIGTERM (what `timeout` in CI sends): the name of the signal.
+async fn interrupted() -> &'static str {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}
+
+fn machine_info(report: &mut Report, cfg: &Config) {
+    report.info("mode", if cfg.quick { "quick" } else { "full" });
+    report.info(
+        "cpu_count",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if let Some(model) = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+    {
+        report.info("cpu_model", model.trim());
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    if let Some(kb) = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        report.info("mem_total_mb", (kb / 1024.0).round());
+    }
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(out) = git.ok().filter(|o| o.status.success()) {
+        report.info("git_commit", String::from_utf8_lossy(&out.stdout).trim());
+    }
+    report.info("timestamp", chrono::Utc::now().to_rfc3339());
+    load_average(report, "loadavg_1m_start");
+}
+
+/// The 1-minute load average: other work on the machine skews every figure.
+fn load_average(report: &mut Report, key: &str) {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if let Some(load) = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        report.info(key, load);
+    }
+}
+
+/// Other work on the machine shows up in every figure; say so up front.
+fn warn_if_busy() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok());
+    if let Some(load) = load.filter(|l| *l > cores * 0.5) {
+        progress(&format!(
+            "WARNING: load average {load:.2} on {cores} cores: other work will skew the figures \
+             (see the *_cpu_other_pct figures in results.json)"
+        ));
+    }
+}
+
+/// The service's pool size as it will read it (DATABASE_MAX_CONNECTIONS, default 16).
+fn service_pool_size() -> u32 {
+    std::env::var("DATABASE_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(16)
+}
+
+async fn run_scenarios(
+    cfg: Config,
+    service: ServiceConfig,
+    db_name: String,
+    report: Arc<Mutex<Report>>,
+    sidecar: Arc<sidecar::Counters>,
+) -> Result<()> {
+    let db = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&service.database_url)
+        .await?;
+    let mut settings = Vec::new();
+    for (key, setting) in [
+        ("postgres_version", "server_version"),
+        ("postgres_synchronous_commit", "synchronous_commit"),
+        ("postgres_fsync", "fsync"),
+        ("postgres_max_connections", "max_connections"),
+        ("postgres_shared_buffers", "shared_buffers"),
+    ] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&db)
+            .await?;
+        settings.push((key, value));
+    }
+    {
+        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, value) in settings {
+            r.info(key, value);
+        }
+        r.info("service_pool_size", service_pool_size());
+    }
+    progress("start-up: migrate, start, restart");
+    let mut svc = scenarios::startup(&cfg, &service, &report).await?;
+    let ctx = scenarios::Ctx {
+        api: Api::new(&svc.base, &service.token)?,
+        db,
+        db_url: service.database_url.clone(),
+        db_name: db_name.clone(),
+        report: report.clone(),
+        pool_size: service_pool_size(),
+        sidecar,
+        cfg,
+    };
+    progress("sequential overhead");
+    scenarios::sequential(&ctx, &mut svc).await?;
+    progress("throughput");
+    let finished = scenarios::throughput(&ctx, &mut svc).await?;
+    progress("floor (bare job-queue SQL)");
+    scenarios::floor(&ctx, svc.pid).await?;
+    progress("event to resume");
+    scenarios::event_to_resume(&ctx, &mut svc).await?;
+    progress("reads");
+    scenarios::reads(&ctx, finished, svc.pid).await?;
+    progress("memory with steps waiting");
+    scenarios::memory_waiting(&ctx, &mut svc).await?;
+    svc.alive()?;
+    let stopping = Instant::now();
+    let stopped = svc.stop(Duration::from_secs(30)).await?;
+    let shutdown_ms = stopping.elapsed().as_secs_f64() * 1e3;
+    progress(&format!(
+        "service stopped in {shutdown_ms:.0} ms ({stopped:?})"
+    ));
+    {
+        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+        r.info("shutdown_ms", shutdown_ms);
+        r.info("shutdown_clean", stopped.is_some_and(|s| s.success()));
+    }
+    ctx.db.close().await;
+    Ok(())
+}
