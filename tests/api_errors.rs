@@ -165,6 +165,29 @@ fn protected_routes() -> Vec<(Method, String, Option<Value>)> {
     ]
 }
 
+/// The workflow and execution routes that take an id in the path, with
+/// `id` there and a body where the route takes one.
+fn routes_with_an_id(id: &impl std::fmt::Display) -> Vec<(Method, String, Option<Value>)> {
+    vec![
+        (Method::GET, format!("/workflows/{id}"), None),
+        (
+            Method::PUT,
+            format!("/workflows/{id}"),
+            Some(json!({"dag": valid_dag()})),
+        ),
+        (Method::DELETE, format!("/workflows/{id}"), None),
+        (
+            Method::POST,
+            format!("/workflows/{id}/execute"),
+            Some(json!({})),
+        ),
+        (Method::GET, format!("/executions/{id}"), None),
+        (Method::GET, format!("/executions/{id}/steps"), None),
+        (Method::POST, format!("/executions/{id}/cancel"), None),
+        (Method::POST, format!("/executions/{id}/retry"), None),
+    ]
+}
+
 async fn call(
     app: &TestApp,
     method: &Method,
@@ -606,24 +629,7 @@ async fn non_uuid_path_ids_are_400(pool: sqlx::PgPool) {
         "' OR 1=1 --",
     ] {
         let bad = bad.replace(' ', "%20").replace('\'', "%27");
-        for (method, path, body) in [
-            (Method::GET, format!("/workflows/{bad}"), None),
-            (
-                Method::PUT,
-                format!("/workflows/{bad}"),
-                Some(json!({"dag": valid_dag()})),
-            ),
-            (Method::DELETE, format!("/workflows/{bad}"), None),
-            (
-                Method::POST,
-                format!("/workflows/{bad}/execute"),
-                Some(json!({})),
-            ),
-            (Method::GET, format!("/executions/{bad}"), None),
-            (Method::GET, format!("/executions/{bad}/steps"), None),
-            (Method::POST, format!("/executions/{bad}/cancel"), None),
-            (Method::POST, format!("/executions/{bad}/retry"), None),
-        ] {
+        for (method, path, body) in routes_with_an_id(&bad) {
             let answer = call(&app, &method, &path, &body, Token::Value(TOKEN)).await;
             assert_eq!(
                 answer.status,
@@ -758,25 +764,9 @@ async fn method_not_allowed_is_json(pool: sqlx::PgPool) {
 async fn unknown_ids_are_404_with_a_detail(pool: sqlx::PgPool) {
     let app = TestApp::spawn(&pool).await;
     let id = Uuid::new_v4();
-    for (method, path, body) in [
-        (Method::GET, format!("/workflows/{id}"), None),
-        (
-            Method::PUT,
-            format!("/workflows/{id}"),
-            Some(json!({"dag": valid_dag()})),
-        ),
-        (Method::DELETE, format!("/workflows/{id}"), None),
-        (
-            Method::POST,
-            format!("/workflows/{id}/execute"),
-            Some(json!({})),
-        ),
-        (Method::GET, format!("/executions/{id}"), None),
-        (Method::GET, format!("/executions/{id}/steps"), None),
-        (Method::POST, format!("/executions/{id}/cancel"), None),
-        (Method::POST, format!("/executions/{id}/retry"), None),
-        (Method::GET, "/actions/no_such_action".to_owned(), None),
-    ] {
+    let mut routes = routes_with_an_id(&id);
+    routes.push((Method::GET, "/actions/no_such_action".to_owned(), None));
+    for (method, path, body) in routes {
         let answer = call(&app, &method, &path, &body, Token::Value(TOKEN)).await;
         assert_eq!(
             answer.status,

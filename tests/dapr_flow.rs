@@ -55,6 +55,18 @@ impl Stand {
         &self.app.api
     }
 
+    /// budcluster answers the next deploy `200 answer`; an execution of
+    /// `deploy_dag(name)` (no extras) starts with `body` and runs until its
+    /// deploy step waits for its event (10 s at most). Returns its id.
+    async fn deploy_until_waiting(&self, name: &str, answer: Value, body: Value) -> Uuid {
+        self.budcluster.push_deploy_response(200, answer);
+        let api = self.api();
+        let wf = api.create_workflow(deploy_dag(name, json!({}))).await;
+        let exec = api.execute(wf, body).await;
+        wait_waiting(api, exec, Duration::from_secs(10)).await;
+        exec
+    }
+
     /// Deliver budcluster's `deployment_status` event through the sidecar.
     async fn deliver(
         &self,
@@ -102,6 +114,12 @@ fn deploy_dag(name: &str, deploy_extra: Value) -> Value {
 
 fn deploy_params() -> Value {
     json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"}})
+}
+
+/// [`deploy_params`] with the execution's events published on `budappEvents`.
+fn deploy_params_to_budapp() -> Value {
+    json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"},
+           "callback_topics": ["budappEvents"]})
 }
 
 /// An accepted deploy answer with a workflow id of the test's choosing.
@@ -538,21 +556,14 @@ async fn deploy_flow_end_to_end_through_the_sidecar(pool: PgPool) {
 #[sqlx::test]
 async fn failed_event_fails_the_step_and_the_execution(pool: PgPool) {
     let stand = Stand::start(&pool, &[]).await;
-    stand
-        .budcluster
-        .push_deploy_response(200, accepted("bc-wf-fail", "dep-fail"));
     let api = stand.api();
-    let wf = api
-        .create_workflow(deploy_dag("deploy-fails", json!({})))
-        .await;
-    let exec = api
-        .execute(
-            wf,
-            json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"},
-                            "callback_topics": ["budappEvents"]}),
+    let exec = stand
+        .deploy_until_waiting(
+            "deploy-fails",
+            accepted("bc-wf-fail", "dep-fail"),
+            deploy_params_to_budapp(),
         )
         .await;
-    wait_waiting(api, exec, Duration::from_secs(10)).await;
 
     let (status, answer) = stand
         .deliver(
@@ -715,21 +726,14 @@ async fn a_step_that_gets_no_event_times_out(pool: PgPool) {
 #[sqlx::test]
 async fn a_redelivered_event_is_applied_once(pool: PgPool) {
     let stand = Stand::start(&pool, &[]).await;
-    stand
-        .budcluster
-        .push_deploy_response(200, accepted("bc-wf-dup", "dep-dup"));
     let api = stand.api();
-    let wf = api
-        .create_workflow(deploy_dag("deploy-dup", json!({})))
-        .await;
-    let exec = api
-        .execute(
-            wf,
-            json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"},
-                            "callback_topics": ["budappEvents"]}),
+    let exec = stand
+        .deploy_until_waiting(
+            "deploy-dup",
+            accepted("bc-wf-dup", "dep-dup"),
+            deploy_params_to_budapp(),
         )
         .await;
-    wait_waiting(api, exec, Duration::from_secs(10)).await;
 
     // Same CloudEvent id, different data: the second is the same event
     // re-sent as far as dedupe is concerned, so its COMPLETED is not applied.
@@ -946,21 +950,14 @@ async fn unusable_and_unauthorised_deliveries(pool: PgPool) {
 #[sqlx::test]
 async fn a_cancelled_executions_later_event_changes_nothing(pool: PgPool) {
     let stand = Stand::start(&pool, &[]).await;
-    stand
-        .budcluster
-        .push_deploy_response(200, accepted("bc-wf-cancel", "dep-cancel"));
     let api = stand.api();
-    let wf = api
-        .create_workflow(deploy_dag("deploy-cancel", json!({})))
-        .await;
-    let exec = api
-        .execute(
-            wf,
-            json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"},
-                            "callback_topics": ["budappEvents"]}),
+    let exec = stand
+        .deploy_until_waiting(
+            "deploy-cancel",
+            accepted("bc-wf-cancel", "dep-cancel"),
+            deploy_params_to_budapp(),
         )
         .await;
-    wait_waiting(api, exec, Duration::from_secs(10)).await;
 
     let (status, cancelled) = api
         .post(&format!("/executions/{exec}/cancel"), json!({}))
@@ -1534,15 +1531,14 @@ fn incompressible(n: usize) -> String {
 #[sqlx::test]
 async fn an_event_with_nul_characters_is_applied_not_redelivered_forever(pool: PgPool) {
     let stand = Stand::start(&pool, &[]).await;
-    stand
-        .budcluster
-        .push_deploy_response(200, accepted("bc-wf-nul", "dep-nul"));
     let api = stand.api();
-    let wf = api
-        .create_workflow(deploy_dag("deploy-nul", json!({})))
+    let exec = stand
+        .deploy_until_waiting(
+            "deploy-nul",
+            accepted("bc-wf-nul", "dep-nul"),
+            deploy_params(),
+        )
         .await;
-    let exec = api.execute(wf, deploy_params()).await;
-    wait_waiting(api, exec, Duration::from_secs(10)).await;
 
     // JSON allows U+0000; Postgres text and jsonb do not.
     let (status, answer) = stand
@@ -1587,15 +1583,14 @@ async fn an_event_with_nul_characters_is_applied_not_redelivered_forever(pool: P
 #[sqlx::test]
 async fn events_postgres_cannot_index_are_never_left_to_retry(pool: PgPool) {
     let stand = Stand::start(&pool, &[]).await;
-    stand
-        .budcluster
-        .push_deploy_response(200, accepted("bc-wf-long", "dep-long"));
     let api = stand.api();
-    let wf = api
-        .create_workflow(deploy_dag("deploy-long", json!({})))
+    let exec = stand
+        .deploy_until_waiting(
+            "deploy-long",
+            accepted("bc-wf-long", "dep-long"),
+            deploy_params(),
+        )
         .await;
-    let exec = api.execute(wf, deploy_params()).await;
-    wait_waiting(api, exec, Duration::from_secs(10)).await;
     let base = stand.app.api.base.clone();
 
     // A CloudEvent id too long for the dedupe key's index: still applied,
@@ -1683,21 +1678,14 @@ async fn a_budcluster_answer_with_nul_characters_still_waits_and_completes(pool:
 #[sqlx::test]
 async fn concurrent_redeliveries_apply_once(pool: PgPool) {
     let stand = Stand::start(&pool, &[]).await;
-    stand
-        .budcluster
-        .push_deploy_response(200, accepted("bc-wf-conc", "dep-conc"));
     let api = stand.api();
-    let wf = api
-        .create_workflow(deploy_dag("deploy-conc", json!({})))
-        .await;
-    let exec = api
-        .execute(
-            wf,
-            json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"},
-                            "callback_topics": ["budappEvents"]}),
+    let exec = stand
+        .deploy_until_waiting(
+            "deploy-conc",
+            accepted("bc-wf-conc", "dep-conc"),
+            deploy_params_to_budapp(),
         )
         .await;
-    wait_waiting(api, exec, Duration::from_secs(10)).await;
 
     let event = deployment_event(
         "bc-wf-conc",

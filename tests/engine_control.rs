@@ -32,11 +32,9 @@ fn canonical(v: &Value) -> Value {
             Err(_) => v.clone(),
         },
         Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), canonical(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -76,6 +74,18 @@ async fn list_total(api: &Api, wf: Uuid) -> i64 {
     body["total"].as_i64().expect("total")
 }
 
+/// POST `/executions/{ex}/{action}` (`cancel`, `retry`) with an empty body.
+async fn control(api: &Api, ex: Uuid, action: &str) -> (StatusCode, Value) {
+    api.post(&format!("/executions/{ex}/{action}"), json!({}))
+        .await
+}
+
+/// Wait until step `id` of `ex` waits for its event; returns the execution.
+async fn wait_awaiting(api: &Api, ex: Uuid, id: &str) -> Value {
+    api.wait_until(ex, WAIT, |e| step(e, id)["awaiting_event"] == true)
+        .await
+}
+
 fn wait_step(id: &str, seconds: f64, deps: &[&str]) -> Value {
     json!({"id": id, "action": "wait_until", "depends_on": deps,
            "params": {"duration_seconds": seconds}})
@@ -96,14 +106,9 @@ async fn cancel_during_a_run_cancels_waiting_and_pending_steps(pool: PgPool) {
         ]}))
         .await;
     let ex = app.api.execute(wf, json!({})).await;
-    app.api
-        .wait_until(ex, WAIT, |e| step(e, "long")["awaiting_event"] == true)
-        .await;
+    wait_awaiting(&app.api, ex, "long").await;
 
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/cancel"), json!({}))
-        .await;
+    let (status, body) = control(&app.api, ex, "cancel").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["execution_id"], ex.to_string());
     assert_eq!(body["status"], "CANCELLED", "{body:#}");
@@ -159,10 +164,7 @@ async fn cancel_during_a_run_cancels_waiting_and_pending_steps(pool: PgPool) {
     assert!(attempts(&pool, ex, "next").await.is_empty());
 
     // Cancelling again is a conflict.
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/cancel"), json!({}))
-        .await;
+    let (status, body) = control(&app.api, ex, "cancel").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["detail"].is_string());
     app.stop().await;
@@ -183,10 +185,7 @@ async fn cancelling_a_finished_execution_is_a_conflict(pool: PgPool) {
         let ex = app.api.execute(wf, json!({})).await;
         let done = app.api.wait_terminal(ex, WAIT).await;
         assert_eq!(done["status"], final_status, "{done:#}");
-        let (status, body) = app
-            .api
-            .post(&format!("/executions/{ex}/cancel"), json!({}))
-            .await;
+        let (status, body) = control(&app.api, ex, "cancel").await;
         assert_eq!(status, StatusCode::CONFLICT, "{final_status}: {body}");
         assert!(body["detail"].is_string(), "{body}");
         let after = app.api.execution(ex).await;
@@ -232,10 +231,7 @@ async fn retrying_a_failed_execution_reruns_what_failed_and_keeps_what_completed
     let first_before = step(&failed, "first").clone();
     assert_eq!(first_before["status"], "COMPLETED");
 
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/retry"), json!({}))
-        .await;
+    let (status, body) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "RUNNING", "{body:#}");
     assert_eq!(body["error"], Value::Null, "{body:#}");
@@ -257,10 +253,7 @@ async fn retrying_a_failed_execution_reruns_what_failed_and_keeps_what_completed
     assert_eq!(step(&body, "skipped")["status"], "SKIPPED");
 
     // Retrying a running execution is a conflict.
-    let (status, conflict) = app
-        .api
-        .post(&format!("/executions/{ex}/retry"), json!({}))
-        .await;
+    let (status, conflict) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
 
     let done = app.api.wait_terminal(ex, WAIT).await;
@@ -301,10 +294,7 @@ async fn retrying_a_failed_execution_reruns_what_failed_and_keeps_what_completed
     );
 
     // A COMPLETED execution cannot be retried.
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/retry"), json!({}))
-        .await;
+    let (status, body) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["detail"].is_string());
     app.stop().await;
@@ -324,10 +314,7 @@ async fn retrying_reruns_a_failed_step_even_if_it_fails_again(pool: PgPool) {
     let ex = app.api.execute(wf, json!({})).await;
     let first = app.api.wait_terminal(ex, WAIT).await;
     assert_eq!(first["status"], "FAILED", "{first:#}");
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/retry"), json!({}))
-        .await;
+    let (status, body) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let second = app.api.wait_terminal(ex, WAIT).await;
     assert_eq!(second["status"], "FAILED", "{second:#}");
@@ -354,20 +341,12 @@ async fn retrying_a_cancelled_execution_runs_it_to_completion(pool: PgPool) {
         ]}))
         .await;
     let ex = app.api.execute(wf, json!({})).await;
-    app.api
-        .wait_until(ex, WAIT, |e| step(e, "nap")["awaiting_event"] == true)
-        .await;
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/cancel"), json!({}))
-        .await;
+    wait_awaiting(&app.api, ex, "nap").await;
+    let (status, body) = control(&app.api, ex, "cancel").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "CANCELLED");
 
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/retry"), json!({}))
-        .await;
+    let (status, body) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "RUNNING", "{body:#}");
     let done = app.api.wait_terminal(ex, WAIT).await;
@@ -386,14 +365,8 @@ async fn retrying_a_running_execution_is_a_conflict(pool: PgPool) {
         .create_workflow(json!({"name": "busy", "steps": [wait_step("long", 30.0, &[])]}))
         .await;
     let ex = app.api.execute(wf, json!({})).await;
-    let running = app
-        .api
-        .wait_until(ex, WAIT, |e| step(e, "long")["awaiting_event"] == true)
-        .await;
-    let (status, body) = app
-        .api
-        .post(&format!("/executions/{ex}/retry"), json!({}))
-        .await;
+    let running = wait_awaiting(&app.api, ex, "long").await;
+    let (status, body) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["detail"].is_string(), "{body}");
     let after = app.api.execution(ex).await;
@@ -403,9 +376,7 @@ async fn retrying_a_running_execution_is_a_conflict(pool: PgPool) {
         step(&after, "long")["external_workflow_id"],
         step(&running, "long")["external_workflow_id"]
     );
-    app.api
-        .post(&format!("/executions/{ex}/cancel"), json!({}))
-        .await;
+    control(&app.api, ex, "cancel").await;
     app.stop().await;
 }
 

@@ -64,7 +64,7 @@ fn deployment_runs_with_a_dapr_sidecar_and_its_tokens() {
         env_secret(c, "DAPR_API_TOKEN"),
         (api_secret.to_owned(), "token".to_owned())
     );
-    assert!(env_secret(c, "DATABASE_URL").0.len() > 0);
+    assert!(!env_secret(c, "DATABASE_URL").0.is_empty());
 
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");

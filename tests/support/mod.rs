@@ -1,6 +1,8 @@
 //! Test stand-ins shared by the integration tests: real HTTP servers on
 //! 127.0.0.1 that play the Dapr sidecar ([`sidecar::FakeSidecar`]) and
-//! budcluster ([`budcluster::FakeBudcluster`]).
+//! budcluster ([`budcluster::FakeBudcluster`]), and [`cluster`]: helpers
+//! for the tests that run the real binary as replicas (a slow sidecar,
+//! history checks over `step_attempts`, load DAGs).
 //!
 //! Include with `mod support;` in a test file. Typical wiring:
 //!
@@ -14,6 +16,7 @@
 
 pub mod app;
 pub mod budcluster;
+pub mod cluster;
 pub mod sidecar;
 
 use budpipeline::config::Settings;
