@@ -18,9 +18,11 @@ pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
     // session after twice the lease (at least 5 s). No transaction of ours
     // waits on anything but the database.
     let idle_ms = (settings.lease.as_millis() * 2).max(5000);
-    let options = options
-        .application_name("budpipeline")
-        .options([("idle_in_transaction_session_timeout", format!("{idle_ms}"))]);
+    let options = options.application_name("budpipeline").options([
+        ("idle_in_transaction_session_timeout", format!("{idle_ms}")),
+        // Timestamps that Postgres renders (execution documents) are UTC.
+        ("timezone", "UTC".to_owned()),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .min_connections(0)

@@ -55,6 +55,7 @@ impl Application {
             dapr,
             migrated: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            reads: Arc::default(),
         };
         Ok(Self { listener, state })
     }

@@ -1,6 +1,7 @@
 //! The HTTP API (API.md): routes, the token middleware, request metrics.
 
 pub mod actions;
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod executions;
@@ -34,6 +35,8 @@ pub struct AppState {
     /// Set once migrations are applied; `/ready` waits for it.
     pub migrated: Arc<AtomicBool>,
     pub started: Instant,
+    /// Documents of COMPLETED executions, for `GET /executions/{id}`.
+    pub reads: Arc<cache::ReadCache>,
 }
 
 pub fn router(state: AppState) -> Router {
