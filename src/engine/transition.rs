@@ -79,11 +79,9 @@ impl Locked {
     pub async fn commit(mut self, engine: &Engine) -> Result<(), sqlx::Error> {
         let mut events = Vec::new();
         self.notifications(engine, &mut events);
-        let finished = self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
-        if finished != self.exec.finished_steps {
-            self.exec.finished_steps = finished;
-            self.exec_dirty = true;
-        }
+        // Progress is read from the steps; the execution row is rewritten
+        // only when the execution itself changes (one row write less a step).
+        self.exec.finished_steps = self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
         self.write(engine, &events).await?;
         if self.released > 0 {
             // Wake the other replicas: there is work none of them holds yet.

@@ -174,7 +174,9 @@ pub struct ExecutionView {
 }
 
 const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error,
-    CASE WHEN total_steps = 0 THEN 100.0::float8 ELSE 100.0::float8 * finished_steps / total_steps END AS progress_percentage,
+    (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
+                 ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
+     FROM step_executions st WHERE st.execution_id = id) AS progress_percentage,
     callback_topics, initiator, subscriber_ids, created_at, started_at, completed_at";
 
 const STEP_VIEW: &str =
@@ -235,8 +237,9 @@ const EXECUTION_JSON: &str = r#"
 SELECT e.status, json_build_object(
     'execution_id', e.id, 'workflow_id', e.workflow_id, 'workflow_version', e.workflow_version,
     'status', e.status, 'parameters', e.parameters, 'outputs', e.outputs, 'error', e.error,
-    'progress_percentage', CASE WHEN e.total_steps = 0 THEN 100.0::float8
-                                ELSE 100.0::float8 * e.finished_steps / e.total_steps END,
+    'progress_percentage', (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
+                 ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
+     FROM step_executions st WHERE st.execution_id = e.id),
     'callback_topics', e.callback_topics, 'initiator', e.initiator, 'subscriber_ids', e.subscriber_ids,
     'created_at', e.created_at, 'started_at', e.started_at, 'completed_at', e.completed_at,
     'steps', COALESCE((

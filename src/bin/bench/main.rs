@@ -57,6 +57,8 @@ pub fn progress(message: &str) {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub quick: bool,
+    /// Keep the database at the end (to inspect it, or replay a query with pgbench).
+    pub keep_db: bool,
     pub startup_samples: usize,
     pub idle_settle_ms: u64,
     pub seq_steps: usize,
@@ -77,6 +79,7 @@ impl Config {
     fn full() -> Self {
         Self {
             quick: false,
+            keep_db: false,
             startup_samples: 3,
             idle_settle_ms: 2000,
             seq_steps: 50,
@@ -215,13 +218,15 @@ impl Report {
 
 const USAGE: &str = "bench: the budpipeline benchmark (ENGINE.md, Performance targets)
 
-USAGE: cargo run --release --bin bench -- [--quick] [--no-build]
+USAGE: cargo run --release --bin bench -- [--quick] [--no-build] [--keep-db]
 
   --quick      small counts, finishes in well under a minute (CI)
   --no-build   do not run `cargo build` for the service binary first
+  --keep-db    keep the run's database at the end (it is dropped otherwise)
 
 Needs DATABASE_URL (a server where the user may CREATE DATABASE); a fresh
-database is created for the run and dropped at the end. Writes
+database is created for the run and dropped at the end (also on error,
+Ctrl-C or SIGTERM; databases left by a killed run are dropped by the next). Writes
 target/bench/results.json and target/bench/service.log.
 ";
 
@@ -229,10 +234,12 @@ fn main() -> ExitCode {
     START.get_or_init(Instant::now);
     let mut quick = false;
     let mut build = true;
+    let mut keep_db = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--no-build" => build = false,
+            "--keep-db" => keep_db = true,
             // `cargo bench`-style harness flags are ignored.
             "--bench" => {}
             "-h" | "--help" => {
@@ -245,11 +252,12 @@ fn main() -> ExitCode {
             }
         }
     }
-    let cfg = if quick {
+    let mut cfg = if quick {
         Config::quick()
     } else {
         Config::full()
     };
+    cfg.keep_db = keep_db;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -370,6 +378,11 @@ async fn prepare_and_run(
             Err(fail(format!("interrupted by {signal}")))
         }
     };
+    if cfg.keep_db {
+        progress(&format!("kept database {} (--keep-db)", db.url));
+        drop(sidecar);
+        return outcome;
+    }
     match db.drop_now().await {
         Ok(()) => progress(&format!("dropped database {}", db.name)),
         Err(e) => progress(&format!(
