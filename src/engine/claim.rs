@@ -62,9 +62,6 @@ impl Engine {
                    AND c.execution_id IN (SELECT id FROM free)
                  RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
                            s.timeout_seconds
-             ), attempts AS (
-                 INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
-                 SELECT execution_id, step_id, attempt, $1, now() FROM claimed
              )
              SELECT * FROM claimed",
         )

@@ -151,7 +151,8 @@ impl Locked {
             (Some(own), Some(action)) => Some(own.min(action)),
             (own, action) => own.or(action),
         };
-        row.lease_owner = None;
+        // A waiting step holds no lease, but keeps `lease_owner` as the
+        // replica that ran this attempt (for its `step_attempts` row).
         row.lease_expires_at = None;
         row.dirty = true;
         self.consume_early_events(engine, i, &external_id).await

@@ -27,7 +27,7 @@ pub struct Locked {
     pub rows: Vec<StepRow>,
     pub dag: Arc<Dag>,
     /// (status, attempt) of each row when loaded, to derive notifications.
-    before: Vec<(StepStatus, i32)>,
+    before: Vec<Before>,
     exec_before: ExecutionStatus,
     exec_dirty: bool,
     /// Steps made claimable by this transition that no replica holds yet.
@@ -81,8 +81,9 @@ impl Locked {
         self.notifications(engine, &mut events);
         // Progress is read from the steps; the execution row is rewritten
         // only when the execution itself changes (one row write less a step).
-        self.exec.finished_steps = self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
-        self.write(engine, &events).await?;
+        self.exec.finished_steps =
+            self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
+        self.write(&events).await?;
         if self.released > 0 {
             // Wake the other replicas: there is work none of them holds yet.
             sqlx::query("SELECT pg_notify($1, '')")
@@ -108,7 +109,7 @@ impl Locked {
     /// conflict with each other): the changed step rows, the attempts that
     /// ended and began, the outbox rows, and the execution row. One round
     /// trip instead of five keeps a chain of steps at one commit per step.
-    async fn write(&mut self, engine: &Engine, events: &[OutboxEvent]) -> Result<(), sqlx::Error> {
+    async fn write(&mut self, events: &[OutboxEvent]) -> Result<(), sqlx::Error> {
         let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
         let attempts = self.attempts();
         if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
@@ -131,34 +132,29 @@ impl Locked {
                 WHERE s.execution_id = $1 AND s.step_id = r.step_id
                 RETURNING 1
              ), ended AS (
-                UPDATE step_attempts a SET ended_at = now(), outcome = e.outcome
-                FROM UNNEST($3::text[], $4::int[], $5::text[]) AS e(step_id, attempt, outcome)
-                WHERE a.execution_id = $1 AND a.step_id = e.step_id AND a.attempt = e.attempt
-                  AND a.ended_at IS NULL
-                RETURNING 1
-             ), began AS (
-                INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at)
-                SELECT $1, b.step_id, b.attempt, $6, now()
-                FROM UNNEST($7::text[], $8::int[]) AS b(step_id, attempt)
+                INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
+                SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
+                FROM UNNEST($3::text[], $4::int[], $5::uuid[], $6::timestamptz[], $7::text[])
+                     AS a(step_id, attempt, replica_id, started_at, outcome)
+                ON CONFLICT DO NOTHING
                 RETURNING 1
              ), outbox_rows AS (
                 INSERT INTO outbox (event_id, topic, body)
                 SELECT event_id, topic, body
-                FROM jsonb_to_recordset($9) AS o(event_id text, topic text, body jsonb)
+                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb)
                 RETURNING 1
              )
-             UPDATE executions SET status = $10, outputs = $11, error = $12, finished_steps = $13,
-                    started_at = $14, completed_at = $15, deadline_at = $16
-             WHERE id = $1 AND $17",
+             UPDATE executions SET status = $9, outputs = $10, error = $11, finished_steps = $12,
+                    started_at = $13, completed_at = $14, deadline_at = $15
+             WHERE id = $1 AND $16",
         )
         .bind(self.exec.id)
         .bind(sqlx::types::Json(&dirty))
-        .bind(&attempts.ended_steps)
-        .bind(&attempts.ended_attempts)
+        .bind(&attempts.steps)
+        .bind(&attempts.attempts)
+        .bind(&attempts.owners)
+        .bind(&attempts.started)
         .bind(&attempts.outcomes)
-        .bind(engine.replica_id())
-        .bind(&attempts.began_steps)
-        .bind(&attempts.began_attempts)
         .bind(sqlx::types::Json(events))
         .bind(self.exec.status.as_str())
         .bind(&self.exec.outputs)
@@ -173,25 +169,28 @@ impl Locked {
         Ok(())
     }
 
-    /// The attempts that ended and the ones claimed by this transition.
+    /// The attempts that ended in this transition. An attempt's row is
+    /// written once, when it ends; the running attempt lives on the step row.
     fn attempts(&self) -> Attempts {
         let mut out = Attempts::default();
-        for (row, &(status, attempt)) in self.rows.iter().zip(&self.before) {
-            let claimed_again = row.attempt > attempt;
-            if status == StepStatus::Running && (row.status != StepStatus::Running || claimed_again)
-            {
-                out.ended_steps.push(row.step_id.clone());
-                out.ended_attempts.push(attempt);
+        for (row, b) in self.rows.iter().zip(&self.before) {
+            let claimed_again = row.attempt > b.attempt;
+            let ended = b.status == StepStatus::Running
+                && (row.status != StepStatus::Running || claimed_again);
+            let (Some(owner), Some(started_at)) = (b.owner, b.started_at) else {
+                continue;
+            };
+            if ended {
+                out.steps.push(row.step_id.clone());
+                out.attempts.push(b.attempt);
+                out.owners.push(owner);
+                out.started.push(started_at);
                 let outcome = if row.status == StepStatus::Pending && row.error.is_none() {
                     "RELEASED"
                 } else {
                     row.status.as_str()
                 };
                 out.outcomes.push(outcome.to_owned());
-            }
-            if claimed_again && row.status == StepStatus::Running {
-                out.began_steps.push(row.step_id.clone());
-                out.began_attempts.push(row.attempt);
             }
         }
         out
@@ -206,7 +205,8 @@ impl Locked {
         }
         let id = self.exec.id;
         let mut step_finished = false;
-        for (row, &(status, attempt)) in self.rows.iter().zip(&self.before) {
+        for (row, b) in self.rows.iter().zip(&self.before) {
+            let (status, attempt) = (b.status, b.attempt);
             if row.status == StepStatus::Running && !row.awaiting_event && row.attempt > attempt {
                 let msg = format!("Step '{}' started", row.name);
                 let content = outbox::content(
@@ -335,7 +335,15 @@ impl Engine {
         .fetch_all(&mut *tx)
         .await?;
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
-        let before = rows.iter().map(|r| (r.status, r.attempt)).collect();
+        let before = rows
+            .iter()
+            .map(|r| Before {
+                status: r.status,
+                attempt: r.attempt,
+                owner: r.lease_owner,
+                started_at: r.started_at,
+            })
+            .collect();
         let exec_before = exec.status;
         Ok(Some(Locked {
             tx,
@@ -350,18 +358,26 @@ impl Engine {
     }
 }
 
+/// What a row looked like when the transition loaded it.
+struct Before {
+    status: StepStatus,
+    attempt: i32,
+    owner: Option<Uuid>,
+    started_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Default)]
 struct Attempts {
-    ended_steps: Vec<String>,
-    ended_attempts: Vec<i32>,
+    steps: Vec<String>,
+    attempts: Vec<i32>,
+    owners: Vec<Uuid>,
+    started: Vec<DateTime<Utc>>,
     outcomes: Vec<String>,
-    began_steps: Vec<String>,
-    began_attempts: Vec<i32>,
 }
 
 impl Attempts {
     fn is_empty(&self) -> bool {
-        self.ended_steps.is_empty() && self.began_steps.is_empty()
+        self.steps.is_empty()
     }
 }
 
