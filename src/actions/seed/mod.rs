@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn outcomes_from_other_services_are_made_storable() {
         let outcome = storable(StepOutcome::AwaitEvent {
-            external_id: "w\01".into(),
+            external_id: "w\u{0}1".into(),
             outputs: params(json!({"d\0": ["x\0"]})),
             timeout: None,
         });
