@@ -16,8 +16,9 @@
 //! RSS; sequential overhead (a chain of 50 `log` steps); throughput (many
 //! 10-step executions submitted at once); the floor (the bare SQL of a job
 //! queue, same database, same number of connections as the service's pool);
-//! event to resume; reads of `GET /executions/{id}`; RSS with many steps
-//! waiting for events.
+//! event to resume; reads of `GET /executions/{id}` (a COMPLETED execution);
+//! RSS with many steps waiting for events; reads again, of one of those
+//! RUNNING executions (a finished execution may be served from a cache).
 
 mod api;
 mod cpu;
@@ -288,6 +289,9 @@ async fn run(cfg: Config, build: bool) -> ExitCode {
         eprintln!("bench: cannot create {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
+    let lock = dir.join("running.pid");
+    warn_if_other_run(&lock);
+    let _ = std::fs::write(&lock, std::process::id().to_string());
     let log = dir.join("service.log");
     let _ = std::fs::File::create(&log);
     let report = Arc::new(Mutex::new(Report::default()));
@@ -327,6 +331,7 @@ async fn run(cfg: Config, build: bool) -> ExitCode {
         Ok(()) => println!("results: {}", json_path.display()),
         Err(e) => eprintln!("bench: cannot write {}: {e}", json_path.display()),
     }
+    let _ = std::fs::remove_file(&lock);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -456,6 +461,23 @@ fn load_average(report: &mut Report, key: &str) {
     }
 }
 
+/// Two runs at once skew each other's figures and share the output files.
+fn warn_if_other_run(lock: &Path) {
+    let Some(pid) = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if pid != std::process::id() && comm.trim() == "bench" {
+        progress(&format!(
+            "WARNING: another bench run (pid {pid}) is running: both will be skewed, \
+             and they share target/bench/results.json and service.log"
+        ));
+    }
+}
+
 /// Other work on the machine shows up in every figure; say so up front.
 fn warn_if_busy() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -530,10 +552,12 @@ async fn run_scenarios(
     scenarios::floor(&ctx, svc.pid).await?;
     progress("event to resume");
     scenarios::event_to_resume(&ctx, &mut svc).await?;
-    progress("reads");
-    scenarios::reads(&ctx, finished, svc.pid).await?;
+    progress("reads of a COMPLETED execution");
+    scenarios::reads(&ctx, finished, svc.pid, "reads", "reads (completed)").await?;
     progress("memory with steps waiting");
-    scenarios::memory_waiting(&ctx, &mut svc).await?;
+    let waiting = scenarios::memory_waiting(&ctx, &mut svc).await?;
+    progress("reads of a RUNNING execution (10 steps waiting)");
+    scenarios::reads(&ctx, waiting, svc.pid, "reads_running", "reads (running)").await?;
     svc.alive()?;
     let stopping = Instant::now();
     let stopped = svc.stop(Duration::from_secs(30)).await?;

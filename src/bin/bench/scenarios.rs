@@ -23,7 +23,6 @@ const SEQUENTIAL: &str = "sequential";
 const THROUGHPUT: &str = "throughput";
 const FLOOR: &str = "floor";
 const EVENT: &str = "event to resume";
-const READS: &str = "reads";
 const MEMORY: &str = "memory";
 const STARTUP: &str = "start-up";
 
@@ -668,7 +667,16 @@ pub async fn event_to_resume(ctx: &Ctx, svc: &mut Service) -> Result<()> {
 
 /// GET /executions/{id} (a finished 10-step execution) from concurrent
 /// clients sharing one HTTP client.
-pub async fn reads(ctx: &Ctx, id: Uuid, service_pid: u32) -> Result<()> {
+/// `prefix` names the figures (`reads` for the completed execution,
+/// `reads_running` for one whose steps still wait: a finished execution
+/// may be served from a cache, a running one cannot).
+pub async fn reads(
+    ctx: &Ctx,
+    id: Uuid,
+    service_pid: u32,
+    prefix: &str,
+    scenario: &'static str,
+) -> Result<()> {
     let path = format!("/executions/{id}");
     for _ in 0..50 {
         ctx.api.execution(id).await?;
@@ -712,26 +720,28 @@ pub async fn reads(ctx: &Ctx, id: Uuid, service_pid: u32) -> Result<()> {
     let s = summarize(&latencies);
     let rate = s.n as f64 / elapsed;
     progress(&format!(
-        "reads: {} requests from {clients} clients in {elapsed:.1} s: {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors",
+        "{scenario}: {} requests from {clients} clients in {elapsed:.1} s: {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {errors} errors",
         s.n, s.p50, s.p99
     ));
     if errors > 0 {
-        return Err(fail(format!("reads: {errors} requests failed")));
+        return Err(fail(format!("{scenario}: {errors} requests failed")));
     }
     let mut rep = ctx.report();
-    rep.figure(READS, "reads_per_s", rate, Some(Target::AtLeast(5000.0)));
-    rep.figure(READS, "reads_ms_p50", s.p50, None);
-    rep.figure(READS, "reads_ms_p99", s.p99, Some(Target::Below(10.0)));
-    rep.info("reads_ms_max", s.max);
-    rep.info("reads_clients", clients);
-    rep.info("reads_duration_s", elapsed);
-    cpu::record(&mut rep, "reads", cpu_before, cpu_after);
+    let key = |suffix: &str| format!("{prefix}_{suffix}");
+    rep.figure(scenario, &key("per_s"), rate, Some(Target::AtLeast(5000.0)));
+    rep.figure(scenario, &key("ms_p50"), s.p50, None);
+    rep.figure(scenario, &key("ms_p99"), s.p99, Some(Target::Below(10.0)));
+    rep.info(&key("ms_max"), s.max);
+    rep.info(&key("clients"), clients);
+    rep.info(&key("duration_s"), elapsed);
+    cpu::record(&mut rep, prefix, cpu_before, cpu_after);
     Ok(())
 }
 
 /// Executions of ten parallel `deploy_model` steps until the target number
 /// of steps wait for events; then the RSS.
-pub async fn memory_waiting(ctx: &Ctx, svc: &mut Service) -> Result<()> {
+/// Returns one of the executions, still RUNNING (for the reads).
+pub async fn memory_waiting(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
     const PER: usize = 10;
     let target = ctx.cfg.waiting_steps;
     let executions = target.div_ceil(PER);
@@ -741,7 +751,7 @@ pub async fn memory_waiting(ctx: &Ctx, svc: &mut Service) -> Result<()> {
         .await?;
     let cpu_before = cpu::snapshot(svc.pid, &ctx.db_name);
     let started = Instant::now();
-    submit_many(&ctx.api, workflow, executions, ctx.cfg.submitters).await?;
+    let ids = submit_many(&ctx.api, workflow, executions, ctx.cfg.submitters).await?;
     let submitted = started.elapsed().as_secs_f64();
     let deadline = started + ctx.cfg.waiting_timeout;
     let mut last_report = Instant::now();
@@ -804,5 +814,5 @@ pub async fn memory_waiting(ctx: &Ctx, svc: &mut Service) -> Result<()> {
             .deployments
             .load(std::sync::atomic::Ordering::Relaxed),
     );
-    Ok(())
+    ids.first().copied().ok_or_else(|| fail("no execution"))
 }
