@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::engine::model::{ExecutionStatus, StepStatus};
+use crate::engine::model::ExecutionStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -225,11 +225,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn step_finished(&self, action: &str, status: StepStatus, seconds: f64) {
+    /// One attempt of a step ended: `status` is how (COMPLETED, FAILED,
+    /// TIMEOUT, CANCELLED, PENDING for a retry, RELEASED for a hand-back).
+    pub fn step_finished(&self, action: &str, status: &str, seconds: f64) {
         self.steps_finished
             .get_or_create(&StepLabels {
                 action: action.to_owned(),
-                status: status.as_str().to_owned(),
+                status: status.to_owned(),
             })
             .inc();
         self.step_duration

@@ -20,6 +20,17 @@ async fn a_diamond_runs_to_completion(pool: sqlx::PgPool) {
     let ex = app.api.execute(wf, json!({})).await;
     let done = app.api.wait_terminal(ex, Duration::from_secs(10)).await;
     assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let metrics = reqwest::get(format!("{}/metrics", app.api.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"budpipeline_steps_finished_total{action="log",status="COMPLETED"} 4"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"budpipeline_executions_finished_total{status="COMPLETED"} 1"#));
     app.stop().await;
 }
 

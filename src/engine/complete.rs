@@ -262,19 +262,10 @@ impl Engine {
                 "discarding a result whose attempt no longer holds the step");
             return Ok(Vec::new());
         }
-        let started = row.started_at;
         locked.apply_outcome(self, i, outcome).await?;
-        let status = locked.rows[i].status;
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, own);
-        let now = locked.now();
         locked.commit(self).await?;
-        let seconds = started
-            .map(|s| (now - s).num_microseconds().unwrap_or(0) as f64 / 1e6)
-            .unwrap_or(0.0);
-        self.inner
-            .metrics
-            .step_finished(&step.action, status, seconds);
         Ok(handoffs)
     }
 }

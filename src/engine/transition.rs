@@ -83,7 +83,16 @@ impl Locked {
         // only when the execution itself changes (one row write less a step).
         self.exec.finished_steps =
             self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
-        self.write(&events).await?;
+        let attempts = self.attempts();
+        let ended: Vec<(usize, String, DateTime<Utc>)> = attempts
+            .steps
+            .iter()
+            .zip(attempts.outcomes.iter().zip(&attempts.started))
+            .filter_map(|(id, (outcome, started))| {
+                Some((self.index(id)?, outcome.clone(), *started))
+            })
+            .collect();
+        self.write(&events, &attempts).await?;
         if self.released > 0 {
             // Wake the other replicas: there is work none of them holds yet.
             sqlx::query("SELECT pg_notify($1, '')")
@@ -101,6 +110,15 @@ impl Locked {
         if self.exec_before != self.exec.status && self.exec.status.is_terminal() {
             engine.inner.metrics.execution_finished(self.exec.status);
         }
+        // Every ended attempt, whichever path ended it (a handler, an event,
+        // a timer, a reclaim), by action and how it ended.
+        for (i, outcome, started) in ended {
+            let seconds = (self.exec.now - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            engine
+                .inner
+                .metrics
+                .step_finished(&self.rows[i].action, &outcome, seconds.max(0.0));
+        }
         Ok(())
     }
 
@@ -109,9 +127,12 @@ impl Locked {
     /// conflict with each other): the changed step rows, the attempts that
     /// ended and began, the outbox rows, and the execution row. One round
     /// trip instead of five keeps a chain of steps at one commit per step.
-    async fn write(&mut self, events: &[OutboxEvent]) -> Result<(), sqlx::Error> {
+    async fn write(
+        &mut self,
+        events: &[OutboxEvent],
+        attempts: &Attempts,
+    ) -> Result<(), sqlx::Error> {
         let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
-        let attempts = self.attempts();
         if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
             return Ok(());
         }
