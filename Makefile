@@ -52,7 +52,7 @@ run:
 	if [ -n "$$generated" ]; then shown="$$APP_API_TOKEN"; else shown='$$APP_API_TOKEN'; fi; \
 	echo "budpipeline (dev)"; \
 	echo "  database  $$DATABASE_URL"; \
-	echo "  service   $$url   (GET /health, /ready, /metrics, /openapi.json need no token)"; \
+	echo "  service   $$url   (GET /health, /ready and /metrics need no token)"; \
 	if [ -n "$$generated" ]; then \
 	  echo "  token     $$APP_API_TOKEN   (generated, kept in $(DEV_TOKEN_FILE); set APP_API_TOKEN to choose your own)"; \
 	else \
