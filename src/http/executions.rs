@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
@@ -16,7 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppQuery, Id, OptionalJson, Page};
 use crate::engine::control::{NewExecution, StartOutcome, Started};
-use crate::engine::model::{ExecutionStatus, StepStatus};
+use crate::engine::model::ExecutionStatus;
 
 /// Every field is optional; unknown fields are ignored so that callers can
 /// send more than this version reads.
@@ -353,14 +353,4 @@ pub async fn retry(
 ) -> Result<Json<ExecutionView>, ApiError> {
     state.engine.retry(id).await?;
     load(&state, id).await.map(Json)
-}
-
-/// Statuses as the API spells them, for documentation.
-pub fn statuses() -> Value {
-    json!({
-        "execution": [ExecutionStatus::Pending, ExecutionStatus::Running, ExecutionStatus::Completed,
-                      ExecutionStatus::Failed, ExecutionStatus::Cancelled],
-        "step": [StepStatus::Pending, StepStatus::Running, StepStatus::Completed, StepStatus::Failed,
-                 StepStatus::Skipped, StepStatus::Timeout, StepStatus::Cancelled],
-    })
 }
