@@ -18,9 +18,9 @@ ENV CARGO_TERM_COLOR=never \
 
 # Dependencies only. Every target declared in Cargo.toml must exist, so each gets a stub.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
+RUN mkdir -p src/bin/bench \
  && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > src/bin/bench.rs \
+ && echo 'fn main() {}' > src/bin/bench/main.rs \
  && : > src/lib.rs \
  && cargo build --release --locked --bin budpipeline \
  && rm -rf src
