@@ -110,6 +110,22 @@ fn name_of(body: &WorkflowRequest, dag: &Dag) -> Result<String, ApiError> {
     Ok(name)
 }
 
+/// Keep this version's DAG: executions point at the exact version they ran.
+async fn insert_version(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    id: Uuid,
+    version: i32,
+    dag: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO workflow_versions (workflow_id, version, dag) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(version)
+        .bind(dag)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
     match &e {
         sqlx::Error::Database(db) if db.constraint() == Some("workflows_live_name") => {
@@ -147,11 +163,7 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict_on_name(e, &name))?;
-    sqlx::query("INSERT INTO workflow_versions (workflow_id, version, dag) VALUES ($1, 1, $2)")
-        .bind(id)
-        .bind(&stored)
-        .execute(&mut *tx)
-        .await?;
+    insert_version(&mut tx, id, 1, &stored).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(workflow)))
 }
@@ -239,12 +251,7 @@ pub async fn update(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| conflict_on_name(e, &name))?;
-    sqlx::query("INSERT INTO workflow_versions (workflow_id, version, dag) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(next)
-        .bind(&stored)
-        .execute(&mut *tx)
-        .await?;
+    insert_version(&mut tx, id, next, &stored).await?;
     tx.commit().await?;
     Ok(Json(workflow))
 }
