@@ -351,15 +351,10 @@ impl Engine {
             let Some(mut locked) = self.lock(execution_id).await? else {
                 continue;
             };
-            let now = locked.now();
-            for row in locked.rows.iter_mut() {
+            for i in 0..locked.rows.len() {
+                let row = &locked.rows[i];
                 if row.is_in_handler() && row.lease_owner == Some(self.replica_id()) {
-                    row.status = super::model::StepStatus::Pending;
-                    row.available_at = Some(now);
-                    row.lease_owner = None;
-                    row.lease_expires_at = None;
-                    row.dirty = true;
-                    locked.released += 1;
+                    locked.release(i);
                     released += 1;
                 }
             }

@@ -99,13 +99,7 @@ impl Engine {
                     // Its replica died (or lost the database): run it again.
                     tracing::info!(execution_id = %locked.exec.id, step_id = %row.step_id, attempt = row.attempt,
                         "reclaiming a step whose lease expired");
-                    let row = &mut locked.rows[i];
-                    row.status = StepStatus::Pending;
-                    row.available_at = Some(now);
-                    row.lease_owner = None;
-                    row.lease_expires_at = None;
-                    row.dirty = true;
-                    locked.released += 1;
+                    locked.release(i);
                 }
             } else if row.is_waiting() && timed_out {
                 let Some(handler) = self.registry().get(&row.action).cloned() else {

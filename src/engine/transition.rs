@@ -71,6 +71,19 @@ impl Locked {
         self.exec_dirty = true;
     }
 
+    /// Hand row `i` back to be claimed again now (a dead replica's lease,
+    /// or this replica shutting down); the attempt is not counted as failed.
+    pub fn release(&mut self, i: usize) {
+        let now = self.now();
+        let row = &mut self.rows[i];
+        row.status = StepStatus::Pending;
+        row.available_at = Some(now);
+        row.lease_owner = None;
+        row.lease_expires_at = None;
+        row.dirty = true;
+        self.released += 1;
+    }
+
     pub fn touch_execution(&mut self) {
         self.exec_dirty = true;
     }
