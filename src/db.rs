@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
 
 use crate::config::Settings;
 
@@ -11,14 +12,21 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A bounded pool with an acquire timeout, connecting lazily so the HTTP
 /// server (and `/health`) is up even while the database is not.
-pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+///
+/// Each session is named `budpipeline/<replica id>` (`application_name`), so
+/// `pg_stat_activity` shows which replica holds which lock or transaction.
+pub fn pool(settings: &Settings, replica_id: Option<Uuid>) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.database_url.parse()?;
     // A replica that stalls inside a transaction (a partition, a frozen
     // process) must not hold execution locks for long: Postgres ends such a
     // session after twice the lease (at least 5 s). No transaction of ours
     // waits on anything but the database.
     let idle_ms = (settings.lease.as_millis() * 2).max(5000);
-    let options = options.application_name("budpipeline").options([
+    let name = match replica_id {
+        Some(id) => format!("budpipeline/{id}"),
+        None => "budpipeline".to_owned(),
+    };
+    let options = options.application_name(&name).options([
         ("idle_in_transaction_session_timeout", format!("{idle_ms}")),
         // Timestamps that Postgres renders (execution documents) are UTC.
         ("timezone", "UTC".to_owned()),

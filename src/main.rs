@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             };
             let result = runtime.block_on(async move {
                 if matches!(command, Command::Migrate) {
-                    let pool = budpipeline::db::pool(&settings)?;
+                    let pool = budpipeline::db::pool(&settings, None)?;
                     budpipeline::db::migrate(&pool).await?;
                     tracing::info!("migrations applied");
                     return Ok(());

@@ -43,11 +43,12 @@ impl Application {
         settings: Settings,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let settings = Arc::new(settings);
-        let pool = crate::db::pool(&settings)?;
+        let replica_id = uuid::Uuid::new_v4();
+        let pool = crate::db::pool(&settings, Some(replica_id))?;
         let metrics = Arc::new(Metrics::new());
         let dapr = DaprClient::new(&settings).with_metrics(metrics.clone());
         let registry = registry(&settings, &dapr);
-        let engine = Engine::new(pool, registry, settings.clone(), metrics);
+        let engine = Engine::new(replica_id, pool, registry, settings.clone(), metrics);
         let listener =
             TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], settings.app_port))).await?;
         let state = AppState {

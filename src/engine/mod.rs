@@ -72,6 +72,7 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(
+        replica_id: Uuid,
         pool: PgPool,
         registry: Registry,
         settings: Arc<Settings>,
@@ -84,7 +85,7 @@ impl Engine {
                 registry,
                 settings,
                 metrics,
-                replica_id: Uuid::new_v4(),
+                replica_id,
                 dags: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 outbox_wake: Notify::new(),
