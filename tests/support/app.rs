@@ -249,6 +249,9 @@ pub struct ServiceProcess {
     pub port: u16,
     vars: HashMap<String, String>,
     child: Option<tokio::process::Child>,
+    /// The running process's replica id (its Postgres sessions are named
+    /// `budpipeline/<replica id>`).
+    replica: Option<Uuid>,
 }
 
 impl ServiceProcess {
@@ -263,6 +266,7 @@ impl ServiceProcess {
             port,
             vars,
             child: None,
+            replica: None,
         };
         process.launch().await;
         process
@@ -287,17 +291,62 @@ impl ServiceProcess {
             .expect("start budpipeline");
         self.child = Some(child);
         wait_ready(&self.api, Duration::from_secs(30)).await;
+        let (status, body) = self.api.get("/internal/status").await;
+        assert!(status.is_success(), "/internal/status: {body}");
+        self.replica = body["replica_id"].as_str().and_then(|s| s.parse().ok());
     }
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().and_then(|c| c.id()).expect("running")
     }
 
-    /// `kill -9`: no drain, no cleanup.
+    /// `kill -9`: no drain, no cleanup. Returns once the process is gone
+    /// AND Postgres has ended its sessions: a statement the process sent
+    /// just before it died (a COMMIT, say) still takes effect after its
+    /// death, so what the database holds is final only then.
     pub async fn kill9(&mut self) {
+        if let Some(replica) = self.replica {
+            // The LISTEN session is always open: if none carries the name,
+            // the wait below would prove nothing.
+            assert!(
+                self.sessions(replica).await > 0,
+                "no Postgres session is named after replica {replica}"
+            );
+        }
         if let Some(mut child) = self.child.take() {
             child.start_kill().expect("SIGKILL");
             let _ = child.wait().await;
+        }
+        if let Some(replica) = self.replica.take() {
+            self.wait_sessions_gone(replica).await;
+        }
+    }
+
+    /// How many Postgres sessions the replica has open.
+    async fn sessions(&self, replica: Uuid) -> i64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.vars["DATABASE_URL"])
+            .await
+            .expect("connect");
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(format!("budpipeline/{replica}"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_stat_activity")
+    }
+
+    async fn wait_sessions_gone(&self, replica: Uuid) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = self.sessions(replica).await;
+            if left == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} Postgres sessions of the killed replica {replica} are still open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
