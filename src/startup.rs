@@ -57,6 +57,7 @@ impl Application {
             migrated: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             reads: Arc::default(),
+            read_flights: Arc::default(),
         };
         Ok(Self { listener, state })
     }

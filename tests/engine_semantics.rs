@@ -583,6 +583,46 @@ async fn wait_until_completes_with_waited_after_its_duration(pool: PgPool) {
     app.stop().await;
 }
 
+/// Reads of a running execution are served from memory only while Postgres
+/// confirms the copy: a change another replica writes (here, straight SQL)
+/// shows on the next read, and so does the execution finishing.
+#[sqlx::test]
+async fn a_running_execution_read_never_serves_a_stale_copy(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let dag = json!({"name": "polled", "steps": [wait_step("nap", 2.0, &[])]});
+    let wf = app.api.create_workflow(dag).await;
+    let ex = app.api.execute(wf, json!({})).await;
+    let waiting = app
+        .api
+        .wait_until(ex, WAIT, |e| step(e, "nap")["awaiting_event"] == true)
+        .await;
+    // Repeated reads of an unchanged execution: the same document.
+    assert_eq!(app.api.execution(ex).await, waiting);
+    assert_eq!(app.api.execution(ex).await, waiting);
+
+    // Another replica reports progress on the step, then on the execution.
+    sqlx::query("UPDATE step_executions SET progress = 42.5 WHERE execution_id = $1")
+        .bind(ex)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let moved = app.api.execution(ex).await;
+    assert_eq!(step(&moved, "nap")["progress"], 42.5, "{moved:#}");
+    sqlx::query("UPDATE executions SET initiator = 'someone-else' WHERE id = $1")
+        .bind(ex)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(app.api.execution(ex).await["initiator"], "someone-else");
+
+    let done = app.api.wait_terminal(ex, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    assert_eq!(step(&done, "nap")["status"], "COMPLETED");
+    // Finished: served from memory from now on, and still the same.
+    assert_eq!(app.api.execution(ex).await, done);
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------- templating and outputs
 
 #[sqlx::test]

@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod cache;
+pub mod coalesce;
 pub mod error;
 pub mod events;
 pub mod executions;
@@ -35,8 +36,10 @@ pub struct AppState {
     /// Set once migrations are applied; `/ready` waits for it.
     pub migrated: Arc<AtomicBool>,
     pub started: Instant,
-    /// Documents of COMPLETED executions, for `GET /executions/{id}`.
+    /// Execution documents kept for `GET /executions/{id}`.
     pub reads: Arc<cache::ReadCache>,
+    /// Concurrent `GET /executions/{id}` of one execution share a query.
+    pub read_flights: Arc<coalesce::Coalescer<uuid::Uuid, Option<axum::body::Bytes>>>,
 }
 
 pub fn router(state: AppState) -> Router {
