@@ -85,6 +85,7 @@ pub struct Metrics {
     pub steps_waiting: Gauge,
     pub steps_running: Gauge,
     pub stale_results: Counter,
+    pub combined_results: Counter,
     pub db_connections: Family<StateLabels, Gauge>,
 }
 
@@ -121,6 +122,7 @@ impl Metrics {
             steps_waiting: Gauge::default(),
             steps_running: Gauge::default(),
             stale_results: Counter::default(),
+            combined_results: Counter::default(),
             db_connections: Family::default(),
             registry: Registry::default(),
         };
@@ -208,6 +210,11 @@ impl Metrics {
             "stale_results",
             "Step results discarded by the attempt fence",
             m.stale_results.clone(),
+        );
+        registry.register(
+            "combined_results",
+            "Step results recorded in another result's transaction of the same execution",
+            m.combined_results.clone(),
         );
         registry.register(
             "db_pool_connections",

@@ -623,6 +623,64 @@ async fn a_running_execution_read_never_serves_a_stale_copy(pool: PgPool) {
     app.stop().await;
 }
 
+/// Fifty parallel steps finish together: their results share transactions
+/// (one leader per execution records what the others hand it), and each is
+/// still recorded exactly once, by its own attempt.
+#[sqlx::test]
+async fn results_of_a_wide_fan_out_are_recorded_together_and_once(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let mut steps = vec![json!({"id": "root", "action": "log"})];
+    let wide: Vec<String> = (0..50).map(|i| format!("w{i}")).collect();
+    for id in &wide {
+        steps.push(
+            json!({"id": id, "action": "set_output", "depends_on": ["root"],
+                          "params": {"outputs": {"me": id}}}),
+        );
+    }
+    steps.push(json!({"id": "join", "action": "log", "depends_on": wide}));
+    let dag = json!({"name": "wide", "settings": {"max_parallel_steps": 50}, "steps": steps});
+    let wf = app.api.create_workflow(dag).await;
+    let ex = app.api.execute(wf, json!({})).await;
+    let done = app.api.wait_terminal(ex, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    for id in &wide {
+        let s = step(&done, id);
+        assert_eq!(s["outputs"]["me"], id.as_str(), "{s:#}");
+        assert_eq!(s["attempt"], 1);
+    }
+    let attempts: Vec<(String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT step_id, attempt, outcome FROM step_attempts WHERE execution_id = $1",
+    )
+    .bind(ex)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts.len(), 52, "{attempts:?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|(_, n, o)| *n == 1 && o.as_deref() == Some("COMPLETED")),
+        "{attempts:?}"
+    );
+    let metrics = app
+        .api
+        .http
+        .get(format!("{}/metrics", app.api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let combined: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("budpipeline_combined_results_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no combined_results in {metrics}"));
+    assert!(combined > 0.0, "fifty results, none combined");
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------- templating and outputs
 
 #[sqlx::test]

@@ -90,4 +90,44 @@ async fn a_result_the_database_refuses_fails_the_step_instead_of_wedging_it(pool
         a["error"].as_str().unwrap().contains("could not be stored"),
         "{a:#}"
     );
+    app.stop().await;
+}
+
+/// The same among thirty results recorded together: the refused one fails
+/// alone, the others complete.
+#[sqlx::test]
+async fn a_refused_result_among_combined_ones_fails_only_its_step(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let mut steps = vec![json!({"id": "root", "action": "log"})];
+    for i in 0..30 {
+        let value = if i == 17 { "{{ '\\u0000' }}" } else { "fine" };
+        steps.push(
+            json!({"id": format!("w{i}"), "action": "set_output", "depends_on": ["root"],
+                          "params": {"outputs": {"x": value}}}),
+        );
+    }
+    let wf = app
+        .api
+        .create_workflow(
+            json!({"name": "nul-wide", "settings": {"max_parallel_steps": 30,
+                                "fail_fast": false}, "steps": steps}),
+        )
+        .await;
+    let ex = app.api.execute(wf, json!({})).await;
+    let done = app.api.wait_terminal(ex, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "FAILED", "{done:#}");
+    for i in 0..30 {
+        let s = support::app::step(&done, &format!("w{i}"));
+        if i == 17 {
+            assert_eq!(s["status"], "FAILED", "{s:#}");
+            assert!(
+                s["error"].as_str().unwrap().contains("could not be stored"),
+                "{s:#}"
+            );
+        } else {
+            assert_eq!(s["status"], "COMPLETED", "{s:#}");
+            assert_eq!(s["outputs"]["x"], "fine");
+        }
+    }
+    app.stop().await;
 }

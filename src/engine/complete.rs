@@ -255,11 +255,8 @@ impl Engine {
         let Some(i) = locked.index(&step.step_id) else {
             return Ok(Vec::new());
         };
-        let row = &locked.rows[i];
-        if !(row.is_in_handler() && row.attempt == step.attempt) {
-            self.inner.metrics.stale_results.inc();
-            tracing::warn!(execution_id = %step.execution_id, step_id = %step.step_id, attempt = step.attempt,
-                "discarding a result whose attempt no longer holds the step");
+        if !locked.holds(i, step.attempt) {
+            self.stale_result(step);
             return Ok(Vec::new());
         }
         locked.apply_outcome(self, i, outcome).await?;
@@ -267,5 +264,23 @@ impl Engine {
         let handoffs = locked.claim_locally(self, &ready, own);
         locked.commit(self).await?;
         Ok(handoffs)
+    }
+}
+
+impl Engine {
+    /// Count and log a result whose attempt no longer holds its step.
+    pub(crate) fn stale_result(&self, step: &ClaimedStep) {
+        self.inner.metrics.stale_results.inc();
+        tracing::warn!(execution_id = %step.execution_id, step_id = %step.step_id, attempt = step.attempt,
+            "discarding a result whose attempt no longer holds the step");
+    }
+}
+
+impl Locked {
+    /// Whether attempt `attempt` still holds row `i` (is inside its handler):
+    /// the fence every handler result passes.
+    pub fn holds(&self, i: usize, attempt: i32) -> bool {
+        let row = &self.rows[i];
+        row.is_in_handler() && row.attempt == attempt
     }
 }

@@ -146,7 +146,7 @@ impl Engine {
         };
         let mut outcome = outcome;
         loop {
-            match self.complete(step, outcome.clone(), None).await {
+            match self.complete_combined(step, outcome.clone()).await {
                 Ok(handoffs) => return handoffs,
                 Err(e)
                     if unstorable(&e)

@@ -10,6 +10,7 @@
 
 pub mod advance;
 pub mod claim;
+pub mod combine;
 pub mod complete;
 pub mod control;
 pub mod dispatch;
@@ -60,6 +61,9 @@ pub(crate) struct Inner {
     /// Handlers in flight, so a lost lease or shutdown can abort them.
     pub inflight: Mutex<HashMap<AttemptKey, Arc<Notify>>>,
     pub draining: AtomicBool,
+    /// Executions whose handler results a leader is recording, with the
+    /// results handed to it meanwhile ([`combine`]).
+    pub combining: Mutex<HashMap<Uuid, Vec<combine::Handed>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -92,6 +96,7 @@ impl Engine {
                 permits,
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                combining: Mutex::new(HashMap::new()),
             }),
         }
     }
