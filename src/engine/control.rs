@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::advance::{Finish, finish_row};
-use super::model::{ExecutionStatus, SkipReason, StepStatus};
+use super::model::{ExecutionRow, ExecutionStatus, SkipReason, StepRow, StepStatus};
+use super::transition::{EXEC_COLUMNS, Locked, STEP_COLUMNS};
 use crate::dag::{self, Dag};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,14 @@ pub struct Started {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// An execution row as its INSERT returned it.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    exec: ExecutionRow,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Debug)]
 pub enum StartOutcome {
     Created(Started),
@@ -72,14 +81,17 @@ impl Engine {
 
         let mut tx = self.pool().begin().await?;
         let execution_id = Uuid::now_v7();
-        let inserted = sqlx::query(
+        // The new rows come back from the INSERTs themselves: nobody else can
+        // see them before the commit, so there is nothing to lock or re-read.
+        let inserted: Option<Inserted> = sqlx::query_as(&format!(
             "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
                                      initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
                                      started_at, deadline_at, trace_id)
              VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
                      COALESCE($12, replace($1::text, '-', '')))
-             ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        )
+             ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING {EXEC_COLUMNS}, created_at"
+        ))
         .bind(execution_id)
         .bind(new.workflow_id)
         .bind(version)
@@ -92,10 +104,9 @@ impl Engine {
         .bind(dag.steps.len() as i32)
         .bind(dag.settings.timeout_seconds as f64)
         .bind(&new.trace_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(inserted) = inserted else {
             // A concurrent request with the same key won the race.
             tx.rollback().await?;
             return match self.find_repeat(&new).await? {
@@ -104,21 +115,21 @@ impl Engine {
                     "the execution could not be recorded; retry".into(),
                 )),
             };
-        }
-        self.insert_steps(&mut tx, execution_id, &dag).await?;
-        let mut locked = self
-            .lock_in(tx, execution_id)
-            .await?
-            .ok_or(ControlError::NotFound)?;
+        };
+        let rows = self.insert_steps(&mut tx, execution_id, &dag).await?;
+        let started = Started {
+            execution_id,
+            workflow_id: new.workflow_id,
+            workflow_version: version,
+            status: ExecutionStatus::Running.as_str().to_owned(),
+            created_at: inserted.created_at,
+        };
+        let mut locked = Locked::new(tx, inserted.exec, rows, dag);
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, None);
         locked.commit(self).await?;
         self.inner.metrics.executions_started.inc();
         self.spawn_handoffs(handoffs);
-        let started = self
-            .started(execution_id)
-            .await?
-            .ok_or(ControlError::NotFound)?;
         Ok(StartOutcome::Created(started))
     }
 
@@ -127,7 +138,7 @@ impl Engine {
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         execution_id: Uuid,
         dag: &Dag,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Vec<StepRow>, sqlx::Error> {
         let ids: Vec<&str> = dag.steps.iter().map(|s| s.id.as_str()).collect();
         let positions: Vec<i32> = (0..dag.steps.len() as i32).collect();
         let names: Vec<&str> = dag
@@ -153,19 +164,21 @@ impl Engine {
                 s.timeout_seconds.or(default).map(|t| t as f64)
             })
             .collect();
-        sqlx::query(
+        let mut rows: Vec<StepRow> = sqlx::query_as(&format!(
             "INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds)
-             SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])",
-        )
+             SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])
+             RETURNING {STEP_COLUMNS}"
+        ))
         .bind(execution_id)
         .bind(&ids)
         .bind(&positions)
         .bind(&names)
         .bind(&actions)
         .bind(&timeouts)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
-        Ok(())
+        rows.sort_by_key(|r| r.position);
+        Ok(rows)
     }
 
     async fn find_repeat(&self, new: &NewExecution) -> Result<Option<Started>, ControlError> {

@@ -353,10 +353,7 @@ impl Engine {
         locking: &str,
     ) -> Result<Option<Locked>, sqlx::Error> {
         let exec: Option<ExecutionRow> = sqlx::query_as(&format!(
-            "SELECT id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
-                    subscriber_ids, total_steps, finished_steps, deadline_at, started_at, completed_at,
-                    trace_id, now() AS now
-             FROM executions WHERE id = $1 {locking}"
+            "SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1 {locking}"
         ))
         .bind(execution_id)
         .fetch_optional(&mut *tx)
@@ -369,6 +366,19 @@ impl Engine {
         .fetch_all(&mut *tx)
         .await?;
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
+        Ok(Some(Locked::new(tx, exec, rows, dag)))
+    }
+}
+
+impl Locked {
+    /// An execution and its steps as this transaction sees them, locked
+    /// (or created) by it.
+    pub fn new(
+        tx: Transaction<'static, Postgres>,
+        exec: ExecutionRow,
+        rows: Vec<StepRow>,
+        dag: Arc<Dag>,
+    ) -> Self {
         let before = rows
             .iter()
             .map(|r| Before {
@@ -379,7 +389,7 @@ impl Engine {
             })
             .collect();
         let exec_before = exec.status;
-        Ok(Some(Locked {
+        Locked {
             tx,
             exec,
             rows,
@@ -388,7 +398,7 @@ impl Engine {
             exec_before,
             exec_dirty: false,
             released: 0,
-        }))
+        }
     }
 }
 
@@ -414,6 +424,10 @@ impl Attempts {
         self.steps.is_empty()
     }
 }
+
+/// The columns of [`ExecutionRow`], with the transaction's clock.
+pub const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
+    subscriber_ids, total_steps, finished_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
 
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
