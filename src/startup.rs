@@ -120,6 +120,7 @@ fn start_engine(state: AppState) -> JoinHandle<Vec<JoinHandle<()>>> {
         vec![
             tokio::spawn(engine.clone().run_dispatcher()),
             tokio::spawn(engine.clone().run_listener()),
+            tokio::spawn(engine.clone().run_notifier()),
             tokio::spawn(engine.clone().run_sweeper()),
             tokio::spawn(engine.clone().run_lease_renewal()),
             tokio::spawn(engine.clone().run_publisher(state.dapr.clone())),

@@ -260,6 +260,28 @@ impl Engine {
         .await
     }
 
+    /// Tell the other replicas (`NOTIFY`) that steps became claimable, on
+    /// its own after the transitions commit rather than inside them:
+    /// Postgres commits notifying transactions one at a time, cluster-wide,
+    /// each holding that turn through its WAL flush, which would serialise
+    /// every transition that released work. Signals raised while a `NOTIFY`
+    /// is on its way fold into the next one, so a burst costs one or two.
+    /// Sent after the commit it reports, a `NOTIFY` never wakes a listener
+    /// before the work is visible.
+    pub async fn run_notifier(self) {
+        loop {
+            self.inner.tell_others.notified().await;
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(self.pool())
+                .await
+            {
+                // The others still poll; a lost wake-up only delays them.
+                tracing::debug!(error = %e, "NOTIFY failed");
+            }
+        }
+    }
+
     /// Follow `NOTIFY`s from other replicas into this one's wake-up.
     pub async fn run_listener(self) {
         loop {
@@ -359,6 +381,13 @@ impl Engine {
                 }
             }
             locked.commit(self).await?;
+        }
+        if released > 0 {
+            // Now, not through the notifier: shutdown ends it next.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(self.pool())
+                .await?;
         }
         Ok(released)
     }

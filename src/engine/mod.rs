@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     dags: Mutex<HashMap<(Uuid, i32), Arc<Dag>>>,
     /// Work became claimable here (or a slot freed up).
     pub wake: Notify,
+    /// Work became claimable that the other replicas should hear of.
+    pub tell_others: Notify,
     pub outbox_wake: Notify,
     /// One permit per step handler in flight on this replica.
     pub permits: Arc<Semaphore>,
@@ -92,6 +94,7 @@ impl Engine {
                 replica_id,
                 dags: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                tell_others: Notify::new(),
                 outbox_wake: Notify::new(),
                 permits,
                 inflight: Mutex::new(HashMap::new()),

@@ -106,19 +106,15 @@ impl Locked {
             })
             .collect();
         self.write(&events, &attempts).await?;
-        if self.released > 0 {
-            // Wake the other replicas: there is work none of them holds yet.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(super::WORK_CHANNEL)
-                .execute(&mut *self.tx)
-                .await?;
-        }
         self.tx.commit().await?;
         if !events.is_empty() {
             engine.inner.outbox_wake.notify_one();
         }
         if self.released > 0 {
+            // Work none of the replicas holds yet: wake ours, and the others
+            // through the notifier (see `dispatch::run_notifier`).
             engine.inner.wake.notify_one();
+            engine.inner.tell_others.notify_one();
         }
         if self.exec_before != self.exec.status && self.exec.status.is_terminal() {
             engine.inner.metrics.execution_finished(self.exec.status);
