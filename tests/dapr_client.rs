@@ -459,7 +459,12 @@ async fn publish_sends_json_with_the_cloudevent_id() {
 
     stand
         .client
-        .publish("pipeline-events", "exec-1:step a:1", &body)
+        .publish(
+            "pipeline-events",
+            "exec-1:step a:1",
+            &body,
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        )
         .await
         .expect("published");
 
@@ -476,6 +481,10 @@ async fn publish_sends_json_with_the_cloudevent_id() {
         Some("application/json")
     );
     assert_eq!(published[0].body, body);
+    assert_eq!(
+        published[0].traceparent.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
 }
 
 #[tokio::test]
@@ -485,12 +494,12 @@ async fn a_failed_publish_is_reported_and_not_retried_here() {
 
     let error = stand
         .client
-        .publish("t", "id-1", &json!({}))
+        .publish("t", "id-1", &json!({}), None)
         .await
         .unwrap_err();
     stand
         .client
-        .publish("t", "id-1", &json!({}))
+        .publish("t", "id-1", &json!({}), None)
         .await
         .expect("second try");
 

@@ -297,6 +297,69 @@ fn db_target() -> &'static str {
 // The whole flow of the design note.
 // ---------------------------------------------------------------------------
 
+/// The caller's W3C trace is continued: on the call to budcluster, and on
+/// every progress event published for the execution.
+#[sqlx::test]
+async fn the_callers_trace_reaches_budcluster_and_the_callback_events(pool: PgPool) {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let stand = Stand::start(&pool, &[]).await;
+    stand
+        .budcluster
+        .push_deploy_response(200, accepted("bc-wf-trace", "dep-trace"));
+    let api = stand.api();
+    let wf = api.create_workflow(deploy_dag("traced", json!({}))).await;
+    let resp = api
+        .http
+        .post(format!("{}/workflows/{wf}/execute", api.base))
+        .header("dapr-api-token", TOKEN)
+        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+        .json(
+            &json!({"parameters": {"cluster_id": "c-1", "model_id": "m-1"},
+                      "callback_topics": ["budappEvents"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: Value = resp.json().await.unwrap();
+    let exec: Uuid = body["execution_id"].as_str().unwrap().parse().unwrap();
+    wait_waiting(api, exec, Duration::from_secs(10)).await;
+
+    let call = &stand.budcluster.requests_to(Route::Deploy)[0];
+    let sent = call.header("traceparent").unwrap_or_default().to_owned();
+    assert!(sent.starts_with(&format!("00-{TRACE}-")), "{sent}");
+
+    let (status, _) = stand
+        .deliver(
+            "bc-wf-trace",
+            "COMPLETED",
+            json!({"deployment_id": "dep-trace"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let results = stand
+        .sidecar
+        .wait_for_published(
+            |p| {
+                p.body["payload"]["workflow_id"] == exec.to_string()
+                    && p.body["payload"]["event"] == "results"
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(results.is_some(), "results published");
+    let events = events_of(&stand.sidecar, "budappEvents", exec);
+    assert!(events.len() >= 3, "{events:?}");
+    for event in &events {
+        let traceparent = event.traceparent.as_deref().unwrap_or_default();
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE}-")),
+            "{traceparent:?} on {}",
+            event.body
+        );
+    }
+}
+
 #[sqlx::test]
 async fn deploy_flow_end_to_end_through_the_sidecar(pool: PgPool) {
     let stand = Stand::start(&pool, &[("DAPR_API_TOKEN", DAPR_TOKEN)]).await;

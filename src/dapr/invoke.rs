@@ -388,6 +388,7 @@ impl DaprClient {
         topic: &str,
         event_id: &str,
         body: &Value,
+        traceparent: Option<&str>,
     ) -> Result<(), PublishError> {
         let url = format!(
             "{}/v1.0/publish/{}/{}",
@@ -399,8 +400,13 @@ impl DaprClient {
             topic: topic.to_owned(),
             reason,
         };
-        let response = self
-            .authorized(self.inner.http.post(url))
+        let mut request = self.authorized(self.inner.http.post(url));
+        if let Some(traceparent) = traceparent {
+            // Dapr puts it in the CloudEvent it builds, so subscribers
+            // continue the execution's trace.
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request
             .query(&[("metadata.cloudevent.id", event_id)])
             .timeout(self.inner.attempt_timeout)
             .json(body)

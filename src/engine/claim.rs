@@ -119,6 +119,7 @@ impl Engine {
                 topics: &exec.callback_topics,
                 notify_topic: notify_topic.as_deref(),
                 subscriber_ids: exec.subscriber_ids.as_deref().filter(|s| !s.is_empty()),
+                trace_id: exec.trace_id.as_deref(),
             };
             if !audience.is_empty() {
                 let msg = format!("Step '{}' started", c.name);

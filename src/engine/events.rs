@@ -47,6 +47,8 @@ pub struct InboundEvent {
     pub correlation_id: String,
     /// The event itself (the CloudEvent's `data`).
     pub body: Value,
+    /// The trace the CloudEvent carries (its `traceparent`), when well formed.
+    pub trace_id: Option<String>,
 }
 
 async fn lock_correlation(

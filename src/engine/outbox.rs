@@ -16,6 +16,8 @@ pub struct OutboxEvent {
     pub event_id: String,
     pub topic: String,
     pub body: Value,
+    /// The execution's W3C trace id, continued by the publish.
+    pub trace_id: Option<String>,
 }
 
 /// Where an execution's events go: its callback topics, plus `NOTIFY_TOPIC`
@@ -24,6 +26,7 @@ pub struct Audience<'a> {
     pub topics: &'a [String],
     pub notify_topic: Option<&'a str>,
     pub subscriber_ids: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
 }
 
 impl<'a> Audience<'a> {
@@ -32,6 +35,7 @@ impl<'a> Audience<'a> {
             topics: &exec.callback_topics,
             notify_topic,
             subscriber_ids: exec.subscriber_ids.as_deref().filter(|s| !s.is_empty()),
+            trace_id: exec.trace_id.as_deref(),
         }
     }
 
@@ -57,6 +61,7 @@ impl<'a> Audience<'a> {
                 event_id: format!("{event_id}:{topic}"),
                 topic: topic.clone(),
                 body: body(execution_id, event, &content, topic, None),
+                trace_id: self.trace_id.map(str::to_owned),
             });
         }
         if let Some((topic, ids)) = self.notify_target() {
@@ -64,6 +69,7 @@ impl<'a> Audience<'a> {
                 event_id: format!("{event_id}:{topic}"),
                 topic: topic.to_owned(),
                 body: body(execution_id, event, &content, topic, Some(ids)),
+                trace_id: self.trace_id.map(str::to_owned),
             });
         }
     }

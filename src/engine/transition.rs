@@ -169,9 +169,9 @@ impl Locked {
                 ON CONFLICT DO NOTHING
                 RETURNING 1
              ), outbox_rows AS (
-                INSERT INTO outbox (event_id, topic, body)
-                SELECT event_id, topic, body
-                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb)
+                INSERT INTO outbox (event_id, topic, body, trace_id)
+                SELECT event_id, topic, body, trace_id
+                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text)
                 RETURNING 1
              )
              UPDATE executions SET status = $9, outputs = $10, error = $11, finished_steps = $12,
@@ -437,8 +437,9 @@ pub async fn insert_outbox(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, body)
-         SELECT event_id, topic, body FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb)",
+        "INSERT INTO outbox (event_id, topic, body, trace_id)
+         SELECT event_id, topic, body, trace_id
+         FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb, trace_id text)",
     )
     .bind(sqlx::types::Json(events))
     .execute(&mut **tx)

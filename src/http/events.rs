@@ -50,7 +50,12 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(e) => e,
         Err(reason) => return drop(&state, &reason),
     };
-    match state.engine.receive_event(&event).await {
+    // The CloudEvent's own trace (Dapr copies the publisher's traceparent
+    // into it; budcluster continues the one our deploy call sent).
+    let span = tracing::info_span!("event", correlation_id = %event.correlation_id,
+        event_id = %event.id, trace_id = event.trace_id.as_deref().unwrap_or(""));
+    let recorded = tracing::Instrument::instrument(state.engine.receive_event(&event), span).await;
+    match recorded {
         Ok(verdict) => {
             tracing::info!(correlation_id = %event.correlation_id, event_id = %event.id,
                 outcome = verdict.as_str(), "event recorded");
@@ -160,11 +165,16 @@ pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
             "the correlation id is longer than {MAX_CORRELATION_ID_BYTES} bytes: no step can wait on it"
         ));
     }
+    let trace_id = envelope
+        .get("traceparent")
+        .and_then(Value::as_str)
+        .and_then(crate::engine::model::trace_id_of);
     Ok(InboundEvent {
         source: storable_key(source),
         id: storable_key(id),
         correlation_id,
         body: data,
+        trace_id,
     })
 }
 
@@ -186,6 +196,19 @@ fn correlation_id(event: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cloudevent_trace_is_kept_when_well_formed() {
+        let traced = br#"{"specversion":"1.0","id":"e1","source":"budcluster","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{"workflow_id":"w1"}}"#;
+        assert_eq!(
+            parse(traced).unwrap().trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        let garbled = br#"{"specversion":"1.0","id":"e1","source":"s","traceparent":"nope","data":{"workflow_id":"w1"}}"#;
+        assert_eq!(parse(garbled).unwrap().trace_id, None);
+        let bare = br#"{"workflow_id":"w1"}"#;
+        assert_eq!(parse(bare).unwrap().trace_id, None);
+    }
 
     #[test]
     fn envelope_bare_and_nested_ids() {

@@ -47,6 +47,8 @@ pub struct Published {
     /// The `metadata.cloudevent.id` query parameter.
     pub cloudevent_id: Option<String>,
     pub content_type: Option<String>,
+    /// The `traceparent` header (Dapr puts it in the CloudEvent).
+    pub traceparent: Option<String>,
     /// The JSON body (a string when it was not JSON).
     pub body: Value,
 }
@@ -421,6 +423,10 @@ fn publish(
         cloudevent_id,
         content_type: headers
             .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        traceparent: headers
+            .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: parse_body(body),

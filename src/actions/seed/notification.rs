@@ -78,7 +78,7 @@ impl Notification {
         let body = notification_body(ctx)?;
         let notification_id = ctx.idempotency_hint();
         self.client
-            .publish(topic, &notification_id, &body)
+            .publish(topic, &notification_id, &body, ctx.traceparent.as_deref())
             .await
             .map_err(|e| StepOutcome::Failed {
                 error: e.to_string(),

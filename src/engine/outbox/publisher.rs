@@ -29,6 +29,7 @@ struct Pending {
     topic: String,
     body: Value,
     attempts: i32,
+    trace_id: Option<String>,
 }
 
 impl Engine {
@@ -64,7 +65,7 @@ impl Engine {
              WHERE id IN (SELECT o.id FROM outbox o LEFT JOIN waiting w ON w.topic = o.topic
                           WHERE o.next_attempt_at <= now() AND (w.first_id IS NULL OR o.id < w.first_id)
                           ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
-             RETURNING id, event_id, topic, body, attempts",
+             RETURNING id, event_id, topic, body, attempts, trace_id",
         )
         .bind(BATCH)
         .bind(CLAIM_SECONDS)
@@ -86,7 +87,11 @@ impl Engine {
                 counts.push(false);
                 continue;
             }
-            match dapr.publish(&p.topic, &p.event_id, &p.body).await {
+            let traceparent = p.trace_id.as_deref().map(crate::engine::model::traceparent);
+            match dapr
+                .publish(&p.topic, &p.event_id, &p.body, traceparent.as_deref())
+                .await
+            {
                 Ok(()) => sent.push(p.id),
                 Err(e) => {
                     self.inner.metrics.outbox_failures.inc();
