@@ -66,7 +66,9 @@ impl Engine {
 
         // Our own result first, the usual way; what arrives meanwhile is
         // recorded together in the next transaction, and so on until
-        // nothing is waiting.
+        // nothing is waiting. Steps claimed by those rounds start at once
+        // (ours too): held back until the leader steps down, their leases,
+        // which only running handlers renew, could run out.
         let mut handoffs = match self.complete(step, outcome, None).await {
             Ok(handoffs) => handoffs,
             Err(e) => {
@@ -89,13 +91,14 @@ impl Engine {
             if queue.is_empty() {
                 return Ok(handoffs);
             }
+            self.spawn_handoffs(std::mem::take(&mut handoffs));
             let (batch, senders): (Vec<_>, Vec<_>) = queue
                 .into_iter()
                 .map(|h| ((h.step, h.outcome), h.recorded))
                 .unzip();
             let recorded = match self.complete_many(execution_id, &batch).await {
                 Ok(more) => {
-                    handoffs.extend(more);
+                    self.spawn_handoffs(more);
                     true
                 }
                 Err(e) => {
