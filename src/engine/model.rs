@@ -145,7 +145,6 @@ pub struct ExecutionRow {
     pub callback_topics: Vec<String>,
     pub subscriber_ids: Option<String>,
     pub total_steps: i32,
-    pub finished_steps: i32,
     pub deadline_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,

@@ -94,8 +94,6 @@ impl Locked {
         self.notifications(engine, &mut events);
         // Progress is read from the steps; the execution row is rewritten
         // only when the execution itself changes (one row write less a step).
-        self.exec.finished_steps =
-            self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32;
         let attempts = self.attempts();
         let ended: Vec<(usize, String, DateTime<Utc>)> = attempts
             .steps
@@ -174,9 +172,9 @@ impl Locked {
                 FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text)
                 RETURNING 1
              )
-             UPDATE executions SET status = $9, outputs = $10, error = $11, finished_steps = $12,
-                    started_at = $13, completed_at = $14, deadline_at = $15
-             WHERE id = $1 AND $16",
+             UPDATE executions SET status = $9, outputs = $10, error = $11,
+                    started_at = $12, completed_at = $13, deadline_at = $14
+             WHERE id = $1 AND $15",
         )
         .bind(self.exec.id)
         .bind(sqlx::types::Json(&dirty))
@@ -189,7 +187,6 @@ impl Locked {
         .bind(self.exec.status.as_str())
         .bind(&self.exec.outputs)
         .bind(&self.exec.error)
-        .bind(self.exec.finished_steps)
         .bind(self.exec.started_at)
         .bind(self.exec.completed_at)
         .bind(self.exec.deadline_at)
@@ -423,7 +420,7 @@ impl Attempts {
 
 /// The columns of [`ExecutionRow`], with the transaction's clock.
 pub const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
-    subscriber_ids, total_steps, finished_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
+    subscriber_ids, total_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
 
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
