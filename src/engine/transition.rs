@@ -419,7 +419,8 @@ impl Attempts {
 }
 
 /// The columns of [`ExecutionRow`], with the transaction's clock.
-pub const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
+pub const EXEC_COLUMNS: &str =
+    "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
     subscriber_ids, total_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
 
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
