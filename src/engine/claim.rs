@@ -13,8 +13,28 @@ use super::model::ClaimedStep;
 use super::outbox::{self, Audience, OutboxEvent};
 use super::transition::insert_outbox;
 
+/// What [`Engine::claim`] got.
+pub struct Claim {
+    pub steps: Vec<ClaimedStep>,
+    /// Ready steps skipped because their execution was held elsewhere.
+    pub passed_over: usize,
+}
+
+/// A row of the claim statement: a claimed step, or (all NULL but the
+/// count) the one row saying nothing was claimed.
 #[derive(sqlx::FromRow)]
 struct Claimed {
+    execution_id: Option<Uuid>,
+    step_id: Option<String>,
+    name: Option<String>,
+    action: Option<String>,
+    attempt: Option<i32>,
+    position: Option<i32>,
+    timeout_seconds: Option<f64>,
+    candidates: i64,
+}
+
+struct Ready {
     execution_id: Uuid,
     step_id: String,
     name: String,
@@ -22,6 +42,20 @@ struct Claimed {
     attempt: i32,
     position: i32,
     timeout_seconds: Option<f64>,
+}
+
+impl Ready {
+    fn from_row(r: Claimed) -> Option<Self> {
+        Some(Self {
+            execution_id: r.execution_id?,
+            step_id: r.step_id?,
+            name: r.name?,
+            action: r.action?,
+            attempt: r.attempt?,
+            position: r.position?,
+            timeout_seconds: r.timeout_seconds,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -37,10 +71,13 @@ struct ExecInfo {
 
 impl Engine {
     /// Claim up to `limit` ready steps. Each is RUNNING with attempt + 1 and
-    /// this replica's lease when this returns.
-    pub async fn claim(&self, limit: usize) -> Result<Vec<ClaimedStep>, sqlx::Error> {
+    /// this replica's lease when this returns. Also says how many ready steps
+    /// were passed over because another transaction held their execution
+    /// (a transition, or another replica's claim): they are claimable again
+    /// in a moment, so the caller should look again soon, not at its poll.
+    pub async fn claim(&self, limit: usize) -> Result<Claim, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        let claimed: Vec<Claimed> = sqlx::query_as(
+        let rows: Vec<Claimed> = sqlx::query_as(
             "WITH candidate AS (
                  SELECT execution_id, step_id FROM step_executions
                  WHERE status = 'PENDING' AND available_at <= now()
@@ -63,17 +100,28 @@ impl Engine {
                  RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
                            s.timeout_seconds
              )
-             SELECT * FROM claimed",
+             SELECT c.*, (SELECT count(*) FROM candidate) AS candidates FROM claimed c
+             UNION ALL
+             -- No claim at all: one row that carries only the count.
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)
+             WHERE NOT EXISTS (SELECT 1 FROM claimed)",
         )
         .bind(self.replica_id())
         .bind(limit as i64)
         .bind(self.settings().lease.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
+        let candidates = rows.first().map_or(0, |r| r.candidates) as usize;
+        let claimed: Vec<Claimed> = rows.into_iter().filter(|r| r.step_id.is_some()).collect();
+        let passed_over = candidates.saturating_sub(claimed.len());
         if claimed.is_empty() {
             tx.rollback().await?;
-            return Ok(Vec::new());
+            return Ok(Claim {
+                steps: Vec::new(),
+                passed_over,
+            });
         }
+        let claimed: Vec<Ready> = claimed.into_iter().filter_map(Ready::from_row).collect();
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
         let execs: Vec<ExecInfo> = sqlx::query_as(
             "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id
@@ -143,6 +191,6 @@ impl Engine {
         if !events.is_empty() {
             self.inner.outbox_wake.notify_one();
         }
-        Ok(steps)
+        Ok(Claim { steps, passed_over })
     }
 }

@@ -19,22 +19,48 @@ use crate::actions::{StepContext, StepOutcome};
 /// The safety-net poll: work is normally found through wake-ups.
 const POLL: Duration = Duration::from_secs(1);
 const BATCH: usize = 32;
+/// The first wait before looking again at ready steps passed over because
+/// their execution was held; it doubles while that keeps happening.
+const RETRY_SOON_FIRST: Duration = Duration::from_millis(5);
+
+/// What one claim round did.
+struct Dispatched {
+    /// A full batch came back: there may be more.
+    full: bool,
+    /// Ready steps were skipped because their execution was held.
+    passed_over: bool,
+}
 
 impl Engine {
     /// Claim and start ready steps until told to drain.
     pub async fn run_dispatcher(self) {
+        let mut retry_soon = RETRY_SOON_FIRST;
         loop {
             if self.is_draining() {
                 return;
             }
             match self.dispatch_once().await {
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(Dispatched { full: true, .. }) => continue,
+                Ok(Dispatched {
+                    passed_over: true, ..
+                }) => {
+                    // Ready steps whose execution someone else held a moment
+                    // ago (a transition, another replica's claim): the wake-up
+                    // that announced them is spent, so look again shortly.
+                    tokio::select! {
+                        _ = self.inner.wake.notified() => {}
+                        _ = tokio::time::sleep(retry_soon) => {}
+                    }
+                    retry_soon = (retry_soon * 2).min(POLL);
+                    continue;
+                }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming steps failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+            retry_soon = RETRY_SOON_FIRST;
             // With every slot busy, a finishing step wakes us; otherwise sleep
             // until the next scheduled retry at most.
             let idle = if self.inner.permits.available_permits() == 0 {
@@ -63,12 +89,15 @@ impl Engine {
         seconds.map(|s| Duration::from_secs_f64(s.max(0.005)))
     }
 
-    /// Claim one batch for the free slots. `true` when a full batch came
-    /// back (there may be more).
-    async fn dispatch_once(&self) -> Result<bool, sqlx::Error> {
+    /// Claim one batch for the free slots.
+    async fn dispatch_once(&self) -> Result<Dispatched, sqlx::Error> {
+        let none = Dispatched {
+            full: false,
+            passed_over: false,
+        };
         let free = self.inner.permits.available_permits().min(BATCH);
         if free == 0 {
-            return Ok(false);
+            return Ok(none);
         }
         let Ok(permits) = self
             .inner
@@ -76,16 +105,19 @@ impl Engine {
             .clone()
             .try_acquire_many_owned(free as u32)
         else {
-            return Ok(false);
+            return Ok(none);
         };
         let mut permits = permits;
-        let steps = self.claim(free).await?;
-        let full = steps.len() == free;
-        for step in steps {
+        let claim = self.claim(free).await?;
+        let full = claim.steps.len() == free;
+        for step in claim.steps {
             let permit = permits.split(1).expect("one permit per claimed step");
             self.spawn_step(step, Some(permit));
         }
-        Ok(full)
+        Ok(Dispatched {
+            full,
+            passed_over: claim.passed_over > 0,
+        })
     }
 
     pub fn spawn_handoffs(&self, handoffs: Vec<Handoff>) {

@@ -283,7 +283,11 @@ impl ServiceProcess {
             .arg("serve")
             .env_clear()
             .envs(&self.vars)
-            .env("RUST_LOG", "info,sqlx=warn")
+            // TEST_SERVICE_LOG=debug,sqlx=debug to see every statement.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVICE_LOG").unwrap_or("info,sqlx=warn".into()),
+            )
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .kill_on_drop(true)
