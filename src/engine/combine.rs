@@ -133,22 +133,11 @@ impl Engine {
         execution_id: Uuid,
         batch: &[(ClaimedStep, StepOutcome)],
     ) -> Result<Vec<Handoff>, sqlx::Error> {
-        let Some(mut locked) = self.lock(execution_id).await? else {
-            return Ok(Vec::new());
-        };
-        for (step, outcome) in batch {
-            let Some(i) = locked.index(&step.step_id) else {
-                continue;
-            };
-            if !locked.holds(i, step.attempt) {
-                self.stale_result(step);
-                continue;
-            }
-            locked.apply_outcome(self, i, outcome.clone()).await?;
-        }
-        let ready = locked.advance();
-        let handoffs = locked.claim_locally(self, &ready, None);
-        locked.commit(self).await?;
+        let results = batch
+            .iter()
+            .map(|(step, outcome)| (step, outcome.clone()))
+            .collect();
+        let handoffs = self.record(execution_id, results, None).await?;
         self.inner
             .metrics
             .combined_results

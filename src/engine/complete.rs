@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
+use uuid::Uuid;
 
 use super::Engine;
 use super::advance::{finish_row, template_context};
@@ -249,17 +250,37 @@ impl Engine {
         outcome: StepOutcome,
         own: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Handoff>, sqlx::Error> {
-        let Some(mut locked) = self.lock(step.execution_id).await? else {
+        self.record(step.execution_id, vec![(step, outcome)], own)
+            .await
+    }
+
+    /// Record results of one execution in one transaction, each through the
+    /// attempt fence, then claim what they made ready. Nothing is written
+    /// when none of them still holds its step.
+    pub(crate) async fn record(
+        &self,
+        execution_id: Uuid,
+        results: Vec<(&ClaimedStep, StepOutcome)>,
+        own: Option<OwnedSemaphorePermit>,
+    ) -> Result<Vec<Handoff>, sqlx::Error> {
+        let Some(mut locked) = self.lock(execution_id).await? else {
             return Ok(Vec::new());
         };
-        let Some(i) = locked.index(&step.step_id) else {
-            return Ok(Vec::new());
-        };
-        if !locked.holds(i, step.attempt) {
-            self.stale_result(step);
+        let mut applied = 0;
+        for (step, outcome) in results {
+            let Some(i) = locked.index(&step.step_id) else {
+                continue;
+            };
+            if !locked.holds(i, step.attempt) {
+                self.stale_result(step);
+                continue;
+            }
+            locked.apply_outcome(self, i, outcome).await?;
+            applied += 1;
+        }
+        if applied == 0 {
             return Ok(Vec::new());
         }
-        locked.apply_outcome(self, i, outcome).await?;
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, own);
         locked.commit(self).await?;
