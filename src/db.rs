@@ -44,3 +44,16 @@ pub fn pool(settings: &Settings, replica_id: Option<Uuid>) -> Result<PgPool, sql
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// A database error that no retry can cure: SQLSTATE class 22 (data
+/// exception, e.g. a value Postgres cannot hold) or 54 (program limit
+/// exceeded, e.g. an index row too large). Connection loss, pool timeouts,
+/// deadlocks and serialization failures stay transient.
+pub fn unstorable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("54")),
+        _ => false,
+    }
+}

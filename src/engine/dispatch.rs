@@ -181,7 +181,7 @@ impl Engine {
             match self.complete_combined(step, outcome.clone()).await {
                 Ok(handoffs) => return handoffs,
                 Err(e)
-                    if unstorable(&e)
+                    if crate::db::unstorable(&e)
                         && !matches!(
                             outcome,
                             StepOutcome::Failed {
@@ -303,15 +303,20 @@ impl Engine {
     pub async fn run_notifier(self) {
         loop {
             self.inner.tell_others.notified().await;
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(self.pool())
-                .await
-            {
+            if let Err(e) = self.notify_others().await {
                 // The others still poll; a lost wake-up only delays them.
                 tracing::debug!(error = %e, "NOTIFY failed");
             }
         }
+    }
+
+    /// One `NOTIFY` on the work channel, outside any transition.
+    async fn notify_others(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(self.pool())
+            .await
+            .map(|_| ())
     }
 
     /// Follow `NOTIFY`s from other replicas into this one's wake-up.
@@ -416,22 +421,8 @@ impl Engine {
         }
         if released > 0 {
             // Now, not through the notifier: shutdown ends it next.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(self.pool())
-                .await?;
+            self.notify_others().await?;
         }
         Ok(released)
-    }
-}
-
-/// SQLSTATE classes 22 (data exception) and 54 (program limit exceeded):
-/// the data itself is refused, whatever the retry.
-fn unstorable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
-        _ => false,
     }
 }

@@ -67,7 +67,7 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             state.engine.metrics().event(label);
             Json(json!({ "status": "SUCCESS", "outcome": verdict.as_str() })).into_response()
         }
-        Err(e) if unstorable(&e) => {
+        Err(e) if crate::db::unstorable(&e) => {
             // Postgres refuses the event's data itself (a data exception or a
             // size limit): redelivering the same bytes can never succeed, so
             // asking for a retry would loop forever. Drop it (Dapr moves it
@@ -82,19 +82,6 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             let body = json!({ "status": "RETRY", "detail": "the event could not be recorded now; redeliver" });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
-    }
-}
-
-/// A database error that no redelivery can cure: SQLSTATE class 22 (data
-/// exception, e.g. a value Postgres cannot hold) or 54 (program limit
-/// exceeded, e.g. an index row too large). Connection loss, pool timeouts,
-/// deadlocks and serialization failures stay transient.
-fn unstorable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("54")),
-        _ => false,
     }
 }
 
