@@ -51,14 +51,7 @@ impl utoipa::Modify for PathParameters {
             if names.is_empty() {
                 continue;
             }
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
+            for op in operations(item) {
                 let params = op.parameters.get_or_insert_with(Vec::new);
                 for name in &names {
                     let declared = params
@@ -93,14 +86,7 @@ struct OperationIds;
 impl utoipa::Modify for OperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
+            for op in operations(item) {
                 let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
                 if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
                     if !id.starts_with(&format!("{tag}_")) {
@@ -133,4 +119,19 @@ impl utoipa::Modify for OpenRoutes {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// The operations of a path item that the API uses.
+fn operations(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
 }
