@@ -378,7 +378,7 @@ pub async fn wait_all_terminal(pool: &PgPool, executions: &[Uuid], timeout: Dura
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, sqlx::FromRow)]
 #[allow(dead_code)]
 pub struct Snapshot {
     pub executions_open: i64,
@@ -390,33 +390,20 @@ pub struct Snapshot {
 }
 
 pub async fn snapshot(pool: &PgPool) -> Snapshot {
-    let (
-        executions_open,
-        executions_completed,
-        steps_completed,
-        steps_in_handler,
-        steps_waiting,
-        steps_pending,
-    ): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+    sqlx::query_as(
         "SELECT
-           (SELECT count(*) FROM executions WHERE status = 'RUNNING'),
-           (SELECT count(*) FROM executions WHERE status = 'COMPLETED'),
-           (SELECT count(*) FROM step_executions WHERE status = 'COMPLETED'),
-           (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND NOT awaiting_event),
-           (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND awaiting_event),
-           (SELECT count(*) FROM step_executions WHERE status = 'PENDING')",
+           (SELECT count(*) FROM executions WHERE status = 'RUNNING') AS executions_open,
+           (SELECT count(*) FROM executions WHERE status = 'COMPLETED') AS executions_completed,
+           (SELECT count(*) FROM step_executions WHERE status = 'COMPLETED') AS steps_completed,
+           (SELECT count(*) FROM step_executions
+            WHERE status = 'RUNNING' AND NOT awaiting_event) AS steps_in_handler,
+           (SELECT count(*) FROM step_executions
+            WHERE status = 'RUNNING' AND awaiting_event) AS steps_waiting,
+           (SELECT count(*) FROM step_executions WHERE status = 'PENDING') AS steps_pending",
     )
     .fetch_one(pool)
     .await
-    .unwrap();
-    Snapshot {
-        executions_open,
-        executions_completed,
-        steps_completed,
-        steps_in_handler,
-        steps_waiting,
-        steps_pending,
-    }
+    .unwrap()
 }
 
 /// Submit `n` executions of `workflow` concurrently (8 at a time).
