@@ -6,6 +6,7 @@
 //! [`StepOutcome`]; the engine makes the outcome durable. Event-driven
 //! handlers also map an incoming event to an [`EventAction`].
 
+pub mod bud_event;
 pub mod builtin;
 pub mod seed;
 
@@ -93,8 +94,9 @@ pub enum EventAction {
     Complete(Map<String, Value>),
     /// Fail this attempt (retryable, like every FAILED event).
     Fail(String),
-    /// Keep waiting; record progress (0-100) when known.
-    Progress(Option<f64>),
+    /// Keep waiting: a stage of the operation (or its estimate) to record
+    /// on the step and republish to the execution's callback topics.
+    Progress(bud_event::StageReport),
     Ignore,
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::Engine;
 use super::complete::resolve_params;
 use super::model::ClaimedStep;
-use super::outbox::{self, Audience, OutboxEvent};
+use super::outbox::{self, Audience, OutboxEvent, Route};
 use super::transition::insert_outbox;
 
 /// What [`Engine::claim`] got.
@@ -66,6 +66,8 @@ struct ExecInfo {
     parameters: Value,
     callback_topics: Vec<String>,
     subscriber_ids: Option<String>,
+    payload_type: Option<String>,
+    notification_workflow_id: Option<String>,
     trace_id: Option<String>,
 }
 
@@ -124,7 +126,8 @@ impl Engine {
         let claimed: Vec<Ready> = claimed.into_iter().filter_map(Ready::from_row).collect();
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
         let execs: Vec<ExecInfo> = sqlx::query_as(
-            "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id
+            "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id,
+                    payload_type, notification_workflow_id
              FROM executions WHERE id = ANY($1)",
         )
         .bind(&ids)
@@ -168,6 +171,7 @@ impl Engine {
                 notify_topic: notify_topic.as_deref(),
                 subscriber_ids: exec.subscriber_ids.as_deref().filter(|s| !s.is_empty()),
                 trace_id: exec.trace_id.as_deref(),
+                route: Route::new(&exec.payload_type, &exec.notification_workflow_id),
             };
             if !audience.is_empty() {
                 let msg = format!("Step '{}' started", c.name);

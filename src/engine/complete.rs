@@ -147,6 +147,7 @@ impl Locked {
         let action = timeout.map(|t| now + ChronoDuration::from_std(t).unwrap_or_default());
         row.awaiting_event = true;
         row.external_workflow_id = Some(external_id.clone());
+        row.stage = None;
         row.outputs = Some(Value::Object(outputs));
         row.timeout_at = match (own, action) {
             (Some(own), Some(action)) => Some(own.min(action)),

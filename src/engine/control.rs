@@ -29,6 +29,10 @@ pub struct NewExecution {
     pub callback_topics: Vec<String>,
     pub initiator: String,
     pub subscriber_ids: Option<String>,
+    /// `payload.type` of every event published for the execution.
+    pub payload_type: Option<String>,
+    /// `payload.workflow_id` of every event published for the execution.
+    pub notification_workflow_id: Option<String>,
     pub idempotency_key: Option<String>,
     /// A digest of the request, so a repeated key with another body is a conflict.
     pub request_hash: String,
@@ -86,9 +90,9 @@ impl Engine {
         let inserted: Option<Inserted> = sqlx::query_as(&format!(
             "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
                                      initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
-                                     started_at, deadline_at, trace_id)
+                                     started_at, deadline_at, trace_id, payload_type, notification_workflow_id)
              VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
-                     COALESCE($12, replace($1::text, '-', '')))
+                     COALESCE($12, replace($1::text, '-', '')), $13, $14)
              ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING {EXEC_COLUMNS}, created_at"
         ))
@@ -104,6 +108,8 @@ impl Engine {
         .bind(dag.steps.len() as i32)
         .bind(dag.settings.timeout_seconds as f64)
         .bind(&new.trace_id)
+        .bind(&new.payload_type)
+        .bind(&new.notification_workflow_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(inserted) = inserted else {
@@ -275,6 +281,7 @@ impl Engine {
                 row.awaiting_event = false;
                 row.timeout_at = None;
                 row.progress = None;
+                row.stage = None;
                 row.completed_at = None;
                 row.dirty = true;
             }

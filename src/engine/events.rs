@@ -205,11 +205,17 @@ impl Locked {
                 self.fail_step(i, error, true, super::model::StepStatus::Failed);
                 EventVerdict::Applied
             }
-            EventAction::Progress(progress) => {
-                if let Some(p) = progress {
-                    self.rows[i].progress = Some(p.clamp(0.0, 100.0));
-                    self.rows[i].dirty = true;
+            EventAction::Progress(report) => {
+                let now = self.now();
+                let row = &mut self.rows[i];
+                if let Some(p) = report.progress {
+                    row.progress = Some(p.clamp(0.0, 100.0));
                 }
+                let mut stage = report.to_json();
+                stage["at"] = serde_json::json!(now);
+                row.stage = Some(stage);
+                row.dirty = true;
+                self.stage_reports.push((i, report));
                 EventVerdict::Applied
             }
             EventAction::Ignore => EventVerdict::Ignored,

@@ -105,6 +105,8 @@ pub struct StepRow {
     pub error: Option<String>,
     pub skip_reason: Option<String>,
     pub progress: Option<f64>,
+    /// The latest stage a long operation reported while the step waited.
+    pub stage: Option<Value>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     #[sqlx(skip)]
@@ -144,6 +146,8 @@ pub struct ExecutionRow {
     pub error: Option<String>,
     pub callback_topics: Vec<String>,
     pub subscriber_ids: Option<String>,
+    pub payload_type: Option<String>,
+    pub notification_workflow_id: Option<String>,
     pub total_steps: i32,
     pub deadline_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,

@@ -27,6 +27,28 @@ pub struct Audience<'a> {
     pub notify_topic: Option<&'a str>,
     pub subscriber_ids: Option<&'a str>,
     pub trace_id: Option<&'a str>,
+    pub route: Route<'a>,
+}
+
+/// Which flow of the caller the events belong to: `payload.type` and
+/// `payload.workflow_id` of every event published for the execution.
+/// budapp's `SubscriberHandler` dispatches on exactly these (its guardrail
+/// flows send `payload_type` and `notification_workflow_id` on execute);
+/// without them, `pipeline_execution` and the execution id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route<'a> {
+    pub payload_type: Option<&'a str>,
+    pub workflow_id: Option<&'a str>,
+}
+
+impl<'a> Route<'a> {
+    pub fn new(payload_type: &'a Option<String>, workflow_id: &'a Option<String>) -> Self {
+        let set = |v: &'a Option<String>| v.as_deref().filter(|s| !s.is_empty());
+        Self {
+            payload_type: set(payload_type),
+            workflow_id: set(workflow_id),
+        }
+    }
 }
 
 impl<'a> Audience<'a> {
@@ -36,6 +58,7 @@ impl<'a> Audience<'a> {
             notify_topic,
             subscriber_ids: exec.subscriber_ids.as_deref().filter(|s| !s.is_empty()),
             trace_id: exec.trace_id.as_deref(),
+            route: Route::new(&exec.payload_type, &exec.notification_workflow_id),
         }
     }
 
@@ -60,7 +83,7 @@ impl<'a> Audience<'a> {
             out.push(OutboxEvent {
                 event_id: format!("{event_id}:{topic}"),
                 topic: topic.clone(),
-                body: body(execution_id, event, &content, topic, None),
+                body: body(execution_id, self.route, event, &content, topic, None),
                 trace_id: self.trace_id.map(str::to_owned),
             });
         }
@@ -68,7 +91,7 @@ impl<'a> Audience<'a> {
             out.push(OutboxEvent {
                 event_id: format!("{event_id}:{topic}"),
                 topic: topic.to_owned(),
-                body: body(execution_id, event, &content, topic, Some(ids)),
+                body: body(execution_id, self.route, event, &content, topic, Some(ids)),
                 trace_id: self.trace_id.map(str::to_owned),
             });
         }
@@ -78,6 +101,7 @@ impl<'a> Audience<'a> {
 /// The budnotify / budadmin notification shape of API.md.
 fn body(
     execution_id: Uuid,
+    route: Route<'_>,
     event: &str,
     content: &Value,
     topic: &str,
@@ -88,9 +112,9 @@ fn body(
         "name": "bud-notification",
         "payload": {
             "category": "internal",
-            "type": "pipeline_execution",
+            "type": route.payload_type.unwrap_or("pipeline_execution"),
             "event": event,
-            "workflow_id": execution_id,
+            "workflow_id": route.workflow_id.map_or_else(|| json!(execution_id), |id| json!(id)),
             "source": "budpipeline",
             "content": content,
         },

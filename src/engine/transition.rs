@@ -19,6 +19,7 @@ use super::Engine;
 use super::advance::{self, Finish};
 use super::model::{ExecutionRow, ExecutionStatus, StepRow, StepStatus};
 use super::outbox::{self, Audience, OutboxEvent};
+use crate::actions::bud_event::StageReport;
 use crate::dag::Dag;
 
 pub struct Locked {
@@ -32,6 +33,9 @@ pub struct Locked {
     exec_dirty: bool,
     /// Steps made claimable by this transition that no replica holds yet.
     pub released: usize,
+    /// Stages that waiting steps' operations reported in this transition,
+    /// republished as progress (or `eta`) events.
+    pub stage_reports: Vec<(usize, StageReport)>,
 }
 
 impl Locked {
@@ -151,12 +155,14 @@ impl Locked {
                     lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
                     external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
                     outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
-                    progress = r.progress, started_at = r.started_at, completed_at = r.completed_at
+                    progress = r.progress, stage = r.stage, started_at = r.started_at,
+                    completed_at = r.completed_at
                 FROM jsonb_to_recordset($2) AS r(
                     step_id text, status text, available_at timestamptz, attempt int, failures int,
                     lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
                     external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
-                    skip_reason text, progress float8, started_at timestamptz, completed_at timestamptz)
+                    skip_reason text, progress float8, stage jsonb, started_at timestamptz,
+                    completed_at timestamptz)
                 WHERE s.execution_id = $1 AND s.step_id = r.step_id
                 RETURNING 1
              ), ended AS (
@@ -268,6 +274,12 @@ impl Locked {
                 );
             }
         }
+        for (i, report) in &self.stage_reports {
+            let row = &self.rows[*i];
+            if row.is_waiting() {
+                stage_event(id, row, report, &self.rows, &audience, out);
+            }
+        }
         let terminal = self.exec.status.is_terminal() && self.exec_before != self.exec.status;
         if step_finished && !terminal && self.exec.status == ExecutionStatus::Running {
             let pct = progress_percentage(&self.rows);
@@ -303,6 +315,51 @@ impl Locked {
             );
         }
     }
+}
+
+/// A stage of a waiting step's operation, as API.md's progress event: an
+/// `eta` stage as `event: "eta"` with the minutes as the message (what the
+/// original published and budapp reads with `int(content.message)`), any
+/// other stage as `event: "progress"` naming the step and the stage.
+fn stage_event(
+    id: Uuid,
+    row: &StepRow,
+    report: &StageReport,
+    rows: &[StepRow],
+    audience: &Audience<'_>,
+    out: &mut Vec<OutboxEvent>,
+) {
+    let mut result = json!({
+        "step_id": row.step_id,
+        "progress_percentage": progress_percentage(rows),
+    });
+    if let Some(p) = row.progress {
+        result["step_progress"] = json!(p);
+    }
+    if let Some(stage) = &report.stage {
+        result["stage"] = json!(stage);
+    }
+    let content = match report.eta_minutes {
+        Some(minutes) => {
+            result["eta_minutes"] = json!(minutes);
+            outbox::content(&row.name, &minutes.to_string(), "RUNNING", result)
+        }
+        None => {
+            let stage = report.stage.as_deref().unwrap_or("progress");
+            let message = match (&report.message, &report.status) {
+                (Some(message), _) => format!("{}: {message}", row.name),
+                (None, Some(status)) => format!("{}: {stage} {status}", row.name),
+                (None, None) => format!("{}: {stage}", row.name),
+            };
+            outbox::content(&row.name, &message, "RUNNING", result)
+        }
+    };
+    let event = if report.eta_minutes.is_some() {
+        crate::actions::bud_event::ETA_STAGE
+    } else {
+        "progress"
+    };
+    audience.rows(id, event, content, out);
 }
 
 pub fn progress_percentage(rows: &[StepRow]) -> f64 {
@@ -391,6 +448,7 @@ impl Locked {
             exec_before,
             exec_dirty: false,
             released: 0,
+            stage_reports: Vec::new(),
         }
     }
 }
@@ -421,11 +479,11 @@ impl Attempts {
 /// The columns of [`ExecutionRow`], with the transaction's clock.
 pub const EXEC_COLUMNS: &str =
     "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
-    subscriber_ids, total_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
+    subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
 
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
-    outputs, error, skip_reason, progress, started_at, completed_at";
+    outputs, error, skip_reason, progress, stage, started_at, completed_at";
 
 pub async fn insert_outbox(
     tx: &mut Transaction<'static, Postgres>,

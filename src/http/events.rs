@@ -102,8 +102,9 @@ fn storable_key(key: String) -> String {
     format!("sha256:{}", hex(&Sha256::digest(key.as_bytes())))
 }
 
-/// Unwrap a CloudEvent envelope (or take a bare event) and find its
-/// correlation id. `Err` is the reason to drop it.
+/// Unwrap a CloudEvent envelope (or take a bare event, or an envelope
+/// without `data`, which is the event itself) and find its correlation id.
+/// `Err` is the reason to drop it.
 pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
     let body: Value = serde_json::from_slice(raw).map_err(|_| "body is not JSON".to_owned())?;
     let Value::Object(envelope) = &body else {
@@ -122,7 +123,10 @@ pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
                 Some(Value::String(text)) => serde_json::from_str(text)
                     .map_err(|_| "data is a string that does not hold JSON".to_owned())?,
                 Some(other) => other.clone(),
-                None => return Err("the CloudEvent has no data".into()),
+                // How every Bud service publishes: its flat event as its own
+                // CloudEvent, which Dapr delivers with its attributes added
+                // beside the publisher's fields and no `data`.
+                None => body.clone(),
             }
         };
         let source = envelope
@@ -251,11 +255,29 @@ mod tests {
     }
 
     #[test]
+    fn an_envelope_without_data_is_the_event() {
+        // budcluster's notification as Dapr delivers it to a subscriber.
+        let raw = br#"{"specversion":"1.0","id":"ce-1","source":"budcluster","type":"deploy_model",
+            "topic":"budpipelineEvents","pubsubname":"pubsub","datacontenttype":"application/cloudevents+json",
+            "notification_type":"event","name":"bud-notification",
+            "payload":{"type":"deploy_model","event":"results","workflow_id":"wf-7",
+                       "content":{"status":"COMPLETED","result":{"endpoint_id":"e1"}}}}"#;
+        let e = parse(raw).unwrap();
+        assert_eq!(
+            (e.source.as_str(), e.id.as_str(), e.correlation_id.as_str()),
+            ("budcluster", "ce-1", "wf-7")
+        );
+        assert_eq!(e.body["payload"]["content"]["result"]["endpoint_id"], "e1");
+    }
+
+    #[test]
     fn unusable_events_are_dropped() {
         assert!(parse(b"not json").is_err());
         assert!(parse(b"[1,2]").is_err());
         assert!(parse(br#"{"specversion":"1.0","id":"x","data":42}"#).is_err());
         assert!(parse(br#"{"status":"COMPLETED"}"#).is_err());
+        let no_id = br#"{"specversion":"1.0","id":"x","source":"s","status":"COMPLETED"}"#;
+        assert!(parse(no_id).is_err());
         assert!(parse(br#"{"workflow_id":""}"#).is_err());
     }
 }

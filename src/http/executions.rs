@@ -29,6 +29,36 @@ pub struct ExecuteRequest {
     pub callback_topics: Vec<String>,
     pub initiator: Option<String>,
     pub subscriber_ids: Option<String>,
+    /// `payload.type` of every event published for this execution (budapp's
+    /// guardrail flows dispatch on it); default `pipeline_execution`.
+    pub payload_type: Option<String>,
+    /// `payload.workflow_id` of every event published for this execution
+    /// (the caller's own workflow); default the execution id.
+    pub notification_workflow_id: Option<String>,
+}
+
+/// Longest `payload_type` / `notification_workflow_id` accepted.
+const MAX_ROUTE_CHARS: usize = 255;
+
+/// `payload_type` and `notification_workflow_id` end up in every published
+/// event and in Postgres text: bounded, and without control characters.
+fn route_problems(body: &ExecuteRequest) -> Vec<String> {
+    [
+        ("payload_type", &body.payload_type),
+        ("notification_workflow_id", &body.notification_workflow_id),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        let value = value.as_deref()?;
+        if value.chars().count() > MAX_ROUTE_CHARS {
+            Some(format!("{name}: at most {MAX_ROUTE_CHARS} characters"))
+        } else if value.chars().any(char::is_control) {
+            Some(format!("{name}: must not contain control characters"))
+        } else {
+            None
+        }
+    })
+    .collect()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -82,6 +112,14 @@ pub async fn execute(
             bad,
         ));
     }
+    let bad = route_problems(&body);
+    if !bad.is_empty() {
+        return Err(ApiError::with_errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid event routing",
+            bad,
+        ));
+    }
     let mut topics: Vec<String> = Vec::new();
     for t in &body.callback_topics {
         if !topics.contains(t) {
@@ -109,6 +147,8 @@ pub async fn execute(
         callback_topics: topics,
         initiator: body.initiator.unwrap_or_else(|| "api".into()),
         subscriber_ids: body.subscriber_ids,
+        payload_type: body.payload_type.filter(|s| !s.is_empty()),
+        notification_workflow_id: body.notification_workflow_id.filter(|s| !s.is_empty()),
         idempotency_key: key,
         request_hash: hash,
         trace_id: headers
@@ -144,6 +184,10 @@ pub struct StepView {
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
+    /// The latest stage a long operation reported while the step waited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stage: Option<Value>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub timeout_at: Option<DateTime<Utc>>,
@@ -165,6 +209,8 @@ pub struct ExecutionView {
     pub callback_topics: Vec<String>,
     pub initiator: String,
     pub subscriber_ids: Option<String>,
+    pub payload_type: Option<String>,
+    pub notification_workflow_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -177,13 +223,14 @@ const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameter
     (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
                  ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
      FROM step_executions st WHERE st.execution_id = id) AS progress_percentage,
-    callback_topics, initiator, subscriber_ids, created_at, started_at, completed_at";
+    callback_topics, initiator, subscriber_ids, payload_type, notification_workflow_id,
+    created_at, started_at, completed_at";
 
 const STEP_VIEW: &str =
     "step_id, name, action, status, awaiting_event, external_workflow_id, attempt,
     COALESCE(outputs, '{}'::jsonb) AS outputs, error, skip_reason,
     CASE WHEN status = 'PENDING' AND error IS NOT NULL THEN available_at END AS next_attempt_at,
-    progress, started_at, completed_at, timeout_at";
+    progress, stage, started_at, completed_at, timeout_at";
 
 async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
     // ONE statement, so the execution and its steps are one snapshot (two
@@ -278,6 +325,7 @@ SELECT e.status, e.fingerprint, CASE WHEN e.fingerprint IS DISTINCT FROM $2 THEN
                  ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
      FROM step_executions st WHERE st.execution_id = e.id),
     'callback_topics', e.callback_topics, 'initiator', e.initiator, 'subscriber_ids', e.subscriber_ids,
+    'payload_type', e.payload_type, 'notification_workflow_id', e.notification_workflow_id,
     'created_at', e.created_at, 'started_at', e.started_at, 'completed_at', e.completed_at,
     'steps', COALESCE((
         SELECT json_agg(
@@ -289,6 +337,7 @@ SELECT e.status, e.fingerprint, CASE WHEN e.fingerprint IS DISTINCT FROM $2 THEN
             || jsonb_strip_nulls(jsonb_build_object(
                 'skip_reason', s.skip_reason,
                 'progress', s.progress,
+                'stage', s.stage,
                 'next_attempt_at', CASE WHEN s.status = 'PENDING' AND s.error IS NOT NULL
                                         THEN s.available_at END))
             ORDER BY s.position)

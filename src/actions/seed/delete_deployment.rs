@@ -7,15 +7,31 @@ use serde_json::{Map, Value, json};
 
 use super::deploy_model::await_accepted;
 use super::{
-    Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, map_status_event, required_str,
-    timed_out_waiting,
+    Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, required_str, timed_out_waiting,
 };
+use crate::actions::bud_event::WaitRules;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
 use crate::dapr::budcluster::DeleteResponse;
 use crate::dapr::{Budcluster, CallHints};
+
+/// budcluster's delete workflow: `deployment_deletion_status` COMPLETED (or
+/// `results`) ends the wait; `delete_namespace` and the rest are progress.
+const RULES: WaitRules = WaitRules {
+    operations: &[
+        "delete_deployment",
+        "deployment_deletion_status",
+        "delete_namespace",
+    ],
+    final_stages: &["deployment_deletion_status"],
+    final_operations: &[],
+    stage_progress: &[
+        ("deployment_deletion_status", 30.0),
+        ("delete_namespace", 70.0),
+    ],
+};
 
 const FAILURE: &str = "Deletion request failed";
 
@@ -84,7 +100,7 @@ impl StepHandler for DeleteDeployment {
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {
-        match map_status_event(event, "deletion failed") {
+        match RULES.decide(event, "deletion failed") {
             EventAction::Complete(mut fields) => {
                 fields.insert("deleted".into(), json!(true));
                 EventAction::Complete(fields)

@@ -6,15 +6,27 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, check_object, map_status_event,
-    optional_object, required_str, timed_out_waiting,
+    Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, check_object, optional_object,
+    required_str, timed_out_waiting,
 };
+use crate::actions::bud_event::WaitRules;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
 use crate::dapr::budcluster::DeployResponse;
 use crate::dapr::{Budcluster, CallHints};
+
+/// budcluster's deploy workflow publishes one notification per stage
+/// (`payload.type` `deploy_model`); only `results` ends the wait, a FAILED
+/// stage fails it. The design note's flat `deployment_status` event is its
+/// operation's only event, so it ends the wait too.
+pub(super) const RULES: WaitRules = WaitRules {
+    operations: &["deploy_model", "perform_deployment"],
+    final_stages: &[],
+    final_operations: &["deployment_status"],
+    stage_progress: &[],
+};
 
 static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     kind: "deploy_model",
@@ -93,7 +105,7 @@ impl StepHandler for DeployModel {
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {
-        map_status_event(event, "deployment failed")
+        RULES.decide(event, "deployment failed")
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {

@@ -9,8 +9,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Attempt, DEFAULT_WAIT_SECONDS, INTEGRATION, call_failed, check_object, is_template,
-    map_status_event, optional_object, required_str,
+    optional_object, required_str,
 };
+use crate::actions::bud_event::WaitRules;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -146,7 +147,7 @@ impl StepHandler for InvokeService {
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {
-        map_status_event(event, "the awaited operation failed")
+        WaitRules::GENERIC.decide(event, "the awaited operation failed")
     }
 }
 

@@ -4,7 +4,7 @@
 //! Long operations follow one pattern: `run` makes the request and, when the
 //! callee answers `"status": "accepted"`, parks the step on the callee's
 //! workflow id; the completion event that budcluster later publishes is
-//! mapped by `on_event` (see [`map_status_event`]). Failures of the call
+//! mapped by `on_event` through the action's [`WaitRules`]. Failures of the call
 //! itself are retryable exactly when [`InvokeError::is_retryable`] says so.
 
 mod cluster_health;
@@ -15,7 +15,7 @@ mod notification;
 
 use serde_json::{Map, Value};
 
-use super::{EventAction, Registry, StepOutcome};
+use super::{Registry, StepOutcome};
 use crate::config::Settings;
 use crate::dapr::{Budcluster, DaprClient, InvokeError};
 
@@ -182,86 +182,6 @@ fn timed_out_waiting(outputs: &Map<String, Value>, key: &str, on: &str) -> StepO
     StepOutcome::transient(error)
 }
 
-/// Map a status event to what it means for the waiting step.
-///
-/// Two shapes are understood: budcluster's flat event
-/// `{"workflow_id", "status", "content": {...}}` (or `result` instead of
-/// `content`), and the NotificationPayload of the budmicroframe services
-/// `{"payload": {"workflow_id", "content": {"status", "message", "result"}}}`.
-/// `status` is compared without regard to case: `COMPLETED` completes with
-/// the content's fields, `FAILED` fails with its message (or `failure`),
-/// anything else is progress. An event without a status is ignored.
-pub(crate) fn map_status_event(event: &Value, failure: &str) -> EventAction {
-    let Some(event) = StatusEvent::read(event) else {
-        return EventAction::Ignore;
-    };
-    match event.status.to_ascii_uppercase().as_str() {
-        "COMPLETED" => EventAction::Complete(event.content_fields()),
-        "FAILED" => EventAction::Fail(event.message().unwrap_or(failure).to_owned()),
-        _ => EventAction::Progress(event.progress()),
-    }
-}
-
-struct StatusEvent<'a> {
-    status: &'a str,
-    /// The object that carries the status (and usually the message).
-    holder: &'a Map<String, Value>,
-    /// The result data: `content`/`result` of the flat shape, `result` of
-    /// the NotificationPayload shape.
-    content: Option<&'a Value>,
-}
-
-impl<'a> StatusEvent<'a> {
-    fn read(event: &'a Value) -> Option<Self> {
-        let event = event.as_object()?;
-        let present =
-            |map: &'a Map<String, Value>, key: &str| map.get(key).filter(|v| !v.is_null());
-        if let Some(status) = event.get("status").and_then(Value::as_str) {
-            return Some(Self {
-                status,
-                holder: event,
-                content: present(event, "content").or_else(|| present(event, "result")),
-            });
-        }
-        let holder = event.get("payload")?.get("content")?.as_object()?;
-        Some(Self {
-            status: holder.get("status")?.as_str()?,
-            holder,
-            content: present(holder, "result"),
-        })
-    }
-
-    fn content_fields(&self) -> Map<String, Value> {
-        match self.content {
-            Some(Value::Object(map)) => map.clone(),
-            Some(other) => Map::from_iter([("result".to_owned(), other.clone())]),
-            None => Map::new(),
-        }
-    }
-
-    fn message(&self) -> Option<&'a str> {
-        let text = |map: &'a Map<String, Value>| {
-            ["message", "error", "reason"]
-                .iter()
-                .find_map(|key| map.get(*key).and_then(Value::as_str))
-                .filter(|s| !s.is_empty())
-        };
-        self.content
-            .and_then(Value::as_object)
-            .and_then(text)
-            .or_else(|| text(self.holder))
-    }
-
-    fn progress(&self) -> Option<f64> {
-        self.content
-            .and_then(|c| c.get("progress_percentage"))
-            .or_else(|| self.holder.get("progress_percentage"))
-            .and_then(Value::as_f64)
-            .filter(|p| p.is_finite())
-            .map(|p| p.clamp(0.0, 100.0))
-    }
-}
-
 /// A client whose sidecar does not exist and that tries once: a test
 /// handler built on it proves it makes no call, or fails fast when it does.
 #[cfg(test)]
@@ -282,103 +202,6 @@ mod tests {
 
     use super::*;
     use crate::actions::builtin::test_util::params;
-
-    #[test]
-    fn completed_event_yields_the_content_fields() {
-        let event = json!({"workflow_id": "w", "status": "completed",
-                           "content": {"deployment_id": "d1", "message": "ok"}});
-        assert_eq!(
-            map_status_event(&event, "x"),
-            EventAction::Complete(params(json!({"deployment_id": "d1", "message": "ok"})))
-        );
-        let with_result = json!({"status": "COMPLETED", "result": {"a": 1}});
-        assert_eq!(
-            map_status_event(&with_result, "x"),
-            EventAction::Complete(params(json!({"a": 1})))
-        );
-        let bare = json!({"status": "COMPLETED", "result": 7});
-        assert_eq!(
-            map_status_event(&bare, "x"),
-            EventAction::Complete(params(json!({"result": 7})))
-        );
-        let empty = json!({"status": "COMPLETED"});
-        assert_eq!(
-            map_status_event(&empty, "x"),
-            EventAction::Complete(Map::new())
-        );
-    }
-
-    #[test]
-    fn failed_event_takes_the_most_specific_message() {
-        let cases = [
-            (
-                json!({"status": "FAILED", "content": {"message": "no GPU"}, "message": "outer"}),
-                "no GPU",
-            ),
-            (json!({"status": "Failed", "message": "outer"}), "outer"),
-            (
-                json!({"status": "FAILED", "content": {"error": "quota"}}),
-                "quota",
-            ),
-            (
-                json!({"status": "FAILED", "content": {"message": ""}}),
-                "deployment failed",
-            ),
-        ];
-        for (event, expected) in cases {
-            assert_eq!(
-                map_status_event(&event, "deployment failed"),
-                EventAction::Fail(expected.into()),
-                "{event}"
-            );
-        }
-    }
-
-    #[test]
-    fn other_statuses_are_progress_and_shapeless_events_are_ignored() {
-        let running = json!({"status": "RUNNING", "content": {"progress_percentage": 40}});
-        assert_eq!(
-            map_status_event(&running, "x"),
-            EventAction::Progress(Some(40.0))
-        );
-        let over = json!({"status": "STARTED", "progress_percentage": 250});
-        assert_eq!(
-            map_status_event(&over, "x"),
-            EventAction::Progress(Some(100.0))
-        );
-        assert_eq!(
-            map_status_event(&json!({"status": "STARTED"}), "x"),
-            EventAction::Progress(None)
-        );
-        for event in [
-            json!("COMPLETED"),
-            json!([1]),
-            json!({"workflow_id": "w"}),
-            json!({"status": 3}),
-        ] {
-            assert_eq!(
-                map_status_event(&event, "x"),
-                EventAction::Ignore,
-                "{event}"
-            );
-        }
-    }
-
-    #[test]
-    fn notification_payload_shape_is_understood() {
-        let done = json!({"type": "notification", "payload": {"workflow_id": "w", "event": "results",
-            "content": {"title": "t", "message": "done", "status": "COMPLETED",
-                        "result": {"endpoint_id": "e1"}}}});
-        assert_eq!(
-            map_status_event(&done, "x"),
-            EventAction::Complete(params(json!({"endpoint_id": "e1"})))
-        );
-        let failed = json!({"payload": {"content": {"status": "FAILED", "message": "bad"}}});
-        assert_eq!(
-            map_status_event(&failed, "x"),
-            EventAction::Fail("bad".into())
-        );
-    }
 
     #[test]
     fn outcomes_from_other_services_are_made_storable() {
