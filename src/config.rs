@@ -42,6 +42,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("PUBSUB_NAME", "budpubsub", "Dapr pub/sub component"),
     (
+        "PUBLISH_FORMAT",
+        "json",
+        "`json`: events are the CloudEvent's data; `cloudevent`: each event is its own CloudEvent, as Bud services publish (a Bud install needs this)",
+    ),
+    (
         "WORKFLOW_EVENTS_TOPIC",
         "workflow-events",
         "topic the service subscribes to",
@@ -90,6 +95,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("LOG_FORMAT", "pretty", "`json` for production"),
     (
+        "STEP_CRASH_LIMIT",
+        "3",
+        "a step whose attempts end with their replica dying this many times in a row fails",
+    ),
+    (
         "SWEEP_INTERVAL_MS",
         "500",
         "how often timers, leases and retention are checked",
@@ -111,6 +121,7 @@ pub struct Settings {
     pub circuit_breaker_failure_threshold: u32,
     pub circuit_breaker_recovery_timeout: Duration,
     pub pubsub_name: String,
+    pub publish_format: PublishFormat,
     pub workflow_events_topic: String,
     pub notify_topic: Option<String>,
     pub budcluster_app_id: String,
@@ -124,6 +135,24 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub sweep_interval: Duration,
+    /// Attempts in a row that may end with their replica dying before the
+    /// step fails (a step that kills its process must not take the fleet down).
+    pub step_crash_limit: u32,
+}
+
+/// How progress events are handed to the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishFormat {
+    /// `application/json`: Dapr wraps the event in a CloudEvent of its own,
+    /// the event being its `data` (API.md's default).
+    Json,
+    /// `application/cloudevents+json`: the event is its own CloudEvent, and
+    /// Dapr delivers the flat object with its attributes added beside it.
+    /// This is how every Bud service publishes, and what budapp's
+    /// `/notifications` accepts: its `NotificationRequest` reads `name` and
+    /// `payload` at the top level and refuses unknown keys such as the `id`
+    /// and `datacontenttype` of Dapr's own envelope.
+    CloudEvent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,8 +210,19 @@ impl Settings {
                 ));
             }
         };
+        let publish_format = match env.string("PUBLISH_FORMAT").as_deref() {
+            None | Some("json") => PublishFormat::Json,
+            Some("cloudevent") => PublishFormat::CloudEvent,
+            Some(other) => {
+                return Err(invalid(
+                    "PUBLISH_FORMAT",
+                    format!("must be `json` or `cloudevent`, not `{other}`"),
+                ));
+            }
+        };
         let settings = Self {
             database_url,
+            publish_format,
             app_port: env.parse("APP_PORT", 8010)?,
             dapr_http_endpoint: dapr_http_endpoint.trim_end_matches('/').to_owned(),
             dapr_api_token: env.string("DAPR_API_TOKEN"),
@@ -215,6 +255,7 @@ impl Settings {
             sweep_interval: Duration::from_millis(
                 env.positive::<u32>("SWEEP_INTERVAL_MS", 500)? as u64
             ),
+            step_crash_limit: env.positive("STEP_CRASH_LIMIT", 3)?,
         };
         // The sweeper computes `now() - RETENTION_DAYS days` in Postgres
         // (an `int`); 0 would delete every finished execution at once, and a

@@ -111,14 +111,40 @@ fn a_disruption_budget_and_a_kustomization_cover_the_deployment() {
     }
 }
 
+fn env_value(container: &Value, name: &str) -> String {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("no env {name} with a value"))
+        .to_owned()
+}
+
 #[test]
-fn dapr_subscription_matches_the_programmatic_one() {
+fn dapr_subscription_matches_the_programmatic_one_of_a_bud_install() {
+    let d = one("deploy/deployment.yaml", "Deployment");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let (pubsub, topic) = (
+        env_value(c, "PUBSUB_NAME"),
+        env_value(c, "WORKFLOW_EVENTS_TOPIC"),
+    );
+    // The names a Bud Runtime install uses (its Helm chart).
+    assert_eq!(
+        (pubsub.as_str(), topic.as_str()),
+        ("bud-pubsub", "budpipelineEvents")
+    );
+    assert_eq!(env_value(c, "PUBLISH_FORMAT"), "cloudevent");
     let s = one("dapr/subscription.yaml", "Subscription");
-    assert_eq!(s["spec"]["topic"], "workflow-events");
-    assert_eq!(s["spec"]["pubsubname"], "budpubsub");
+    assert_eq!(s["spec"]["topic"], topic.as_str());
+    assert_eq!(s["spec"]["pubsubname"], pubsub.as_str());
     assert_eq!(s["spec"]["routes"]["default"], "/workflow-events");
-    let c = one("dapr/components/pubsub.yaml", "Component");
-    assert_eq!(c["metadata"]["name"], "budpubsub");
+    assert_eq!(s["spec"]["deadLetterTopic"], format!("{topic}-dlq"));
+    let component = one("dapr/components/pubsub.yaml", "Component");
+    assert_eq!(component["metadata"]["name"], pubsub.as_str());
+    let r = one("dapr/resiliency.yaml", "Resiliency");
+    assert!(r["spec"]["targets"]["components"][pubsub.as_str()].is_object());
 }
 
 #[test]

@@ -110,6 +110,12 @@ impl<'a> BudEvent<'a> {
                 }
             }
         }
+        // The first event of every budmicroframe workflow announces its steps
+        // (`object: "workflow_metadata"`, `status: "PENDING"`): nothing has
+        // happened yet, and its `workflow_id` is the publisher's own.
+        if text(event, "object") == Some("workflow_metadata") {
+            return None;
+        }
         let parsed = Self {
             operation: text(event, "event_type"),
             stage: text(event, "event"),

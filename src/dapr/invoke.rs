@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::encode_segment;
 use crate::actions::StepContext;
-use crate::config::Settings;
+use crate::config::{PublishFormat, Settings};
 use crate::metrics::Metrics;
 
 /// Longest callee body kept in an error message (errors end up in the
@@ -165,6 +165,7 @@ struct Inner {
     endpoint: String,
     token: Option<String>,
     pubsub_name: String,
+    publish_format: PublishFormat,
     attempt_timeout: Duration,
     max_attempts: u32,
     breaker_threshold: u32,
@@ -192,6 +193,7 @@ impl DaprClient {
                     .clone()
                     .filter(|token| !token.is_empty()),
                 pubsub_name: settings.pubsub_name.clone(),
+                publish_format: settings.publish_format,
                 attempt_timeout: settings.service_invoke_timeout,
                 max_attempts: settings.service_invoke_max_retries.max(1),
                 breaker_threshold: settings.circuit_breaker_failure_threshold,
@@ -406,13 +408,19 @@ impl DaprClient {
             // continue the execution's trace.
             request = request.header("traceparent", traceparent);
         }
-        let response = request
+        let request = request
             .query(&[("metadata.cloudevent.id", event_id)])
-            .timeout(self.inner.attempt_timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| failed(describe(&e)))?;
+            .timeout(self.inner.attempt_timeout);
+        let request = match self.inner.publish_format {
+            PublishFormat::Json => request.json(body),
+            PublishFormat::CloudEvent => request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/cloudevents+json",
+                )
+                .body(serde_json::to_vec(body).unwrap_or_default()),
+        };
+        let response = request.send().await.map_err(|e| failed(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

@@ -229,6 +229,32 @@ impl FakeSidecar {
         let text = response.text().await.unwrap_or_default();
         (status, parse_body(text.as_bytes()))
     }
+
+    /// Post `event` to the app's `/workflow-events` exactly as given: how
+    /// daprd delivers an event whose publisher sent it as its own CloudEvent
+    /// (`application/cloudevents+json`), as every Bud service does. daprd
+    /// adds its attributes beside the publisher's fields; there is no `data`.
+    pub async fn deliver_raw(
+        &self,
+        app_url: &str,
+        app_token: &str,
+        event: &Value,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}/workflow-events", app_url.trim_end_matches('/'));
+        let mut request = self
+            .shared
+            .http
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/cloudevents+json")
+            .body(event.to_string());
+        if !app_token.is_empty() {
+            request = request.header("dapr-api-token", app_token);
+        }
+        let response = request.send().await.expect("deliver to the app");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, parse_body(text.as_bytes()))
+    }
 }
 
 impl Drop for FakeSidecar {
