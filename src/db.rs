@@ -45,6 +45,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// A row that was stored but cannot be read back into the engine's types
+/// (a status no version knows, a value that does not decode). Retrying
+/// reads the same row again, so only its own execution may pay for it.
+pub fn undecodable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
+    )
+}
+
 /// A database error that no retry can cure: SQLSTATE class 22 (data
 /// exception, e.g. a value Postgres cannot hold) or 54 (program limit
 /// exceeded, e.g. an index row too large). Connection loss, pool timeouts,

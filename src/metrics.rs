@@ -81,6 +81,8 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub outbox_published: Counter,
     pub outbox_failures: Counter,
+    /// Outbox rows failed for good (a topic that can never be published).
+    pub outbox_failed: Counter,
     pub steps_claimable: Gauge,
     pub steps_waiting: Gauge,
     pub steps_running: Gauge,
@@ -118,6 +120,7 @@ impl Metrics {
             outbox_backlog: Gauge::default(),
             outbox_published: Counter::default(),
             outbox_failures: Counter::default(),
+            outbox_failed: Counter::default(),
             steps_claimable: Gauge::default(),
             steps_waiting: Gauge::default(),
             steps_running: Gauge::default(),
@@ -190,6 +193,11 @@ impl Metrics {
             "outbox_publish_failures",
             "Failed publish attempts",
             m.outbox_failures.clone(),
+        );
+        registry.register(
+            "outbox_failed",
+            "Outbox rows failed for good: their topic can never be published",
+            m.outbox_failed.clone(),
         );
         registry.register(
             "steps_claimable",

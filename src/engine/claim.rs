@@ -2,7 +2,9 @@
 //! step rows and on their executions (so a claim never races a transition
 //! that holds the execution), under a lease.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{FromRow, Row};
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -125,7 +127,11 @@ impl Engine {
         }
         let claimed: Vec<Ready> = claimed.into_iter().filter_map(Ready::from_row).collect();
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.execution_id).collect();
-        let execs: Vec<ExecInfo> = sqlx::query_as(
+        // Rows are decoded one by one: a row that cannot be read back fails
+        // its own execution (by the sweeper, once these leases run out),
+        // never the claim of every other execution's steps.
+        let mut unreadable: HashSet<Uuid> = HashSet::new();
+        let exec_rows = sqlx::query(
             "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id,
                     payload_type, notification_workflow_id
              FROM executions WHERE id = ANY($1)",
@@ -133,13 +139,36 @@ impl Engine {
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let outputs: Vec<(Uuid, String, Value)> = sqlx::query_as(
+        let mut execs = Vec::with_capacity(exec_rows.len());
+        for row in &exec_rows {
+            match ExecInfo::from_row(row) {
+                Ok(exec) => execs.push(exec),
+                Err(e) => {
+                    let id: Option<Uuid> = row.try_get("id").ok();
+                    tracing::error!(execution_id = ?id, error = %e, "an execution's row cannot be read");
+                    unreadable.extend(id);
+                }
+            }
+        }
+        let output_rows = sqlx::query(
             "SELECT execution_id, step_id, outputs FROM step_executions
              WHERE execution_id = ANY($1) AND outputs IS NOT NULL",
         )
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
+        let mut outputs: Vec<(Uuid, String, Value)> = Vec::with_capacity(output_rows.len());
+        for row in &output_rows {
+            match <(Uuid, String, Value)>::from_row(row) {
+                Ok(o) => outputs.push(o),
+                Err(e) => {
+                    let id: Option<Uuid> = row.try_get("execution_id").ok();
+                    tracing::error!(execution_id = ?id, error = %e, "a step's outputs cannot be read");
+                    unreadable.extend(id);
+                }
+            }
+        }
+        execs.retain(|e| !unreadable.contains(&e.id));
 
         let mut contexts: HashMap<Uuid, Map<String, Value>> = HashMap::new();
         for (execution_id, step_id, out) in outputs {

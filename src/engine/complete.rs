@@ -29,6 +29,11 @@ impl Locked {
         outcome: StepOutcome,
     ) -> Result<(), sqlx::Error> {
         let now = self.now();
+        // The attempt ended with a result: its process survived it.
+        if self.rows[i].crashes != 0 {
+            self.rows[i].crashes = 0;
+            self.rows[i].dirty = true;
+        }
         if self.exec.status != ExecutionStatus::Running {
             // Cancelled, failed or timed out meanwhile: the result is discarded.
             let timed_out = self

@@ -101,7 +101,16 @@ impl Engine {
             .await?;
             let verdict = match waiting {
                 Some((execution_id, step_id)) => {
-                    self.apply_to_waiting(event, execution_id, &step_id).await?
+                    match self.apply_to_waiting(event, execution_id, &step_id).await {
+                        // The waiting step's execution cannot be read back:
+                        // fail it (its step stops waiting), then the event
+                        // is recorded against a step that no longer waits.
+                        Err(e) if crate::db::undecodable(&e) => {
+                            self.quarantine(execution_id, &e).await;
+                            None
+                        }
+                        other => other?,
+                    }
                 }
                 None => self.keep_or_ignore(event).await?,
             };

@@ -94,6 +94,8 @@ pub struct StepRow {
     pub available_at: Option<DateTime<Utc>>,
     pub attempt: i32,
     pub failures: i32,
+    /// Attempts in a row that ended with their replica dying.
+    pub crashes: i32,
     pub lease_owner: Option<Uuid>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub awaiting_event: bool,

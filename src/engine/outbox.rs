@@ -10,6 +10,20 @@ use uuid::Uuid;
 
 use super::model::ExecutionRow;
 
+/// Longest callback topic (API.md; Kafka's limit, the strictest broker's).
+pub const MAX_TOPIC_CHARS: usize = 249;
+
+/// A topic every broker Dapr fronts can take: `^[A-Za-z][A-Za-z0-9._-]*$`,
+/// at most [`MAX_TOPIC_CHARS`] characters.
+pub fn valid_topic(topic: &str) -> bool {
+    if topic.len() > MAX_TOPIC_CHARS {
+        return false;
+    }
+    let mut chars = topic.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// One row for the outbox: a body bound for one topic, with a stable id.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxEvent {

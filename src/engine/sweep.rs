@@ -53,18 +53,57 @@ impl Engine {
         )
         .fetch_all(self.pool())
         .await?;
+        // One execution's failure is its own: the others' timers still fire.
         for &execution_id in &due {
-            // Skip an execution another transaction holds (perhaps a stalled
-            // replica); the next sweep tries again.
-            if let Some(mut locked) = self.try_lock(execution_id).await? {
-                self.fire_due(&mut locked).await;
-                let ready = locked.advance();
-                let handoffs = locked.claim_locally(self, &ready, None);
-                locked.commit(self).await?;
-                self.spawn_handoffs(handoffs);
+            match self.sweep_execution(execution_id).await {
+                Ok(()) => {}
+                Err(e) if crate::db::undecodable(&e) => self.quarantine(execution_id, &e).await,
+                Err(e) => {
+                    tracing::warn!(%execution_id, error = %e, "sweeping an execution failed; will try again")
+                }
             }
         }
         Ok(due.len())
+    }
+
+    async fn sweep_execution(&self, execution_id: Uuid) -> Result<(), sqlx::Error> {
+        // Skip an execution another transaction holds (perhaps a stalled
+        // replica); the next sweep tries again.
+        if let Some(mut locked) = self.try_lock(execution_id).await? {
+            self.fire_due(&mut locked).await;
+            let ready = locked.advance();
+            let handoffs = locked.claim_locally(self, &ready, None);
+            locked.commit(self).await?;
+            self.spawn_handoffs(handoffs);
+        }
+        Ok(())
+    }
+
+    /// Fail an execution whose rows cannot be read back, without reading
+    /// them: it can never move again, and leaving it due would make every
+    /// sweep trip over it. Its unfinished steps fail with it.
+    pub async fn quarantine(&self, execution_id: Uuid, error: &sqlx::Error) {
+        tracing::error!(%execution_id, error = %error, "failing an execution whose stored rows cannot be read");
+        let message = format!("the execution's stored state cannot be read: {error}");
+        let result = sqlx::query(
+            "WITH steps AS (
+                 UPDATE step_executions SET status = 'FAILED', error = COALESCE(error, $2),
+                        awaiting_event = false, lease_owner = NULL, lease_expires_at = NULL,
+                        available_at = NULL, timeout_at = NULL, completed_at = now()
+                 WHERE execution_id = $1
+                   AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
+                 RETURNING 1
+             )
+             UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL
+             WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+        )
+        .bind(execution_id)
+        .bind(message)
+        .execute(self.pool())
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(%execution_id, error = %e, "could not fail an unreadable execution; will try again");
+        }
     }
 
     async fn fire_due(&self, locked: &mut Locked) {
@@ -96,10 +135,9 @@ impl Engine {
                 } else if timed_out {
                     locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout);
                 } else {
-                    // Its replica died (or lost the database): run it again.
-                    tracing::info!(execution_id = %locked.exec.id, step_id = %row.step_id, attempt = row.attempt,
-                        "reclaiming a step whose lease expired");
-                    locked.release(i);
+                    // Its replica died (or lost the database): run it again,
+                    // unless running it is what keeps killing replicas.
+                    self.reclaim(locked, i);
                 }
             } else if row.is_waiting() && timed_out {
                 let Some(handler) = self.registry().get(&row.action).cloned() else {
@@ -127,6 +165,27 @@ impl Engine {
         }
     }
 
+    /// A step whose lease expired without a result: run it again, or fail
+    /// it when this has happened `STEP_CRASH_LIMIT` times in a row (a step
+    /// whose template or handler kills its process would otherwise take
+    /// down every replica that claims it, one after the other, forever).
+    fn reclaim(&self, locked: &mut Locked, i: usize) {
+        let limit = self.settings().step_crash_limit as i32;
+        let row = &mut locked.rows[i];
+        row.crashes += 1;
+        let crashes = row.crashes;
+        if crashes >= limit {
+            tracing::error!(execution_id = %locked.exec.id, step_id = %row.step_id, crashes,
+                "failing a step whose process died every time it ran");
+            let error = format!("the step's process died {crashes} times while running it");
+            locked.fail_step(i, error, false, StepStatus::Failed);
+            return;
+        }
+        tracing::info!(execution_id = %locked.exec.id, step_id = %row.step_id, attempt = row.attempt,
+            crashes, "reclaiming a step whose lease expired");
+        locked.release(i);
+    }
+
     /// Expire early events and delete finished executions past retention.
     /// Never touches a running execution.
     pub async fn housekeeping(&self) -> Result<(), sqlx::Error> {
@@ -148,6 +207,10 @@ impl Engine {
         .bind(days as i32)
         .execute(self.pool())
         .await?;
+        sqlx::query("DELETE FROM outbox WHERE failed_at < now() - make_interval(days => $1::int)")
+            .bind(days as i32)
+            .execute(self.pool())
+            .await?;
         if deleted > 0 {
             tracing::info!(deleted, "deleted finished executions past retention");
         }

@@ -151,14 +151,14 @@ impl Locked {
             "WITH steps AS (
                 UPDATE step_executions s SET
                     status = r.status, available_at = r.available_at, attempt = r.attempt,
-                    failures = r.failures, lease_owner = r.lease_owner,
+                    failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
                     lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
                     external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
                     outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
                     progress = r.progress, stage = r.stage, started_at = r.started_at,
                     completed_at = r.completed_at
                 FROM jsonb_to_recordset($2) AS r(
-                    step_id text, status text, available_at timestamptz, attempt int, failures int,
+                    step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
                     lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
                     external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
                     skip_reason text, progress float8, stage jsonb, started_at timestamptz,
@@ -481,7 +481,7 @@ pub const EXEC_COLUMNS: &str =
     "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
     subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
 
-pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures,
+pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
     outputs, error, skip_reason, progress, stage, started_at, completed_at";
 

@@ -66,7 +66,16 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::Database(ref db)
                 if db
                     .code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+                    // 57P: shutting down; 08: connection; 3D000: no such
+                    // database; 28: authentication; 53300: too many
+                    // connections. All are the database being unavailable
+                    // to this service, not a fault of the request.
+                    .is_some_and(|c| {
+                        c.starts_with("57P")
+                            || c.starts_with("08")
+                            || c.starts_with("28")
+                            || matches!(c.as_ref(), "3D000" | "53300")
+                    }) =>
             {
                 Self::Unavailable(e)
             }

@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::extract::{AppQuery, Id, OptionalJson, Page};
 use crate::engine::control::{NewExecution, StartOutcome, Started};
 use crate::engine::model::ExecutionStatus;
+use crate::engine::outbox::{MAX_TOPIC_CHARS, valid_topic};
 
 /// Every field is optional; unknown fields are ignored so that callers can
 /// send more than this version reads.
@@ -82,12 +83,8 @@ impl From<Started> for ExecuteResponse {
     }
 }
 
-fn valid_topic(topic: &str) -> bool {
-    let mut chars = topic.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
+/// Most callback topics one execution may name (API.md).
+pub const MAX_TOPICS: usize = 32;
 #[utoipa::path(post, path = "/workflows/{id}/execute", request_body = ExecuteRequest, tag = "executions",
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 202, body = ExecuteResponse), (status = 200, body = ExecuteResponse, description = "repeated Idempotency-Key"),
@@ -99,12 +96,30 @@ pub async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<ExecuteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let bad: Vec<String> = body
+    let mut bad: Vec<String> = body
         .callback_topics
         .iter()
         .filter(|t| !valid_topic(t))
-        .map(|t| format!("callback_topics: '{t}' must match ^[A-Za-z][A-Za-z0-9._-]*$"))
+        .map(|t| {
+            if t.len() > MAX_TOPIC_CHARS {
+                let head: String = t.chars().take(40).collect();
+                format!("callback_topics: '{head}…' is longer than {MAX_TOPIC_CHARS} characters")
+            } else {
+                format!("callback_topics: '{t}' must match ^[A-Za-z][A-Za-z0-9._-]*$")
+            }
+        })
+        .take(10)
         .collect();
+    let distinct: std::collections::HashSet<&String> = body.callback_topics.iter().collect();
+    if distinct.len() > MAX_TOPICS {
+        bad.insert(
+            0,
+            format!(
+                "callback_topics: at most {MAX_TOPICS} topics, not {}",
+                distinct.len()
+            ),
+        );
+    }
     if !bad.is_empty() {
         return Err(ApiError::with_errors(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -184,6 +199,10 @@ pub struct StepView {
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
+    /// Attempts in a row that ended with their replica dying (shown when
+    /// not 0; at `STEP_CRASH_LIMIT` the step fails).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crashes: Option<i32>,
     /// The latest stage a long operation reported while the step waited.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -230,7 +249,7 @@ const STEP_VIEW: &str =
     "step_id, name, action, status, awaiting_event, external_workflow_id, attempt,
     COALESCE(outputs, '{}'::jsonb) AS outputs, error, skip_reason,
     CASE WHEN status = 'PENDING' AND error IS NOT NULL THEN available_at END AS next_attempt_at,
-    progress, stage, started_at, completed_at, timeout_at";
+    progress, NULLIF(crashes, 0) AS crashes, stage, started_at, completed_at, timeout_at";
 
 async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
     // ONE statement, so the execution and its steps are one snapshot (two
@@ -338,6 +357,7 @@ SELECT e.status, e.fingerprint, CASE WHEN e.fingerprint IS DISTINCT FROM $2 THEN
                 'skip_reason', s.skip_reason,
                 'progress', s.progress,
                 'stage', s.stage,
+                'crashes', NULLIF(s.crashes, 0),
                 'next_attempt_at', CASE WHEN s.status = 'PENDING' AND s.error IS NOT NULL
                                         THEN s.available_at END))
             ORDER BY s.position)

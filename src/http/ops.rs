@@ -16,12 +16,16 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn database_answers(state: &AppState) -> bool {
+/// `Ok` when the database answers, else why not (for `/ready`'s body).
+async fn database_answers(state: &AppState) -> Result<(), String> {
     let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.engine.pool());
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), ping).await,
-        Ok(Ok(1))
-    )
+    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(sqlx::Error::Database(db))) => Err(db.message().to_owned()),
+        Ok(Err(sqlx::Error::PoolTimedOut)) => Err("no connection could be opened in time".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 s".into()),
+    }
 }
 
 #[utoipa::path(get, path = "/ready", tag = "operations",
@@ -30,14 +34,15 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let database = database_answers(&state).await;
     let migrations = state.migrated.load(std::sync::atomic::Ordering::Relaxed);
     let draining = state.engine.is_draining();
-    let ok = database && migrations && !draining;
+    let ok = database.is_ok() && migrations && !draining;
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "checks": {
-            "database": if database { "ok" } else { "unreachable" },
+            "database": if database.is_ok() { "ok" } else { "unreachable" },
             "migrations": if migrations { "ok" } else { "pending" },
             "shutdown": if draining { "draining" } else { "no" },
-        }
+        },
+        "database_error": database.err(),
     });
     let status = if ok {
         StatusCode::OK
@@ -55,6 +60,7 @@ struct Depths {
     waiting: i64,
     outbox: i64,
     outbox_oldest_seconds: Option<f64>,
+    outbox_failed: i64,
     early_events: i64,
 }
 
@@ -65,8 +71,10 @@ async fn depths(state: &AppState) -> Option<Depths> {
             (SELECT count(*) FROM step_executions WHERE status = 'PENDING' AND available_at > now()) AS scheduled,
             (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND NOT awaiting_event) AS running,
             (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND awaiting_event) AS waiting,
-            (SELECT count(*) FROM outbox) AS outbox,
-            (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox) AS outbox_oldest_seconds,
+            (SELECT count(*) FROM outbox WHERE failed_at IS NULL) AS outbox,
+            (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox WHERE failed_at IS NULL)
+                AS outbox_oldest_seconds,
+            (SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL) AS outbox_failed,
             (SELECT count(*) FROM inbound_events WHERE status = 'EARLY') AS early_events",
     )
     .fetch_one(state.engine.pool());
@@ -145,6 +153,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "outbox": d.as_ref().map(|d| json!({
             "backlog": d.outbox,
             "oldest_seconds": d.outbox_oldest_seconds,
+            "failed": d.outbox_failed,
         })),
         "circuit_breakers": breakers,
         "pool": { "size": engine.pool().size(), "idle": engine.pool().num_idle() },

@@ -10,6 +10,12 @@
 //! once a publish fails the rest of that topic's batch waits behind it. So a
 //! consumer never sees an execution's `results` before its `STARTED` because
 //! one publish failed.
+//!
+//! A row that can never be published (its topic is one no broker takes,
+//! stored by an older version before topics were bounded) is failed, not
+//! retried: it keeps its body and `last_error`, stops holding its topic
+//! back, and is counted in `/internal/status` (`outbox.failed`) and
+//! `budpipeline_outbox_failed_total`.
 
 use std::time::Duration;
 
@@ -59,11 +65,12 @@ impl Engine {
         let batch: Vec<Pending> = sqlx::query_as(
             "WITH waiting AS (
                  SELECT topic, min(id) AS first_id FROM outbox
-                 WHERE next_attempt_at > now() GROUP BY topic
+                 WHERE next_attempt_at > now() AND failed_at IS NULL GROUP BY topic
              )
              UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
              WHERE id IN (SELECT o.id FROM outbox o LEFT JOIN waiting w ON w.topic = o.topic
-                          WHERE o.next_attempt_at <= now() AND (w.first_id IS NULL OR o.id < w.first_id)
+                          WHERE o.next_attempt_at <= now() AND o.failed_at IS NULL
+                            AND (w.first_id IS NULL OR o.id < w.first_id)
                           ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
              RETURNING id, event_id, topic, body, attempts, trace_id",
         )
@@ -79,7 +86,15 @@ impl Engine {
         // their later rows wait as long, behind it (they are not attempts).
         let mut blocked: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
         let mut counts = Vec::new();
+        let mut dead = Vec::new();
         for p in &batch {
+            if !super::valid_topic(&p.topic) {
+                let head: String = p.topic.chars().take(40).collect();
+                tracing::error!(topic = %head, event_id = %p.event_id,
+                    "an outbox row names a topic no broker takes; failing it");
+                dead.push(p.id);
+                continue;
+            }
             if let Some(&delay) = blocked.get(p.topic.as_str()) {
                 failed_ids.push(p.id);
                 errors.push(String::new());
@@ -115,6 +130,17 @@ impl Engine {
                 .metrics
                 .outbox_published
                 .inc_by(sent.len() as u64);
+        }
+        if !dead.is_empty() {
+            sqlx::query(
+                "UPDATE outbox SET failed_at = now(),
+                        last_error = 'the topic can never be published: it must match ^[A-Za-z][A-Za-z0-9._-]*$ and be at most 249 characters'
+                 WHERE id = ANY($1)",
+            )
+            .bind(&dead)
+            .execute(self.pool())
+            .await?;
+            self.inner.metrics.outbox_failed.inc_by(dead.len() as u64);
         }
         if !failed_ids.is_empty() {
             // One statement, so the rows held back behind a failure come due
