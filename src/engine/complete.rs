@@ -86,6 +86,7 @@ impl Locked {
         row.outputs = Some(Value::Object(outputs));
         row.error = None;
         row.progress = Some(100.0);
+        row.crashes = 0;
         finish_row(row, StepStatus::Completed, now);
     }
 
