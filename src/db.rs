@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 
+pub mod pipelines;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A bounded pool with an acquire timeout, connecting lazily so the HTTP

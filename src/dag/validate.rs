@@ -456,7 +456,8 @@ fn check_step<'a>(
     };
     if let Some(handler) = action.and_then(|a| registry.get(a)) {
         let empty = Map::new();
-        check_action_params(&label, handler.as_ref(), params.unwrap_or(&empty), report);
+        let prefix = format!("steps.{label}.params");
+        check_action_params(&prefix, handler.as_ref(), params.unwrap_or(&empty), report);
     }
 
     let depends_on = match present(step.get("depends_on")) {
@@ -583,14 +584,22 @@ fn check_retry(path: &str, value: &Value, report: &mut Report) {
 /// The generic checks derived from the action's declared parameters, then the
 /// action's own. Values that are templates cannot be judged before they are
 /// resolved and pass.
+/// One action's params on their own (`POST /actions/validate`): the checks a
+/// step of a DAG gets, each message starting `params.<name>`.
+pub fn action_params(handler: &dyn StepHandler, params: &Map<String, Value>) -> Vec<String> {
+    let mut report = Report::default();
+    check_action_params("params", handler, params, &mut report);
+    report.errors
+}
+
 fn check_action_params(
-    label: &str,
+    prefix: &str,
     handler: &dyn StepHandler,
     params: &Map<String, Value>,
     report: &mut Report,
 ) {
     for spec in &handler.spec().params {
-        let path = format!("steps.{label}.params.{}", spec.name);
+        let path = format!("{prefix}.{}", spec.name);
         match present(params.get(spec.name)) {
             None => {
                 if spec.required && spec.default.is_none() {
@@ -605,7 +614,7 @@ fn check_action_params(
         }
     }
     for message in handler.validate(params) {
-        report.error(format!("steps.{label}.params: {message}"));
+        report.error(format!("{prefix}: {message}"));
     }
 }
 

@@ -14,6 +14,9 @@ use crate::dag::{self, Dag};
 pub enum ControlError {
     #[error("not found")]
     NotFound,
+    /// A pipeline saved without steps: it can be edited, not run.
+    #[error("the pipeline is a draft")]
+    Draft,
     #[error("invalid parameters")]
     Invalid(Vec<String>),
     #[error("{0}")]
@@ -68,14 +71,18 @@ impl Engine {
     /// Durably record an execution and release its first steps. Returns once
     /// committed; the steps run in the background.
     pub async fn start(&self, new: NewExecution) -> Result<StartOutcome, ControlError> {
-        let live: Option<(i32,)> =
-            sqlx::query_as("SELECT version FROM workflows WHERE id = $1 AND deleted_at IS NULL")
-                .bind(new.workflow_id)
-                .fetch_optional(self.pool())
-                .await?;
-        let Some((version,)) = live else {
+        let live: Option<(i32, String)> = sqlx::query_as(
+            "SELECT version, status FROM workflows WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(new.workflow_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((version, status)) = live else {
             return Err(ControlError::NotFound);
         };
+        if status == "draft" {
+            return Err(ControlError::Draft);
+        }
         if let Some(existing) = self.find_repeat(&new).await? {
             return Ok(StartOutcome::Repeated(existing));
         }

@@ -207,6 +207,7 @@ impl Engine {
         .bind(days as i32)
         .execute(self.pool())
         .await?;
+        crate::db::pipelines::delete_orphaned_ephemeral(self.pool(), days as i32).await?;
         sqlx::query("DELETE FROM outbox WHERE failed_at < now() - make_interval(days => $1::int)")
             .bind(days as i32)
             .execute(self.pool())

@@ -17,6 +17,14 @@ pub enum ApiError {
         detail: String,
         errors: Option<Vec<String>>,
     },
+    /// An error whose `detail` is an object: the shape budapp's
+    /// `invoke_service` reads (`detail.error` or `detail.message`, plus
+    /// `detail.errors`), for the original's routes (COMPAT.md).
+    #[error("{detail}")]
+    Structured {
+        status: StatusCode,
+        detail: serde_json::Value,
+    },
     /// The database (or another dependency) is unreachable: worth a retry.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -43,6 +51,22 @@ impl ApiError {
             status,
             detail: detail.into(),
             errors: Some(errors),
+        }
+    }
+
+    /// The same error with its problems where budapp looks for them:
+    /// `{"detail": {"error": <summary>, "errors": [...]}}`.
+    pub fn for_budapp(self) -> Self {
+        match self {
+            Self::Client {
+                status,
+                detail,
+                errors: Some(errors),
+            } => Self::Structured {
+                status,
+                detail: json!({ "error": detail, "errors": errors }),
+            },
+            other => other,
         }
     }
 
@@ -107,6 +131,10 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::NotFound => Self::not_found("workflow or execution"),
+            ControlError::Draft => Self::new(
+                StatusCode::CONFLICT,
+                "the pipeline is a draft (it has no steps): add steps before running it",
+            ),
             ControlError::Invalid(errors) => Self::with_errors(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid parameters",
@@ -142,6 +170,9 @@ impl IntoResponse for ApiError {
                     None => json!({ "detail": detail }),
                 };
                 (status, Json(body)).into_response()
+            }
+            Self::Structured { status, detail } => {
+                (status, Json(json!({ "detail": detail }))).into_response()
             }
             Self::Unavailable(e) => {
                 tracing::warn!(error = %chain(&e), "request failed: database unavailable");

@@ -96,6 +96,21 @@ pub async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<ExecuteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let new = new_execution(workflow_id, body, &headers)?;
+    match state.engine.start(new).await? {
+        StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
+        StartOutcome::Repeated(s) => Ok((StatusCode::OK, Json(ExecuteResponse::from(s)))),
+    }
+}
+
+/// Check an execute request and turn it into what the engine records: the
+/// same rules for `POST /workflows/{id}/execute` and the original's
+/// `POST /executions` / `POST /executions/run`.
+pub(super) fn new_execution(
+    workflow_id: Uuid,
+    body: ExecuteRequest,
+    headers: &HeaderMap,
+) -> Result<NewExecution, ApiError> {
     let mut bad: Vec<String> = body
         .callback_topics
         .iter()
@@ -171,10 +186,7 @@ pub async fn execute(
             .and_then(|v| v.to_str().ok())
             .and_then(crate::engine::model::trace_id_of),
     };
-    match state.engine.start(new).await? {
-        StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
-        StartOutcome::Repeated(s) => Ok((StatusCode::OK, Json(ExecuteResponse::from(s)))),
-    }
+    Ok(new)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -230,6 +242,11 @@ pub struct ExecutionView {
     pub subscriber_ids: Option<String>,
     pub payload_type: Option<String>,
     pub notification_workflow_id: Option<String>,
+    /// The pipeline's name (what budadmin shows).
+    pub workflow_name: Option<String>,
+    /// `parameters` under the original's name (what budadmin reads).
+    #[schema(value_type = Object)]
+    pub params: Value,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -243,6 +260,7 @@ const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameter
                  ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
      FROM step_executions st WHERE st.execution_id = id) AS progress_percentage,
     callback_topics, initiator, subscriber_ids, payload_type, notification_workflow_id,
+    (SELECT w.name FROM workflows w WHERE w.id = workflow_id) AS workflow_name, parameters AS params,
     created_at, started_at, completed_at";
 
 const STEP_VIEW: &str =
@@ -251,7 +269,7 @@ const STEP_VIEW: &str =
     CASE WHEN status = 'PENDING' AND error IS NOT NULL THEN available_at END AS next_attempt_at,
     progress, NULLIF(crashes, 0) AS crashes, stage, started_at, completed_at, timeout_at";
 
-async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
+pub(super) async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
     // ONE statement, so the execution and its steps are one snapshot (two
     // queries could show a COMPLETED execution with steps still running, or
     // a progress that disagrees with the steps).
@@ -345,6 +363,7 @@ SELECT e.status, e.fingerprint, CASE WHEN e.fingerprint IS DISTINCT FROM $2 THEN
      FROM step_executions st WHERE st.execution_id = e.id),
     'callback_topics', e.callback_topics, 'initiator', e.initiator, 'subscriber_ids', e.subscriber_ids,
     'payload_type', e.payload_type, 'notification_workflow_id', e.notification_workflow_id,
+    'workflow_name', (SELECT w.name FROM workflows w WHERE w.id = e.workflow_id), 'params', e.parameters,
     'created_at', e.created_at, 'started_at', e.started_at, 'completed_at', e.completed_at,
     'steps', COALESCE((
         SELECT json_agg(
@@ -383,16 +402,67 @@ pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<Ste
 pub struct ListQuery {
     pub workflow_id: Option<Uuid>,
     pub status: Option<String>,
+    /// Exactly this initiator.
+    pub initiator: Option<String>,
+    /// Created at or after this instant (RFC 3339, or a date).
+    pub start_date: Option<String>,
+    /// Created at or before this instant (RFC 3339, or a date: its whole day).
+    pub end_date: Option<String>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
+    /// The original's paging (1-based); wins over `limit` / `offset`.
+    pub page: Option<i64>,
+    /// 1 to 100, default 20.
+    pub page_size: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Pagination {
+    pub page: i64,
+    pub page_size: i64,
+    /// Exact up to [`EXACT_COUNT_LIMIT`] matching executions; above that
+    /// Postgres' estimate for the filter (budadmin only shows it).
+    pub total_count: i64,
+    pub total_pages: i64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExecutionList {
     pub executions: Vec<ExecutionView>,
+    /// The same figure as `pagination.total_count`.
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
+    pub pagination: Pagination,
+}
+
+/// Counting more matching rows than this scans history for a figure the
+/// caller only shows: past it the planner's estimate is given instead.
+pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+
+/// `start_date` / `end_date`: an RFC 3339 instant, or a date (its start, or
+/// for an end, its end).
+fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(raw.trim(), "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(t.and_utc());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
+        let t = if end {
+            d.and_hms_milli_opt(23, 59, 59, 999)
+        } else {
+            d.and_hms_opt(0, 0, 0)
+        };
+        if let Some(t) = t {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("{name}: must be an ISO 8601 date or date-time, e.g. 2026-12-05T10:00:00Z"),
+    ))
 }
 
 #[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
@@ -401,9 +471,27 @@ pub async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<ExecutionList>, ApiError> {
-    let (limit, offset) = Page::bounds(q.limit, q.offset)?;
+    let (limit, offset) = if q.page.is_some() || q.page_size.is_some() {
+        let page = q.page.unwrap_or(1);
+        let size = q.page_size.unwrap_or(20);
+        if page < 1 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "page: must be at least 1",
+            ));
+        }
+        if !(1..=100).contains(&size) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "page_size: must be between 1 and 100",
+            ));
+        }
+        (size, (page - 1).saturating_mul(size))
+    } else {
+        Page::bounds(q.limit, q.offset)?
+    };
     let status = match q.status.as_deref() {
-        None => None,
+        None | Some("") => None,
         Some(s) => Some(
             s.to_ascii_uppercase()
                 .parse::<ExecutionStatus>()
@@ -416,26 +504,80 @@ pub async fn list(
                 .as_str(),
         ),
     };
-    let filter = "($1::uuid IS NULL OR workflow_id = $1) AND ($2::text IS NULL OR status = $2)";
+    let start = q
+        .start_date
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| instant("start_date", s, false))
+        .transpose()?;
+    let end = q
+        .end_date
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| instant("end_date", s, true))
+        .transpose()?;
+    let filter = "($1::uuid IS NULL OR workflow_id = $1) AND ($2::text IS NULL OR status = $2)
+        AND ($3::text IS NULL OR initiator = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
+        AND ($5::timestamptz IS NULL OR created_at <= $5)";
     let executions: Vec<ExecutionView> = sqlx::query_as(&format!(
-        "SELECT {EXEC_COLUMNS} FROM executions WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        "SELECT {EXEC_COLUMNS} FROM executions WHERE {filter}
+         ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
     ))
     .bind(q.workflow_id)
     .bind(status)
+    .bind(&q.initiator)
+    .bind(start)
+    .bind(end)
     .bind(limit)
     .bind(offset)
     .fetch_all(state.engine.pool())
     .await?;
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM executions WHERE {filter}"))
+    // Exact while the filter matches a bounded number of rows (an index
+    // scan that stops at the cap); past it, the planner's estimate.
+    let mut total: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {filter} LIMIT {}) capped",
+        EXACT_COUNT_LIMIT + 1
+    ))
+    .bind(q.workflow_id)
+    .bind(status)
+    .bind(&q.initiator)
+    .bind(start)
+    .bind(end)
+    .fetch_one(state.engine.pool())
+    .await?;
+    if total > EXACT_COUNT_LIMIT {
+        let plan: Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {filter}"
+        ))
         .bind(q.workflow_id)
         .bind(status)
+        .bind(&q.initiator)
+        .bind(start)
+        .bind(end)
         .fetch_one(state.engine.pool())
         .await?;
+        let estimate = plan
+            .pointer("/0/Plan/Plan Rows")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0) as i64;
+        total = estimate.max(total);
+    }
+    let total_pages = if total == 0 {
+        0
+    } else {
+        (total + limit - 1) / limit
+    };
     Ok(Json(ExecutionList {
         executions,
         total,
         limit,
         offset,
+        pagination: Pagination {
+            page: offset / limit + 1,
+            page_size: limit,
+            total_count: total,
+            total_pages,
+        },
     }))
 }
 

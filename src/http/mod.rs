@@ -9,6 +9,8 @@ pub mod executions;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod pipelines;
+pub mod runs;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -53,13 +55,25 @@ pub fn router(state: AppState) -> Router {
                 .delete(workflows::delete),
         )
         .route("/workflows/{id}/execute", post(executions::execute))
-        .route("/executions", get(executions::list))
+        .route("/executions", get(executions::list).post(runs::create))
+        .route("/executions/run", post(runs::run))
         .route("/executions/{id}", get(executions::get))
+        .route("/executions/{id}/progress", get(runs::progress))
         .route("/executions/{id}/steps", get(executions::steps))
         .route("/executions/{id}/cancel", post(executions::cancel))
         .route("/executions/{id}/retry", post(executions::retry))
         .route("/actions", get(actions::list))
+        .route("/actions/validate", post(actions::validate))
         .route("/actions/{action_type}", get(actions::get))
+        // The original's routes, as budapp calls them (COMPAT.md).
+        .route("/validate", post(pipelines::validate_dag))
+        .route("/pipelines", post(pipelines::create).get(pipelines::list))
+        .route(
+            "/pipelines/{id}",
+            get(pipelines::get)
+                .put(pipelines::update)
+                .delete(pipelines::delete),
+        )
         .route("/workflow-events", post(events::receive))
         .route("/dapr/subscribe", get(events::subscribe))
         .route("/internal/status", get(ops::status))

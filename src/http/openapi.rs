@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{actions, events, executions, ops, workflows};
+use super::{actions, events, executions, ops, pipelines, runs, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,7 +11,9 @@ use super::{actions, events, executions, ops, workflows};
     paths(
         workflows::create, workflows::list, workflows::get, workflows::update, workflows::delete, workflows::check,
         executions::execute, executions::get, executions::list, executions::steps, executions::cancel,
-        executions::retry, actions::list, actions::get, events::receive, events::subscribe,
+        executions::retry, actions::list, actions::get, actions::validate, events::receive, events::subscribe,
+        pipelines::validate_dag, pipelines::create, pipelines::list, pipelines::get, pipelines::update,
+        pipelines::delete, runs::create, runs::run, runs::progress,
         ops::health, ops::ready, ops::metrics, ops::status, document,
     ),
     modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, Id, Page};
 use crate::dag::Dag;
 use crate::dag::validate::{MAX_NAME_LEN, validate};
+use crate::db::pipelines::insert_version;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowRequest {
@@ -68,7 +69,8 @@ pub struct ListQuery {
     pub created_by: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, version, 'active' AS status, created_by, description, created_at, updated_at, step_count, dag";
+const COLUMNS: &str =
+    "id, name, version, status, created_by, description, created_at, updated_at, step_count, dag";
 
 /// Validate a document into a DAG or a 422 listing every problem.
 fn checked(state: &AppState, doc: &Value) -> Result<Dag, ApiError> {
@@ -108,22 +110,6 @@ fn name_of(body: &WorkflowRequest, dag: &Dag) -> Result<String, ApiError> {
         ));
     }
     Ok(name)
-}
-
-/// Keep this version's DAG: executions point at the exact version they ran.
-async fn insert_version(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    id: Uuid,
-    version: i32,
-    dag: &Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO workflow_versions (workflow_id, version, dag) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(version)
-        .bind(dag)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
@@ -177,7 +163,7 @@ pub async fn list(
     let (limit, offset) = Page::bounds(q.limit, q.offset)?;
     let workflows: Vec<Workflow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM workflows
-         WHERE deleted_at IS NULL AND ($1::text IS NULL OR created_by = $1)
+         WHERE deleted_at IS NULL AND NOT ephemeral AND ($1::text IS NULL OR created_by = $1)
          ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     ))
     .bind(&q.created_by)
@@ -186,7 +172,7 @@ pub async fn list(
     .fetch_all(state.engine.pool())
     .await?;
     let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workflows WHERE deleted_at IS NULL AND ($1::text IS NULL OR created_by = $1)",
+        "SELECT count(*) FROM workflows WHERE deleted_at IS NULL AND NOT ephemeral AND ($1::text IS NULL OR created_by = $1)",
     )
     .bind(&q.created_by)
     .fetch_one(state.engine.pool())
@@ -203,7 +189,7 @@ pub async fn list(
     responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted")))]
 pub async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Json<Workflow>, ApiError> {
     let workflow: Option<Workflow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL"
+        "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
     ))
     .bind(id)
     .fetch_optional(state.engine.pool())
@@ -226,7 +212,7 @@ pub async fn update(
     let stored = serde_json::to_value(&dag).map_err(|e| ApiError::Internal(Box::new(e)))?;
     let mut tx = state.engine.pool().begin().await?;
     let current: Option<(i32, Option<String>)> = sqlx::query_as(
-        "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -238,7 +224,7 @@ pub async fn update(
     let created_by = body.created_by.clone().or(owner);
     let workflow: Workflow = sqlx::query_as(&format!(
         "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
-                step_count = $7, updated_at = now()
+                step_count = $7, status = 'active', updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -260,7 +246,7 @@ pub async fn update(
     responses((status = 204, description = "deleted"), (status = 404, description = "unknown or deleted")))]
 pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusCode, ApiError> {
     let done =
-        sqlx::query("UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
+        sqlx::query("UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral")
             .bind(id)
             .execute(state.engine.pool())
             .await?
