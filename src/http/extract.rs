@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::error::ApiError;
 
 /// `axum::Json` with errors that name the field and the right status:
-/// 400 for a body that is not JSON at all, 422 for a body that is JSON but
+/// 400 for a body that is not JSON at all (or nested deeper than
+/// [`MAX_JSON_DEPTH`]), 422 for a body that is JSON but
 /// not an object, has wrong types or misses fields, 413 for a body over the
 /// limit, 415 for another content type.
 ///
@@ -42,6 +43,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 /// not of `T`'s shape (naming the field).
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Err(e) if too_deep(&e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects ({e})"
+                ),
+            ));
+        }
         Err(e) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -60,6 +69,16 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Ok(axum::Json(value)) => Ok(value),
         Err(rejection) => Err(json_rejection(rejection)),
     }
+}
+
+/// How deep arrays and objects may nest: serde_json stops parsing at 128.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// serde_json gave up at its recursion limit: the document may well be
+/// valid JSON, just deeper than [`MAX_JSON_DEPTH`]. serde_json reports this
+/// as a syntax error, told apart only by its message.
+pub fn too_deep(e: &serde_json::Error) -> bool {
+    e.is_syntax() && e.to_string().starts_with("recursion limit exceeded")
 }
 
 /// [`AppJson`] for bodies whose every field is optional: an empty body
@@ -208,5 +227,33 @@ impl Page {
             ));
         }
         Ok((limit, offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_past_the_limit_is_told_apart_from_broken_json() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let e = serde_json::from_str::<serde_json::Value>(&deep).unwrap_err();
+        assert!(too_deep(&e), "{e}");
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&at_limit).is_ok());
+        let broken = serde_json::from_str::<serde_json::Value>("[[").unwrap_err();
+        assert!(!too_deep(&broken), "{broken}");
+
+        let body = format!("{{\"dag\": {deep}}}");
+        let err = parse_object::<serde_json::Value>(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("nested too deeply"), "{err}");
     }
 }
