@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::server::BodyStalled;
 
 /// `axum::Json` with errors that name the field and the right status:
 /// 400 for a body that is not JSON at all (or nested deeper than
@@ -130,14 +131,27 @@ fn json_content_type(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Reading the body failed: over the limit (413) or the connection broke.
+/// Reading the body failed: over the limit (413), the client stopped
+/// sending it (408, see [`super::server`]) or the connection broke.
 pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "request body is too large")
-    } else {
-        ApiError::new(status, "the request body could not be read")
+        return ApiError::new(status, "request body is too large");
     }
+    let mut source: Option<&dyn std::error::Error> = Some(&rejection);
+    while let Some(e) = source {
+        if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body stopped arriving for {} s",
+                    stalled.0.as_secs_f64()
+                ),
+            );
+        }
+        source = e.source();
+    }
+    ApiError::new(status, "the request body could not be read")
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {

@@ -9,6 +9,7 @@ pub mod executions;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod server;
 pub mod workflows;
 
 use std::sync::Arc;
