@@ -1,6 +1,6 @@
 //! Connection hardening (src/http/server.rs), seen from a raw TCP client:
-//! the header-read and idle timeouts, the connection limit, and JSON bodies
-//! nested too deeply.
+//! the header-read and idle timeouts, the connection limit, hyper's own
+//! error answers with JSON bodies, and JSON bodies nested too deeply.
 //!
 //! The service runs in-process ([`TestApp`]): `Application::run` serves
 //! through the same accept loop as the binary.
@@ -354,6 +354,85 @@ async fn json_nested_too_deeply_is_reported_as_such(pool: PgPool) {
         body["detail"].as_str().unwrap().contains("not valid JSON"),
         "{body}"
     );
+}
+
+/// hyper answers requests it cannot parse by itself; those answers carry
+/// the service's JSON error body too, and the connection is closed.
+#[sqlx::test]
+async fn answers_to_unparsable_requests_have_json_bodies(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: test\r\n\r\n", "a".repeat(70_000));
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nhost: test\r\n{}\r\n",
+        (0..120)
+            .map(|i| format!("x-h{i}: {i}\r\n"))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("long URI", long_uri.into_bytes(), 414, "URI is too long"),
+        (
+            "too many headers",
+            many_headers.into_bytes(),
+            431,
+            "headers",
+        ),
+        (
+            "bad request line",
+            b"GARBAGE\r\n\r\n".to_vec(),
+            400,
+            "malformed",
+        ),
+        (
+            "bad Content-Length",
+            b"POST /workflows HTTP/1.1\r\nhost: test\r\ncontent-length: abc\r\n\r\n".to_vec(),
+            400,
+            "Content-Length",
+        ),
+    ];
+    for (what, request, status, words) in cases {
+        let mut stream = connect(&app).await;
+        send(&mut stream, &request).await;
+        let answer = read_response(&mut stream, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{what}: an answer"));
+        assert_eq!(answer.status, status, "{what}: {answer:?}");
+        let detail = answer.detail();
+        assert!(detail.contains(words), "{what}: {detail}");
+        assert_eq!(
+            answer.header("connection").as_deref(),
+            Some("close"),
+            "{what}"
+        );
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "{what}: closed after the answer"
+        );
+    }
+
+    // The same on a kept-alive connection, after a good request.
+    let mut stream = connect(&app).await;
+    send(&mut stream, get("/health").as_bytes()).await;
+    let answer = read_response(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    send(&mut stream, b"GET /health HTTP/1.1\r\nhost test\r\n\r\n").await;
+    let answer = read_response(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an answer to a bad header line");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.detail().contains("malformed"));
+
+    // The router's own errors are untouched.
+    let mut stream = connect(&app).await;
+    send(&mut stream, get("/no-such-route").as_bytes()).await;
+    let answer = read_response(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.detail(), "Not Found");
 }
 
 /// Stopping (SIGTERM) lets a request in flight finish and closes an idle

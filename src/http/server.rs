@@ -1,5 +1,5 @@
 //! Serving connections: our own accept loop around hyper's HTTP/1 server, in
-//! place of `axum::serve`, for two things it does not do.
+//! place of `axum::serve`, for three things it does not do.
 //!
 //! - **A bound on connections.** A semaphore permit is taken *before*
 //!   `accept()`, so past `HTTP_MAX_CONNECTIONS` new connections wait in the
@@ -26,6 +26,14 @@
 //!   response is finished and so bounds the keep-alive idle time by the
 //!   header timeout (10 s), which would close the sidecar's connections far
 //!   earlier than `HTTP_IDLE_TIMEOUT_SECONDS` says.
+//! - **JSON bodies on hyper's own error answers.** When hyper cannot parse a
+//!   request head it answers by itself, before any service runs, with an
+//!   empty body: 400 (bad request line, header or Content-Length), 414 (URI
+//!   longer than 65,534 bytes) or 431 (headers past its buffer or more than
+//!   100). hyper has no hook to give these a body, so `Io` recognises that
+//!   head in what hyper writes (its exact shape, which no answer of the
+//!   router has: every error of ours carries a JSON body) and writes the same
+//!   head with a `{"detail": ...}` body instead.
 //!
 //! Shutdown: when `stop` resolves, accepting stops, every connection is
 //! asked to shut down gracefully (an idle one closes at once, one with a
@@ -163,6 +171,7 @@ async fn connection(
     let io = TokioIo::new(Io {
         stream,
         track: track.clone(),
+        replacement: None,
     });
     let service = {
         let track = track.clone();
@@ -427,10 +436,35 @@ impl HttpBody for GapLimited {
     }
 }
 
-/// The socket as hyper sees it, reporting reads to [`Track`].
+/// The socket as hyper sees it: reads are reported to [`Track`], and
+/// hyper's own empty-bodied error answers are written with a JSON body.
+///
+/// It does not offer vectored writes, so hyper hands each write over as one
+/// flat buffer and a head it generated is never split across buffers.
 struct Io {
     stream: TcpStream,
     track: Arc<Track>,
+    /// An error answer being written in place of hyper's, and how much of
+    /// it is written.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl Io {
+    /// Write out what is left of a replacement answer.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.replacement {
+            if *written == bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Io {
@@ -454,26 +488,174 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_replacement(cx))?;
+        // hyper answers by itself only between requests.
+        if !self.track.busy() {
+            if let Some(found) = find_generated_error(buf) {
+                if found.start > 0 {
+                    // What precedes it first (the end of an earlier response).
+                    return Pin::new(&mut self.stream).poll_write(cx, &buf[..found.start]);
+                }
+                self.replacement = Some((found.replacement, 0));
+                // Taken: the rest is written by this call or by flush.
+                if let Poll::Ready(Err(e)) = self.poll_replacement(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(found.len));
+            }
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The heads hyper writes by itself for a request it cannot parse, and the
+/// `detail` each gets.
+const GENERATED: &[(&[u8], &str)] = &[
+    (
+        b"HTTP/1.1 400 Bad Request\r\n",
+        "malformed HTTP request: the request line, a header or Content-Length could not be parsed",
+    ),
+    (
+        b"HTTP/1.1 414 URI Too Long\r\n",
+        "request URI is too long (at most 65534 bytes)",
+    ),
+    (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        "request headers are too large or too many (at most 100)",
+    ),
+];
+
+struct Generated {
+    /// Where hyper's head starts in the buffer, and its length.
+    start: usize,
+    len: usize,
+    /// The same answer with a JSON body.
+    replacement: Vec<u8>,
+}
+
+/// hyper's own error head at the end of `buf` (hyper closes the connection
+/// after it, so nothing follows it): one of [`GENERATED`]'s status lines,
+/// then only `content-length: 0`, `date` and `connection: close`. No answer
+/// of the router looks like that: its errors all have a JSON body, so a
+/// `content-type` and a length above zero. Only the last few hundred bytes
+/// are looked at, so a large response costs nothing.
+fn find_generated_error(buf: &[u8]) -> Option<Generated> {
+    /// Longer than any head hyper generates (about 130 bytes).
+    const TAIL: usize = 256;
+    const PREFIX: &[u8] = b"HTTP/1.1 4";
+    if !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let tail_start = buf.len().saturating_sub(TAIL);
+    let mut from = tail_start;
+    while let Some(offset) = find(&buf[from..], PREFIX) {
+        let start = from + offset;
+        if let Some(found) = generated_at(buf, start) {
+            return (start + found.len == buf.len()).then_some(found);
+        }
+        from = start + 1;
+    }
+    None
+}
+
+fn generated_at(buf: &[u8], start: usize) -> Option<Generated> {
+    let rest = &buf[start..];
+    let (status_line, detail) = GENERATED.iter().find(|(line, _)| rest.starts_with(line))?;
+    let head_len = find(rest, b"\r\n\r\n")? + 4;
+    let fields = &rest[status_line.len()..head_len - 2];
+    let mut kept = Vec::new();
+    let mut empty_body = false;
+    let mut close = false;
+    for line in fields.split(|&b| b == b'\n') {
+        let Some(line) = line.strip_suffix(b"\r") else {
+            if line.is_empty() {
+                continue;
+            }
+            return None;
+        };
+        if line.eq_ignore_ascii_case(b"content-length: 0") {
+            empty_body = true;
+        } else if line.eq_ignore_ascii_case(b"connection: close") {
+            close = true;
+            kept.push(line);
+        } else if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"date: ") {
+            kept.push(line);
+        } else {
+            return None;
+        }
+    }
+    if !empty_body {
+        return None;
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "detail": detail })).ok()?;
+    let mut out = Vec::with_capacity(head_len + 64 + body.len());
+    out.extend_from_slice(status_line);
+    for line in kept {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !close {
+        // hyper closes the connection after these answers.
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"content-type: application/json\r\n");
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    Some(Generated {
+        start,
+        len: head_len,
+        replacement: out,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_own_error_head_gets_a_json_body() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n";
+        let mut buf = b"{\"end\":\"of an earlier body\"}".to_vec();
+        buf.extend_from_slice(head);
+        let found = find_generated_error(&buf).expect("found");
+        assert_eq!(found.start, 28);
+        assert_eq!(found.len, head.len());
+        let text = String::from_utf8(found.replacement).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains("\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT"));
+        assert!(head.contains("\r\nconnection: close"));
+        assert!(head.contains("\r\ncontent-type: application/json"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(body["detail"].as_str().unwrap().contains("headers"));
+    }
+
+    #[test]
+    fn the_routers_answers_are_left_alone() {
+        for buf in [
+            &b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 20\r\ndate: x\r\n\r\n{\"detail\":\"invalid\"}"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-other: 1\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}\r\n\r\n",
+        ] {
+            assert!(find_generated_error(buf).is_none(), "{}", String::from_utf8_lossy(buf));
+        }
     }
 }
