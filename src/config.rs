@@ -79,6 +79,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MAX_BODY_BYTES", "1048576", "request body limit"),
     (
+        "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        "10",
+        "a connection that has not finished its request headers by then is closed",
+    ),
+    (
+        "HTTP_IDLE_TIMEOUT_SECONDS",
+        "120",
+        "an idle keep-alive connection is closed after this",
+    ),
+    (
+        "HTTP_MAX_CONNECTIONS",
+        "4096",
+        "concurrent connections accepted; more wait in the listen backlog",
+    ),
+    (
         "EARLY_EVENT_TTL_SECONDS",
         "600",
         "how long an unmatched event is kept",
@@ -130,6 +145,9 @@ pub struct Settings {
     pub max_concurrent_steps: usize,
     pub lease: Duration,
     pub max_body_bytes: usize,
+    pub http_header_read_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub http_max_connections: usize,
     pub early_event_ttl: Duration,
     pub retention_days: u32,
     pub shutdown_grace: Duration,
@@ -248,6 +266,9 @@ impl Settings {
             max_concurrent_steps: env.positive::<u32>("MAX_CONCURRENT_STEPS", 64)? as usize,
             lease: env.seconds("LEASE_SECONDS", 10.0)?,
             max_body_bytes: env.positive::<u32>("MAX_BODY_BYTES", 1_048_576)? as usize,
+            http_header_read_timeout: env.seconds("HTTP_HEADER_READ_TIMEOUT_SECONDS", 10.0)?,
+            http_idle_timeout: env.seconds("HTTP_IDLE_TIMEOUT_SECONDS", 120.0)?,
+            http_max_connections: env.positive::<u32>("HTTP_MAX_CONNECTIONS", 4096)? as usize,
             early_event_ttl: env.seconds("EARLY_EVENT_TTL_SECONDS", 600.0)?,
             retention_days: env.parse("RETENTION_DAYS", 30)?,
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECONDS", 20.0)?,
@@ -347,6 +368,33 @@ mod tests {
         assert_eq!(s.lease, Duration::from_secs(10));
         assert_eq!(s.pubsub_name, "budpubsub");
         assert!(s.app_token().is_none());
+        assert_eq!(s.http_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.http_idle_timeout, Duration::from_secs(120));
+        assert_eq!(s.http_max_connections, 4096);
+    }
+
+    #[test]
+    fn http_limits_are_checked() {
+        for (name, value) in [
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "ten"),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", "-1"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "many"),
+        ] {
+            let err = settings(&[("DATABASE_URL", "postgres://x/y"), (name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{name}:")), "{err}");
+        }
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "0.5"),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", "30"),
+            ("HTTP_MAX_CONNECTIONS", "8"),
+        ])
+        .unwrap();
+        assert_eq!(s.http_header_read_timeout, Duration::from_millis(500));
+        assert_eq!(s.http_idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.http_max_connections, 8);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! Stop (SIGTERM): stop claiming, let handlers finish for up to
 //! `SHUTDOWN_GRACE_SECONDS`, abandon the rest and hand their steps back,
-//! flush the outbox once more, then stop serving.
+//! flush the outbox once more, then stop serving: no new connections,
+//! requests in flight finish, then every connection closes
+//! ([`crate::http::server`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,11 +83,16 @@ impl Application {
             tracing::warn!("APP_API_TOKEN is not set: every protected route will answer 403");
         }
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, http::router(state.clone()))
-            .with_graceful_shutdown(async move {
+        let limits = http::server::Limits::from_settings(engine.settings());
+        let server = http::server::serve(
+            self.listener,
+            http::router(state.clone()),
+            limits,
+            async move {
                 let _ = stopped_rx.await;
-            });
-        let server = tokio::spawn(async move { server.await });
+            },
+        );
+        let server = tokio::spawn(server);
         tracing::info!(replica_id = %engine.replica_id(), "serving");
 
         let loops = start_engine(state.clone());
@@ -93,7 +100,7 @@ impl Application {
         tracing::info!("shutdown requested: draining");
         drain(&state, loops).await;
         let _ = stopped_tx.send(());
-        server.await.map_err(std::io::Error::other)?
+        server.await.map_err(std::io::Error::other)
     }
 }
 

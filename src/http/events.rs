@@ -106,7 +106,16 @@ fn storable_key(key: String) -> String {
 /// without `data`, which is the event itself) and find its correlation id.
 /// `Err` is the reason to drop it.
 pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
-    let body: Value = serde_json::from_slice(raw).map_err(|_| "body is not JSON".to_owned())?;
+    let body: Value = serde_json::from_slice(raw).map_err(|e| {
+        if super::extract::too_deep(&e) {
+            format!(
+                "body is nested too deeply (at most {} levels)",
+                super::extract::MAX_JSON_DEPTH
+            )
+        } else {
+            "body is not JSON".to_owned()
+        }
+    })?;
     let Value::Object(envelope) = &body else {
         return Err("body is not a JSON object".into());
     };

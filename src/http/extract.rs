@@ -9,9 +9,11 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::server::BodyStalled;
 
 /// `axum::Json` with errors that name the field and the right status:
-/// 400 for a body that is not JSON at all, 422 for a body that is JSON but
+/// 400 for a body that is not JSON at all (or nested deeper than
+/// [`MAX_JSON_DEPTH`]), 422 for a body that is JSON but
 /// not an object, has wrong types or misses fields, 413 for a body over the
 /// limit, 415 for another content type.
 ///
@@ -42,6 +44,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 /// not of `T`'s shape (naming the field).
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Err(e) if too_deep(&e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects ({e})"
+                ),
+            ));
+        }
         Err(e) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -60,6 +70,16 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Ok(axum::Json(value)) => Ok(value),
         Err(rejection) => Err(json_rejection(rejection)),
     }
+}
+
+/// How deep arrays and objects may nest: serde_json stops parsing at 128.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// serde_json gave up at its recursion limit: the document may well be
+/// valid JSON, just deeper than [`MAX_JSON_DEPTH`]. serde_json reports this
+/// as a syntax error, told apart only by its message.
+pub fn too_deep(e: &serde_json::Error) -> bool {
+    e.is_syntax() && e.to_string().starts_with("recursion limit exceeded")
 }
 
 /// [`AppJson`] for bodies whose every field is optional: an empty body
@@ -111,14 +131,27 @@ fn json_content_type(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Reading the body failed: over the limit (413) or the connection broke.
+/// Reading the body failed: over the limit (413), the client stopped
+/// sending it (408, see [`super::server`]) or the connection broke.
 pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "request body is too large")
-    } else {
-        ApiError::new(status, "the request body could not be read")
+        return ApiError::new(status, "request body is too large");
     }
+    let mut source: Option<&dyn std::error::Error> = Some(&rejection);
+    while let Some(e) = source {
+        if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body stopped arriving for {} s",
+                    stalled.0.as_secs_f64()
+                ),
+            );
+        }
+        source = e.source();
+    }
+    ApiError::new(status, "the request body could not be read")
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -208,5 +241,33 @@ impl Page {
             ));
         }
         Ok((limit, offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_past_the_limit_is_told_apart_from_broken_json() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let e = serde_json::from_str::<serde_json::Value>(&deep).unwrap_err();
+        assert!(too_deep(&e), "{e}");
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&at_limit).is_ok());
+        let broken = serde_json::from_str::<serde_json::Value>("[[").unwrap_err();
+        assert!(!too_deep(&broken), "{broken}");
+
+        let body = format!("{{\"dag\": {deep}}}");
+        let err = parse_object::<serde_json::Value>(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("nested too deeply"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod ops;
 pub mod pipelines;
 pub mod runs;
+pub mod server;
 pub mod workflows;
 
 use std::sync::Arc;
