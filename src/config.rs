@@ -52,6 +52,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "topic the service subscribes to",
     ),
     (
+        "PROGRAMMATIC_SUBSCRIPTION",
+        "true",
+        "`false`: GET /dapr/subscribe lists nothing, for clusters whose declarative Subscription (Bud's Helm chart) subscribes the service",
+    ),
+    (
         "NOTIFY_TOPIC",
         "-",
         "budnotify topic for notification steps and notifications",
@@ -137,6 +142,8 @@ pub struct Settings {
     pub circuit_breaker_recovery_timeout: Duration,
     pub pubsub_name: String,
     pub publish_format: PublishFormat,
+    /// Whether `GET /dapr/subscribe` lists the events subscription.
+    pub programmatic_subscription: bool,
     pub workflow_events_topic: String,
     pub notify_topic: Option<String>,
     pub budcluster_app_id: String,
@@ -198,16 +205,37 @@ impl Settings {
 
     /// Build settings from any lookup of variable name to value (tests use a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
-        let database_url = env.string("DATABASE_URL").ok_or(ConfigError::Invalid {
-            name: "DATABASE_URL",
-            problem: "is required (e.g. postgres://postgres@127.0.0.1:5432/budpipeline)".into(),
-        })?;
+        // Bud's Helm chart names some settings its own way; each of its
+        // names is read only when ours is unset.
+        let aliased = |name: &str| {
+            let raw = |n: &str| lookup(n).filter(|v| !v.trim().is_empty());
+            raw(name).or_else(|| {
+                ALIASES
+                    .iter()
+                    .find(|(ours, _)| *ours == name)
+                    .and_then(|(_, theirs)| raw(theirs))
+            })
+        };
+        let env = Env(&aliased);
+        let database_url = env
+            .string("DATABASE_URL")
+            .or_else(|| url_from_psql_parts(&env))
+            .ok_or(ConfigError::Invalid {
+                name: "DATABASE_URL",
+                problem: "is required (e.g. postgres://postgres@127.0.0.1:5432/budpipeline), \
+                          or PSQL_HOST, PSQL_DB_NAME and PSQL_USER"
+                    .into(),
+            })?;
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(invalid("DATABASE_URL", "must be a postgres:// URL"));
         }
         let dapr_http_endpoint = env
             .string("DAPR_HTTP_ENDPOINT")
+            .or_else(|| {
+                // Dapr's own variable for the sidecar's HTTP port.
+                env.string("DAPR_HTTP_PORT")
+                    .map(|port| format!("http://localhost:{port}"))
+            })
             .unwrap_or_else(|| "http://localhost:3500".into());
         match reqwest::Url::parse(&dapr_http_endpoint) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
@@ -238,9 +266,20 @@ impl Settings {
                 ));
             }
         };
+        let programmatic_subscription = match env.string("PROGRAMMATIC_SUBSCRIPTION").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(invalid(
+                    "PROGRAMMATIC_SUBSCRIPTION",
+                    format!("must be `true` or `false`, not `{other}`"),
+                ));
+            }
+        };
         let settings = Self {
             database_url,
             publish_format,
+            programmatic_subscription,
             app_port: env.parse("APP_PORT", 8010)?,
             dapr_http_endpoint: dapr_http_endpoint.trim_end_matches('/').to_owned(),
             dapr_api_token: env.string("DAPR_API_TOKEN"),
@@ -297,6 +336,31 @@ impl Settings {
     pub fn app_token(&self) -> Option<&str> {
         self.app_api_token.as_deref().filter(|t| !t.is_empty())
     }
+}
+
+/// Variables of Bud's Helm chart (and of the original service) that stand
+/// for ours when ours are unset: (ours, theirs).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("APP_PORT", "SERVICE_PORT"),
+    ("NOTIFY_TOPIC", "NOTIFY_SERVICE_TOPIC"),
+    ("RETENTION_DAYS", "PIPELINE_RETENTION_DAYS"),
+];
+
+/// `DATABASE_URL` from the chart's `PSQL_HOST`, `PSQL_PORT` (5432),
+/// `PSQL_DB_NAME`, `PSQL_USER` and `PSQL_PASSWORD`, the user and password
+/// percent-encoded.
+fn url_from_psql_parts(env: &Env<'_>) -> Option<String> {
+    let host = env.string("PSQL_HOST")?;
+    let db = env.string("PSQL_DB_NAME")?;
+    let user = env.string("PSQL_USER")?;
+    let port = env.string("PSQL_PORT").unwrap_or_else(|| "5432".into());
+    let mut url = reqwest::Url::parse(&format!("postgres://{host}:{port}/")).ok()?;
+    url.set_username(&user).ok()?;
+    if let Some(password) = env.string("PSQL_PASSWORD") {
+        url.set_password(Some(&password)).ok()?;
+    }
+    url.path_segments_mut().ok()?.clear().push(&db);
+    Some(url.to_string())
 }
 
 fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -395,6 +459,47 @@ mod tests {
         assert_eq!(s.http_header_read_timeout, Duration::from_millis(500));
         assert_eq!(s.http_idle_timeout, Duration::from_secs(30));
         assert_eq!(s.http_max_connections, 8);
+    }
+
+    #[test]
+    fn the_helm_charts_names_stand_in_for_ours_when_ours_are_unset() {
+        let s = settings(&[
+            ("PSQL_HOST", "bud-postgresql"),
+            ("PSQL_PORT", "5433"),
+            ("PSQL_DB_NAME", "budpipeline"),
+            ("PSQL_USER", "bud pipeline"),
+            ("PSQL_PASSWORD", "p@ss:w/rd"),
+            ("SERVICE_PORT", "9010"),
+            ("NOTIFY_SERVICE_TOPIC", "notificationMessages"),
+            ("PIPELINE_RETENTION_DAYS", "7"),
+            ("DAPR_HTTP_PORT", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.database_url,
+            "postgres://bud%20pipeline:p%40ss%3Aw%2Frd@bud-postgresql:5433/budpipeline"
+        );
+        let parsed: sqlx::postgres::PgConnectOptions = s.database_url.parse().unwrap();
+        assert_eq!(parsed.get_host(), "bud-postgresql");
+        assert_eq!(parsed.get_username(), "bud pipeline");
+        assert_eq!(s.app_port, 9010);
+        assert_eq!(s.notify_topic.as_deref(), Some("notificationMessages"));
+        assert_eq!(s.retention_days, 7);
+        assert_eq!(s.dapr_http_endpoint, "http://localhost:3600");
+        // Ours win.
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("PSQL_HOST", "h"),
+            ("PSQL_DB_NAME", "d"),
+            ("PSQL_USER", "u"),
+            ("APP_PORT", "8010"),
+            ("SERVICE_PORT", "9999"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.database_url.as_str(), s.app_port),
+            ("postgres://x/y", 8010)
+        );
     }
 
     #[test]

@@ -608,3 +608,21 @@ async fn total_count_past_the_exact_limit_is_the_planners_estimate(pool: PgPool)
         "{plan}"
     );
 }
+
+#[sqlx::test]
+async fn under_bud_s_helm_chart_the_declarative_subscription_is_the_only_one(pool: PgPool) {
+    let app = TestApp::spawn_with(
+        &pool,
+        &[
+            ("PROGRAMMATIC_SUBSCRIPTION", "false"),
+            ("WORKFLOW_EVENTS_TOPIC", "budpipelineEvents"),
+        ],
+    )
+    .await;
+    let (status, body) = app.api.get("/dapr/subscribe").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!([]));
+    let default = TestApp::spawn(&pool).await;
+    let (_, body) = default.api.get("/dapr/subscribe").await;
+    assert_eq!(body[0]["route"], "/workflow-events");
+}

@@ -24,6 +24,11 @@ use crate::engine::events::InboundEvent;
     responses((status = 200, description = "the subscription Dapr reads at start-up")))]
 pub async fn subscribe(State(state): State<AppState>) -> Json<Value> {
     let s = state.engine.settings();
+    if !s.programmatic_subscription {
+        // A declarative Subscription (Bud's Helm chart's) subscribes us;
+        // listing the topic here too would replace its dead-letter topic.
+        return Json(json!([]));
+    }
     Json(json!([{
         "pubsubname": s.pubsub_name,
         "topic": s.workflow_events_topic,
