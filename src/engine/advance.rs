@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::model::{ExecutionStatus, SkipReason, StepRow, StepStatus};
-use crate::dag::{Dag, template};
+use crate::dag::Dag;
+use crate::dag::template::{self, Budget, DEFAULT_MAX_BYTES};
 
 /// The execution reached a terminal state.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +157,7 @@ fn settle_pending(
                 continue;
             };
             let ctx = context.get_or_insert_with(|| template_context(params, rows));
-            match template::condition(condition, ctx) {
+            match template::condition(condition, ctx, &Budget::new(DEFAULT_MAX_BYTES)) {
                 Ok(true) => {}
                 Ok(false) => {
                     skip(&mut rows[i], SkipReason::Condition, now);
@@ -260,7 +261,8 @@ pub fn finish_row(row: &mut StepRow, status: StepStatus, now: DateTime<Utc>) {
 }
 
 /// The execution's `outputs`: the DAG's templates resolved, or every step's
-/// outputs by id when it declares none.
+/// outputs by id when it declares none. All of them together share one
+/// template budget: they are kept together.
 pub fn final_outputs(dag: &Dag, rows: &[StepRow], params: &Map<String, Value>) -> Value {
     if dag.outputs.is_empty() {
         let map: Map<String, Value> = rows
@@ -270,9 +272,10 @@ pub fn final_outputs(dag: &Dag, rows: &[StepRow], params: &Map<String, Value>) -
         return Value::Object(map);
     }
     let ctx = template_context(params, rows);
+    let budget = Budget::new(DEFAULT_MAX_BYTES);
     let mut out = Map::new();
     for (key, tmpl) in &dag.outputs {
-        let value = template::resolve(tmpl, &ctx).unwrap_or(Value::Null);
+        let value = template::resolve(tmpl, &ctx, &budget).unwrap_or(Value::Null);
         out.insert(key.clone(), value);
     }
     Value::Object(out)

@@ -229,12 +229,14 @@ fn seconds(s: f64) -> ChronoDuration {
     ChronoDuration::microseconds((s * 1e6) as i64)
 }
 
-/// Resolve a step's params; an error becomes the step's (permanent) failure.
+/// Resolve a step's params; an error (a template that does not render, or
+/// builds more than its budget) becomes the step's (permanent) failure.
 pub fn resolve_params(
     params: &Map<String, Value>,
     ctx: &Value,
 ) -> Result<Map<String, Value>, String> {
-    match template::resolve(&Value::Object(params.clone()), ctx) {
+    let budget = template::Budget::new(template::DEFAULT_MAX_BYTES);
+    match template::resolve(&Value::Object(params.clone()), ctx, &budget) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("params did not resolve to an object".into()),
         Err(e) => Err(format!("params: {e}")),
