@@ -74,6 +74,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MAX_BODY_BYTES", "1048576", "request body limit"),
     (
+        "TEMPLATE_MAX_BYTES",
+        "1048576",
+        "bytes one template render may build (its output and every string or list on the way)",
+    ),
+    (
         "EARLY_EVENT_TTL_SECONDS",
         "600",
         "how long an unmatched event is kept",
@@ -119,6 +124,8 @@ pub struct Settings {
     pub max_concurrent_steps: usize,
     pub lease: Duration,
     pub max_body_bytes: usize,
+    /// What one template render may build (`dag::template::Budget`).
+    pub template_max_bytes: usize,
     pub early_event_ttl: Duration,
     pub retention_days: u32,
     pub shutdown_grace: Duration,
@@ -208,6 +215,10 @@ impl Settings {
             max_concurrent_steps: env.positive::<u32>("MAX_CONCURRENT_STEPS", 64)? as usize,
             lease: env.seconds("LEASE_SECONDS", 10.0)?,
             max_body_bytes: env.positive::<u32>("MAX_BODY_BYTES", 1_048_576)? as usize,
+            template_max_bytes: env.positive::<u32>(
+                "TEMPLATE_MAX_BYTES",
+                crate::dag::template::DEFAULT_MAX_BYTES as u32,
+            )? as usize,
             early_event_ttl: env.seconds("EARLY_EVENT_TTL_SECONDS", 600.0)?,
             retention_days: env.parse("RETENTION_DAYS", 30)?,
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECONDS", 20.0)?,
@@ -305,6 +316,7 @@ mod tests {
         assert_eq!(s.service_invoke_max_retries, 3);
         assert_eq!(s.lease, Duration::from_secs(10));
         assert_eq!(s.pubsub_name, "budpubsub");
+        assert_eq!(s.template_max_bytes, 1_048_576);
         assert!(s.app_token().is_none());
     }
 
@@ -327,5 +339,19 @@ mod tests {
         assert!(err.to_string().starts_with("DAPR_HTTP_ENDPOINT:"), "{err}");
         let err = settings(&[]).unwrap_err();
         assert!(err.to_string().starts_with("DATABASE_URL:"), "{err}");
+        for bad in ["0", "-1", "lots", "99999999999"] {
+            let err = settings(&[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("TEMPLATE_MAX_BYTES", bad),
+            ])
+            .unwrap_err();
+            assert!(err.to_string().starts_with("TEMPLATE_MAX_BYTES:"), "{err}");
+        }
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("TEMPLATE_MAX_BYTES", "4096"),
+        ])
+        .unwrap();
+        assert_eq!(s.template_max_bytes, 4096);
     }
 }

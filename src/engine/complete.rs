@@ -187,7 +187,11 @@ impl Locked {
                 },
             };
             let ctx = context.get_or_insert_with(|| template_context(&params, &self.rows));
-            let resolved = resolve_params(&self.dag.steps[i].params, ctx);
+            let resolved = resolve_params(
+                &self.dag.steps[i].params,
+                ctx,
+                engine.settings().template_max_bytes,
+            );
             let row = &mut self.rows[i];
             row.status = StepStatus::Running;
             row.attempt += 1;
@@ -230,12 +234,14 @@ fn seconds(s: f64) -> ChronoDuration {
 }
 
 /// Resolve a step's params; an error (a template that does not render, or
-/// builds more than its budget) becomes the step's (permanent) failure.
+/// builds more than `max_bytes`, `TEMPLATE_MAX_BYTES`) becomes the step's
+/// (permanent) failure.
 pub fn resolve_params(
     params: &Map<String, Value>,
     ctx: &Value,
+    max_bytes: usize,
 ) -> Result<Map<String, Value>, String> {
-    let budget = template::Budget::new(template::DEFAULT_MAX_BYTES);
+    let budget = template::Budget::new(max_bytes);
     match template::resolve(&Value::Object(params.clone()), ctx, &budget) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("params did not resolve to an object".into()),
