@@ -99,6 +99,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "concurrent connections accepted; more wait in the listen backlog",
     ),
     (
+        "TEMPLATE_MAX_BYTES",
+        "1048576",
+        "bytes one template render may build (its output and every string or list on the way)",
+    ),
+    (
         "EARLY_EVENT_TTL_SECONDS",
         "600",
         "how long an unmatched event is kept",
@@ -155,6 +160,8 @@ pub struct Settings {
     pub http_header_read_timeout: Duration,
     pub http_idle_timeout: Duration,
     pub http_max_connections: usize,
+    /// What one template render may build (`dag::template::Budget`).
+    pub template_max_bytes: usize,
     pub early_event_ttl: Duration,
     pub retention_days: u32,
     pub shutdown_grace: Duration,
@@ -308,6 +315,10 @@ impl Settings {
             http_header_read_timeout: env.seconds("HTTP_HEADER_READ_TIMEOUT_SECONDS", 10.0)?,
             http_idle_timeout: env.seconds("HTTP_IDLE_TIMEOUT_SECONDS", 120.0)?,
             http_max_connections: env.positive::<u32>("HTTP_MAX_CONNECTIONS", 4096)? as usize,
+            template_max_bytes: env.positive::<u32>(
+                "TEMPLATE_MAX_BYTES",
+                crate::dag::template::DEFAULT_MAX_BYTES as u32,
+            )? as usize,
             early_event_ttl: env.seconds("EARLY_EVENT_TTL_SECONDS", 600.0)?,
             retention_days: env.parse("RETENTION_DAYS", 30)?,
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECONDS", 20.0)?,
@@ -431,6 +442,7 @@ mod tests {
         assert_eq!(s.service_invoke_max_retries, 3);
         assert_eq!(s.lease, Duration::from_secs(10));
         assert_eq!(s.pubsub_name, "budpubsub");
+        assert_eq!(s.template_max_bytes, 1_048_576);
         assert!(s.app_token().is_none());
         assert_eq!(s.http_header_read_timeout, Duration::from_secs(10));
         assert_eq!(s.http_idle_timeout, Duration::from_secs(120));
@@ -521,5 +533,19 @@ mod tests {
         assert!(err.to_string().starts_with("DAPR_HTTP_ENDPOINT:"), "{err}");
         let err = settings(&[]).unwrap_err();
         assert!(err.to_string().starts_with("DATABASE_URL:"), "{err}");
+        for bad in ["0", "-1", "lots", "99999999999"] {
+            let err = settings(&[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("TEMPLATE_MAX_BYTES", bad),
+            ])
+            .unwrap_err();
+            assert!(err.to_string().starts_with("TEMPLATE_MAX_BYTES:"), "{err}");
+        }
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("TEMPLATE_MAX_BYTES", "4096"),
+        ])
+        .unwrap();
+        assert_eq!(s.template_max_bytes, 4096);
     }
 }

@@ -404,6 +404,7 @@ fn api_md_variables_are_all_known() {
         "MAX_CONCURRENT_STEPS",
         "LEASE_SECONDS",
         "MAX_BODY_BYTES",
+        "TEMPLATE_MAX_BYTES",
         "EARLY_EVENT_TTL_SECONDS",
         "RETENTION_DAYS",
         "SHUTDOWN_GRACE_SECONDS",

@@ -523,15 +523,15 @@ proptest! {
             "params": {"p": "v", "q": 2, "o": {"k": [1, 2]}},
             "steps": {"a": {"outputs": {"x": 1}}, "b": {"outputs": {"y": "z"}}},
         });
-        let _ = template::resolve(&Value::String(text.clone()), &context);
-        let _ = template::resolve(&value, &context);
-        let _ = template::condition(&text, &context);
+        let _ = template::resolve(&Value::String(text.clone()), &context, &budget());
+        let _ = template::resolve(&value, &context, &budget());
+        let _ = template::condition(&text, &context, &budget());
         let refs = template::references(&text);
         // A string that is not a template reads nothing and always parses.
         if !template::is_template(&text) {
             prop_assert_eq!(refs, Ok(Vec::new()));
             prop_assert_eq!(
-                template::resolve(&Value::String(text.clone()), &context),
+                template::resolve(&Value::String(text.clone()), &context, &budget()),
                 Ok(Value::String(text))
             );
         }
@@ -541,9 +541,13 @@ proptest! {
     fn resolve_leaves_non_template_values_alone(value in json_value()) {
         let no_template = template::templates_in(&value, "v").is_empty();
         if no_template {
-            prop_assert_eq!(template::resolve(&value, &json!({})), Ok(value));
+            prop_assert_eq!(template::resolve(&value, &json!({}), &budget()), Ok(value));
         }
     }
+}
+
+fn budget() -> template::Budget {
+    template::Budget::new(template::DEFAULT_MAX_BYTES)
 }
 
 fn assert_respects_every_edge(dag: &budpipeline::dag::Dag) -> Result<(), TestCaseError> {

@@ -45,6 +45,13 @@ const TEMPLATES: &[&str] = &[
     "\u{1F600} ünïcödé",
     "{{ true }}",
     "{{ -9223372036854775808 - 1 }}",
+    // Bombs: each must fail its step cleanly (TEMPLATE_MAX_BYTES).
+    "{% set ns = namespace(x='a') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x|length }}",
+    "{{ 'a' * 1000000000 }}",
+    "{{ range(100000)|join(',') * 1000 }}",
+    "{{ 'x'|replace('', 'yyyyyyyyyy') * 100000 }}",
+    "{{ '%99999999s'|format('a') }}",
+    "{{ debug() }}",
 ];
 
 /// Templates the validator must refuse.

@@ -5,6 +5,8 @@
 pub mod model;
 pub mod params;
 pub mod template;
+mod template_bounds;
+mod template_meta;
 pub mod validate;
 
 pub use model::{Dag, OnFailure, Parameter, RetryPolicy, Settings, Step};

@@ -5,15 +5,20 @@
 //! One process-wide `minijinja` environment with chainable undefined values,
 //! so `steps.skipped.outputs.x` is undefined rather than an error (a skipped
 //! step has no outputs, DAG.md "Semantics").
+//!
+//! Renders are bounded: fuel bounds the instructions, a [`Budget`]
+//! (`TEMPLATE_MAX_BYTES`) the memory (src/dag/template_bounds.rs).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use minijinja::value::Kwargs;
-use minijinja::{
-    Environment, Error, ErrorKind, Expression, UndefinedBehavior, Value as JinjaValue,
-};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value as JinjaValue};
 use serde_json::Value;
+
+use super::template_bounds::{self as bounds, Active};
+pub use super::template_bounds::{Budget, DEFAULT_MAX_BYTES};
+use super::template_meta;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -49,20 +54,14 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     // A user's template runs on the engine's threads: bound its work so a
     // runaway loop fails the step instead of stalling the replica.
     env.set_fuel(Some(TEMPLATE_FUEL));
-    // Debug info snapshots the whole context into every error: costly and
-    // it would leak parameter values into step error messages.
-    env.set_debug(false);
+    // ... and what it builds (`TEMPLATE_MAX_BYTES`): checked built-ins, no
+    // `debug()`, and every output measured before it is written.
+    bounds::register(&mut env);
+    env.set_formatter(bounds::format_output);
     // minijinja only ships `tojson` with its `json` feature; Jinja has it.
     env.add_filter("tojson", tojson);
     env
 });
-
-/// Compiled pure expressions by source. Bounded: cleared when full, which is
-/// cheap to recover from (a recompile) and keeps memory flat whatever
-/// documents are submitted.
-static EXPRESSIONS: LazyLock<Mutex<HashMap<String, Arc<Expression<'static, 'static>>>>> =
-    LazyLock::new(Mutex::default);
-const EXPRESSION_CACHE_LIMIT: usize = 1024;
 
 /// Jinja's `tojson(indent=None)`: JSON with `<`, `>`, `&` and `'` escaped
 /// (as Jinja does; the result is still valid JSON).
@@ -85,20 +84,9 @@ fn tojson(
         },
     };
     kwargs.assert_all_used()?;
-    let json = match indent {
-        None => serde_json::to_string(value),
-        Some(width) => {
-            let spaces = " ".repeat(width);
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
-            let mut out = Vec::new();
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
-            serde::Serialize::serialize(value, &mut ser)
-                .map(|()| String::from_utf8(out).unwrap_or_default())
-        }
-    }
-    .map_err(|e| {
-        Error::new(ErrorKind::InvalidOperation, "cannot serialize to JSON").with_source(e)
-    })?;
+    // Built only up to the budget: a small value can serialize huge.
+    let json = bounds::json_capped(value, indent, bounds::remaining())?
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "cannot serialize to JSON"))?;
     let mut escaped = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
@@ -109,6 +97,7 @@ fn tojson(
             _ => escaped.push(c),
         }
     }
+    bounds::charge(escaped.len())?;
     Ok(JinjaValue::from_safe_string(escaped))
 }
 
@@ -135,7 +124,7 @@ fn pure_expression(s: &str) -> Option<&str> {
 /// of a tag: outside string literals, with brackets balanced (a dict literal
 /// such as `{'a': {'b': 1}}` is fine). minijinja 2.24 panics ("empty lexer
 /// stack") when a standalone expression holds such a `}}` followed by more
-/// text, so this must hold before `compile_expression` is called.
+/// text, so this must hold before it is parsed as an expression.
 fn closes_no_tag(expr: &str) -> bool {
     let bytes = expr.as_bytes();
     let mut balance = 0isize;
@@ -164,26 +153,6 @@ fn closes_no_tag(expr: &str) -> bool {
     true
 }
 
-fn compile_expression(source: &str) -> Option<Arc<Expression<'static, 'static>>> {
-    if let Some(expr) = lock_cache().get(source) {
-        return Some(expr.clone());
-    }
-    let env: &'static Environment<'static> = &ENV;
-    let expr = Arc::new(env.compile_expression_owned(source.to_owned()).ok()?);
-    let mut cache = lock_cache();
-    if cache.len() >= EXPRESSION_CACHE_LIMIT {
-        cache.clear();
-    }
-    cache.insert(source.to_owned(), expr.clone());
-    Some(expr)
-}
-
-fn lock_cache() -> std::sync::MutexGuard<'static, HashMap<String, Arc<Expression<'static, 'static>>>>
-{
-    // A panic while holding the lock cannot leave the map inconsistent.
-    EXPRESSIONS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn error(e: Error) -> TemplateError {
     TemplateError(e.to_string())
 }
@@ -194,25 +163,24 @@ fn jinja_context(context: &Value) -> JinjaValue {
 
 /// The JSON form of a template value: undefined and none are null; a value
 /// JSON cannot hold (e.g. a map with non-string keys) falls back to its
-/// rendering.
-fn to_json(value: &JinjaValue) -> Value {
-    if value.is_undefined() || value.is_none() {
-        return Value::Null;
-    }
-    serde_json::to_value(value).unwrap_or_else(|_| Value::String(value.to_string()))
+/// rendering. Measured against the budget before it is built.
+fn to_json(value: &JinjaValue) -> Result<Value, Error> {
+    bounds::to_json(value)
 }
 
 /// Evaluate a pure expression, or `None` when `s` is not one.
 fn eval_pure(s: &str, ctx: &JinjaValue) -> Option<Result<JinjaValue, Error>> {
-    let expr = compile_expression(pure_expression(s)?)?;
-    Some(expr.eval(ctx))
-}
-
-fn render(s: &str, ctx: &JinjaValue) -> Result<String, Error> {
+    let source = pure_expression(s)?;
+    let expr = bounds::parse_expression(source)?;
     // `Environment` is covariant in its source lifetime, so the static one
     // can compile a borrowed string.
     let env: &Environment<'_> = &ENV;
-    env.template_from_str(s)?.render(ctx)
+    Some(bounds::eval(env, source, &expr, ctx.clone()))
+}
+
+fn render(s: &str, ctx: &JinjaValue) -> Result<String, Error> {
+    let env: &Environment<'_> = &ENV;
+    bounds::render(env, s, ctx.clone())
 }
 
 fn resolve_string(s: &str, ctx: &JinjaValue) -> Result<Value, TemplateError> {
@@ -220,7 +188,7 @@ fn resolve_string(s: &str, ctx: &JinjaValue) -> Result<Value, TemplateError> {
         return Ok(Value::String(s.to_owned()));
     }
     if let Some(value) = eval_pure(s, ctx) {
-        return value.map(|v| to_json(&v)).map_err(error);
+        return value.and_then(|v| to_json(&v)).map_err(error);
     }
     render(s, ctx).map(Value::String).map_err(error)
 }
@@ -247,11 +215,15 @@ fn resolve_in(value: &Value, ctx: &JinjaValue) -> Result<Value, TemplateError> {
 /// A string that is exactly one expression yields the typed value; any other
 /// string renders to a string; an undefined value is null in a pure
 /// expression and the empty string inside text.
-pub fn resolve(value: &Value, context: &Value) -> Result<Value, TemplateError> {
+///
+/// Everything the renders build counts against `budget`; past it the
+/// resolution fails with an error naming `TEMPLATE_MAX_BYTES`.
+pub fn resolve(value: &Value, context: &Value, budget: &Budget) -> Result<Value, TemplateError> {
     // Converting the context is the costly part; skip it when nothing renders.
     if !contains_template(value) {
         return Ok(value.clone());
     }
+    let _active: Active<'_> = bounds::enter(budget);
     resolve_in(value, &jinja_context(context))
 }
 
@@ -269,7 +241,9 @@ fn contains_template(value: &Value) -> bool {
 ///
 /// A string without `{{` or `{%` is a literal: `true`/`1`/`yes` are true,
 /// `false`/`0`/`no` false, anything else non-empty true (the original's rule).
-pub fn condition(expr: &str, context: &Value) -> Result<bool, TemplateError> {
+///
+/// What the condition builds counts against `budget`, as in [`resolve`].
+pub fn condition(expr: &str, context: &Value, budget: &Budget) -> Result<bool, TemplateError> {
     let text = expr.trim();
     if text.is_empty() {
         return Ok(true);
@@ -277,6 +251,7 @@ pub fn condition(expr: &str, context: &Value) -> Result<bool, TemplateError> {
     if !is_template(text) {
         return Ok(literal_truth(text));
     }
+    let _active: Active<'_> = bounds::enter(budget);
     let ctx = jinja_context(context);
     let outcome = match eval_pure(text, &ctx) {
         Some(value) => value.map(|v| value_truth(&v)),
@@ -342,15 +317,15 @@ pub fn analyze(template: &str) -> Result<Analysis, TemplateError> {
     if !is_template(template) {
         return Ok(Analysis::default());
     }
-    let env: &Environment<'_> = &ENV;
-    let compiled = env
-        .template_from_str(template)
+    // Parsed, not compiled: compiling folds constant expressions, and
+    // `("a" * 10**8) ~ ...` would be built right here, inside the request.
+    let tree = bounds::parse_template(template)
         .map_err(|e| TemplateError(format!("template does not parse: {e}")))?;
     let mut references = BTreeSet::new();
     let mut unknown = BTreeSet::new();
-    // With `nested = true` minijinja reports attribute chains on undeclared
-    // variables as dotted paths: `params.x`, `steps.a.outputs.y`.
-    for path in compiled.undeclared_variables(true) {
+    // Attribute chains on undeclared variables come as dotted paths:
+    // `params.x`, `steps.a.outputs.y`.
+    for path in template_meta::undeclared_variables(&tree) {
         let mut parts = path.split('.');
         let root = parts.next().unwrap_or_default();
         match (root, parts.next()) {
@@ -492,12 +467,16 @@ mod tests {
         })
     }
 
+    fn budget() -> Budget {
+        Budget::new(DEFAULT_MAX_BYTES)
+    }
+
     fn r(v: Value) -> Value {
-        resolve(&v, &ctx()).unwrap()
+        resolve(&v, &ctx(), &budget()).unwrap()
     }
 
     fn cond(s: &str) -> bool {
-        condition(s, &ctx()).unwrap()
+        condition(s, &ctx(), &budget()).unwrap()
     }
 
     fn refs(s: &str) -> Vec<Reference> {
@@ -592,7 +571,7 @@ mod tests {
             json!({"a": {"b": 5}})
         );
         assert!(references("{{ a }} x }}").is_ok());
-        assert!(condition("{{ params.zero }} x }}", &ctx()).unwrap());
+        assert!(condition("{{ params.zero }} x }}", &ctx(), &budget()).unwrap());
     }
 
     #[test]
@@ -630,10 +609,10 @@ mod tests {
 
     #[test]
     fn resolve_errors() {
-        let e = resolve(&json!({"k": "{{ params.n + }}"}), &ctx()).unwrap_err();
+        let e = resolve(&json!({"k": "{{ params.n + }}"}), &ctx(), &budget()).unwrap_err();
         assert!(e.0.contains("syntax error"), "{e}");
-        assert!(resolve(&json!("{{ params.n | nosuchfilter }}"), &ctx()).is_err());
-        assert!(resolve(&json!("x {% if %}"), &ctx()).is_err());
+        assert!(resolve(&json!("{{ params.n | nosuchfilter }}"), &ctx(), &budget()).is_err());
+        assert!(resolve(&json!("x {% if %}"), &ctx(), &budget()).is_err());
     }
 
     // ---- condition ----
@@ -700,9 +679,9 @@ mod tests {
 
     #[test]
     fn condition_syntax_error_is_an_error() {
-        assert!(condition("{{ params.n > }}", &ctx()).is_err());
-        assert!(condition("{% if %}x", &ctx()).is_err());
-        assert!(condition("{{ params.n | nosuchfilter }}", &ctx()).is_err());
+        assert!(condition("{{ params.n > }}", &ctx(), &budget()).is_err());
+        assert!(condition("{% if %}x", &ctx(), &budget()).is_err());
+        assert!(condition("{{ params.n | nosuchfilter }}", &ctx(), &budget()).is_err());
     }
 
     // ---- references ----
@@ -789,19 +768,351 @@ mod tests {
     }
 
     #[test]
-    fn expression_cache_stays_bounded() {
-        for i in 0..(EXPRESSION_CACHE_LIMIT + 10) {
-            let v = resolve(&json!(format!("{{{{ {i} }}}}")), &ctx()).unwrap();
-            assert_eq!(v, json!(i));
-        }
-        assert!(EXPRESSIONS.lock().unwrap().len() <= EXPRESSION_CACHE_LIMIT);
-    }
-
-    #[test]
     fn a_runaway_template_runs_out_of_fuel_instead_of_hanging() {
         let ctx = serde_json::json!({"params": {}, "steps": {}});
         let t = "{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}";
-        let err = resolve(&Value::String(t.into()), &ctx).unwrap_err();
+        let err = resolve(&Value::String(t.into()), &ctx, &budget()).unwrap_err();
         assert!(err.0.contains("fuel"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod bomb_tests {
+    //! Templates that build far more than they compute (the instructions
+    //! are few, the memory huge): each must fail quickly with an error
+    //! naming the limit, not exhaust memory.
+
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> Value {
+        json!({"params": {"s": "abc", "n": 3, "items": [1, 2, 3]}, "steps": {}})
+    }
+
+    /// Resolve `template` under the default limit and return its error,
+    /// checking it names the limit and came quickly.
+    fn bomb(template: &str) -> String {
+        let started = Instant::now();
+        let result = resolve(
+            &Value::String(template.into()),
+            &ctx(),
+            &Budget::new(DEFAULT_MAX_BYTES),
+        );
+        let elapsed = started.elapsed();
+        let err = result.expect_err(template).0;
+        assert!(err.contains("TEMPLATE_MAX_BYTES"), "{template}: {err}");
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{template}: took {elapsed:?}"
+        );
+        err
+    }
+
+    fn ok(template: &str) -> Value {
+        resolve(
+            &Value::String(template.into()),
+            &ctx(),
+            &Budget::new(DEFAULT_MAX_BYTES),
+        )
+        .unwrap_or_else(|e| panic!("{template}: {e}"))
+    }
+
+    #[test]
+    fn concat_doubling_in_a_namespace_loop() {
+        // The reported bomb: 2^40 bytes in forty iterations.
+        let err = bomb(
+            "{% set ns = namespace(x=\"a\") %}{% for i in range(40) %}\
+             {% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x|length }}",
+        );
+        assert!(err.contains("1048576 bytes"), "{err}");
+        bomb(
+            "{% set ns = namespace(x='a') %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}",
+        );
+        // Pure expressions go through the same checks.
+        bomb("{{ params.s ~ params.s ~ ('x' * 600000) ~ ('y' * 600000) }}");
+    }
+
+    #[test]
+    fn doubling_through_macro_recursion() {
+        bomb(
+            "{% macro f(s, n) %}{% if n %}{{ f(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}\
+             {% endmacro %}{{ f('a', 40) }}",
+        );
+    }
+
+    #[test]
+    fn string_repetition() {
+        bomb("{{ 'a' * 1000000000 }}");
+        // minijinja's own cap is 100 MB: still far too much.
+        bomb("{{ 'a' * 100000000 }}");
+        bomb("{{ ('ab' * 600000)|length }}");
+        bomb("x{{ 'a' * 10**9 }}");
+        // ... and compiling does not build it either (constant folding).
+        bomb("{{ ('a' * 100000000) ~ ('a' * 100000000) }}");
+        let started = Instant::now();
+        assert!(analyze("{{ ('a' * 100000000) ~ ('a' * 100000000) }}").is_ok());
+        assert!(references("{{ [1] * 10**18 == [1] * 10**18 }}").is_ok());
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn list_repetition_and_doubling() {
+        bomb("{{ [1] * 1000000000 }}");
+        bomb("{{ ([1] * 1000000000)|length }}");
+        bomb("{{ (['x' * 1000] * 2000)|join }}");
+        bomb(
+            "{% set ns = namespace(l=[1]) %}{% for i in range(60) %}\
+             {% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+        );
+        // Building a list one item at a time (there is no `append`).
+        bomb(
+            "{% set ns = namespace(l=[]) %}{% for i in range(20000) %}\
+             {% set ns.l = ns.l + [i ~ 'padding-padding-padding'] %}{% endfor %}{{ ns.l|length }}",
+        );
+    }
+
+    #[test]
+    fn nested_sharing_counts_at_its_rendered_size() {
+        // `[x, x]` forty times shares memory but renders (and compares)
+        // as 2^40 items.
+        bomb(
+            "{% set ns = namespace(x=[1], y=[1]) %}{% for i in range(40) %}\
+             {% set ns.x = [ns.x, ns.x] %}{% set ns.y = [ns.y, ns.y] %}{% endfor %}{{ ns.x == ns.y }}",
+        );
+        bomb(
+            "{% set ns = namespace(x={'a': 1}) %}{% for i in range(40) %}\
+             {% set ns.x = {'l': ns.x, 'r': ns.x} %}{% endfor %}{{ ns.x|tojson|length }}",
+        );
+        bomb(
+            "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}\
+             {% set ns.x = dict(a=ns.x, b=ns.x) %}{% endfor %}{{ ns.x|pprint|length }}",
+        );
+        bomb(
+            "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}\
+             {% set ns.x = ns.x|zip(ns.x)|list %}{% endfor %}{{ ns.x|string|length }}",
+        );
+    }
+
+    #[test]
+    fn replace_growth() {
+        bomb("{{ ('a' * 1000)|replace('a', 'b' * 10000) }}");
+        bomb(
+            "{% set ns = namespace(s='a') %}{% for i in range(30) %}\
+             {% set ns.s = ns.s|replace('a', 'aa') %}{% endfor %}{{ ns.s|length }}",
+        );
+        bomb("{{ ('a' * 1000)|replace('', 'x' * 10000) }}");
+    }
+
+    #[test]
+    fn join_of_a_big_list() {
+        bomb("{{ range(1000)|join('x' * 100000) }}");
+        bomb("{{ range(40000)|join('-' * 30) }}");
+    }
+
+    #[test]
+    fn format_padding_and_precision() {
+        bomb("{{ '%999999999s'|format('a') }}");
+        bomb("{{ '%.999999999f'|format(1.5) }}");
+        bomb("{{ '%*s'|format(999999999, 'a') }}");
+        bomb("{{ '%(a)s%(a)s%(a)s'|format({'a': 'x' * 400000}) }}");
+    }
+
+    #[test]
+    fn indent_and_split() {
+        bomb("{{ ('a\\n' * 1000)|indent(1000000) }}");
+        bomb("{{ ('a\\n' * 1000)|indent(width=1000000) }}");
+        bomb("{{ (',' * 400000)|split(',')|length }}");
+        bomb("{{ ('\\n' * 400000)|lines|length }}");
+        bomb("{{ [1]|batch(1000000000, 0)|list }}");
+        bomb("{{ [1]|slice(1000000000)|list }}");
+    }
+
+    #[test]
+    fn range_size() {
+        bomb("{{ range(100000) }}");
+        bomb("{{ range(50000)|list|length }}");
+        // Lazy: looping over a range lists nothing.
+        assert_eq!(ok("{% for i in range(10000) %}{% endfor %}ok"), json!("ok"));
+    }
+
+    #[test]
+    fn output_and_captures() {
+        let text = "x".repeat(1000);
+        bomb(&format!("{{% for i in range(2000) %}}{text}{{% endfor %}}"));
+        bomb(&format!(
+            "{{% set c %}}{{% for i in range(2000) %}}{text}{{% endfor %}}{{% endset %}}{{{{ c|length }}}}"
+        ));
+        bomb(
+            "{% filter upper %}{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}{% endfilter %}",
+        );
+        bomb(
+            "{% macro m() %}{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}{% endmacro %}\
+             {{ m()|length }}",
+        );
+    }
+
+    #[test]
+    fn one_budget_covers_every_string_of_a_value() {
+        // Three strings of 400 KB each: fine alone, too much together.
+        let one = "{{ 'x' * 400000 }}";
+        assert!(ok(one).as_str().is_some_and(|s| s.len() == 400_000));
+        let err = resolve(
+            &json!({"a": one, "b": [one, one]}),
+            &ctx(),
+            &Budget::new(DEFAULT_MAX_BYTES),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("TEMPLATE_MAX_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn the_limit_is_the_setting() {
+        let small = Budget::new(100);
+        let err = resolve(&json!("{{ 'x' * 200 }}"), &ctx(), &small).unwrap_err();
+        assert!(err.0.contains("TEMPLATE_MAX_BYTES (100 bytes)"), "{err}");
+        let big = Budget::new(10_000_000);
+        let v = resolve(&json!("{{ ('x' * 2000000)|length }}"), &ctx(), &big).unwrap();
+        assert_eq!(v, json!(2_000_000));
+        // A condition is bounded the same way.
+        let err = condition("{{ ('x' * 200)|length > 1 }}", &ctx(), &small).unwrap_err();
+        assert!(err.0.contains("TEMPLATE_MAX_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn a_namespace_cannot_hold_itself() {
+        // Rendering a namespace that holds itself recursed until the stack
+        // overflowed and aborted the process.
+        for t in [
+            "{% set ns = namespace() %}{% set ns.a = ns %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = [ns] %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = {'k': ns} %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = dict(k=ns) %}{{ ns }}",
+            "{% set ns = namespace() %}{% set n2 = namespace(k=ns) %}{% set ns.a = n2 %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = nothing|default(k=ns) %}{{ ns }}",
+            "{% set ns = namespace() %}{% for i in [1] %}{% set ns.a = loop.cycle(ns) %}{% endfor %}{{ ns }}",
+        ] {
+            let err = resolve(&Value::String(t.into()), &ctx(), &budget()).unwrap_err();
+            assert!(err.0.contains("cannot hold a namespace"), "{t}: {err}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let err = resolve(
+            &json!(
+                "{% set ns = namespace(x=1) %}{% for i in range(1000) %}\
+                 {% set ns.x = [ns.x] %}{% endfor %}{{ ns.x|length }}"
+            ),
+            &ctx(),
+            &Budget::new(100_000_000),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("nested more than 256 deep"), "{err}");
+    }
+
+    #[test]
+    fn debug_is_not_available() {
+        let secret = json!({"params": {"token": "hunter2"}, "steps": {}});
+        for t in ["{{ debug() }}", "x {{ debug(params) }}", "{{ debug }}"] {
+            match resolve(&Value::String(t.into()), &secret, &budget()) {
+                Err(e) => assert!(!e.0.contains("hunter2"), "{t}: {e}"),
+                Ok(v) => {
+                    assert!(!v.to_string().contains("hunter2"), "{t}: {v}");
+                    assert!(
+                        v.is_null() || v == json!("x ") || v == json!(""),
+                        "{t}: {v}"
+                    );
+                }
+            }
+        }
+        let err = resolve(&json!("{{ debug() }}"), &secret, &budget()).unwrap_err();
+        assert!(err.0.contains("unknown"), "{err}");
+        assert!(!is_global("debug"));
+    }
+
+    fn budget() -> Budget {
+        Budget::new(DEFAULT_MAX_BYTES)
+    }
+
+    #[test]
+    fn ordinary_templates_render_as_minijinja_renders_them() {
+        let context = json!({
+            "params": {"name": "llama", "n": 3, "tags": ["a", "b", "c"], "o": {"k": "v", "z": 2},
+                       "models": [{"id": 1, "ok": true}, {"id": 2, "ok": false}, {"id": 3, "ok": true}]},
+            "steps": {"a": {"outputs": {"x": 5}}},
+        });
+        let mut plain = Environment::new();
+        plain.set_undefined_behavior(UndefinedBehavior::Chainable);
+        for t in [
+            "Deploying {{ params.name }} ({{ params.n }} replicas)",
+            "{{ params.name ~ '-' ~ params.n }}/{{ params.name + '!' }}/{{ params.n * 2 }}/{{ 'ab' * 3 }}",
+            "{{ params.tags|join(', ') }} {{ params.tags[1:] }} {{ params.name[::-1] }} {{ params.tags[-1] }}",
+            "{% for t in params.tags %}{{ loop.index }}={{ t|upper }}{% if not loop.last %},{% endif %}{% endfor %}",
+            "{% set ns = namespace(total=0, names='') %}{% for m in params.models %}\
+             {% set ns.total = ns.total + m.id %}{% set ns.names = ns.names ~ m.id %}{% endfor %}\
+             {{ ns.total }}:{{ ns.names }}",
+            "{{ params.models|selectattr('ok')|map(attribute='id')|list }} {{ params.o|dictsort }}",
+            "{{ params.o|items|list }} {{ [1, 2] + [3] }} {{ ([1, 2] * 2)|list }} {{ {'a': [1, {'b': 2}]} }}",
+            "{% macro row(x, sep='|') %}[{{ x }}{{ sep }}]{% endmacro %}{{ row(1) }}{{ row(2, sep=';') }}",
+            "{% macro wrap() %}<{{ caller() }}>{% endmacro %}{% call wrap() %}in{% endcall %}",
+            "{% set c %}captured {{ params.n }}{% endset %}{{ c|upper }}",
+            "{% filter upper %}shout {{ params.name }}{% endfilter %}",
+            "{{ '%s-%05d'|format(params.name, params.n) }} {{ 'a\\nb'|indent(2, true) }}",
+            "{{ 'a,b,,c'|split(',')|list }} {{ 'x y'|replace('y', 'z') }} {{ params.tags|reverse|list }}",
+            "{{ range(3)|list }} {{ dict(a=1, b=[2]) }} {{ params.models|groupby('ok')|length }}",
+            "{{ params.tags|batch(2)|list }} {{ params.tags|slice(2)|list }} {{ params.tags|zip([1, 2])|list }}",
+            "{{ params.tags|pprint }} {{ params.o|string }} {{ (1, 'a') }}",
+            "{% for k, v in params.o|items %}{{ k }}{{ v }}{% endfor %}{% with a = 1 %}{{ a }}{% endwith %}",
+            "{% for m in params.models if m.ok %}{{ loop.cycle('x', 'y') }}{{ m.id }}{% else %}none{% endfor %}",
+            "{{ steps.a.outputs.x }} {{ steps.nope.outputs.x }}|{{ nothing|default('dflt') }}",
+            "{% raw %}{{ not rendered }}{% endraw %} {{ 7 // 2 }} {{ 2 ** 10 }} {{ -(params.n) }} {{ 'b' in 'abc' }}",
+            "{{ params.tags|first }}{{ params.tags|last }}{{ params.tags|length }}{{ params.models|map(attribute='id')|sum }}",
+            "{{ params.models|sort(attribute='id', reverse=true)|map(attribute='id')|join }} {{ [3, 1, 2]|unique|list }}",
+            "{% block b %}in a block{% endblock %} {{ self.b() }}\n  {%- if true -%}  trimmed  {%- endif %}\n",
+            "{% autoescape true %}{{ '<a>' }}{{ '<b>'|safe }}{{ ['<c>']|join }}{% endautoescape %}{{ '<d>'|escape }}",
+        ] {
+            let expected = plain
+                .render_str(t, &context)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(
+                resolve(&Value::String(t.into()), &context, &budget()).unwrap(),
+                Value::String(expected),
+                "{t}"
+            );
+        }
+        // Pure expressions keep their type.
+        assert_eq!(
+            resolve(&json!("{{ params.tags + ['d'] }}"), &context, &budget()).unwrap(),
+            json!(["a", "b", "c", "d"])
+        );
+        assert_eq!(
+            resolve(&json!("{{ params.o }}"), &context, &budget()).unwrap(),
+            json!({"k": "v", "z": 2})
+        );
+    }
+
+    #[test]
+    fn a_context_bigger_than_the_limit_can_still_be_read() {
+        let big = "y".repeat(2 * DEFAULT_MAX_BYTES);
+        let context = json!({"params": {"big": big, "list": vec![1; 100_000]}, "steps": {}});
+        let b = budget();
+        assert_eq!(
+            resolve(&json!("{{ params.big|length }}"), &context, &b).unwrap(),
+            json!(2 * DEFAULT_MAX_BYTES)
+        );
+        assert_eq!(
+            resolve(&json!("{{ params.list|length }}"), &context, &b).unwrap(),
+            json!(100_000)
+        );
+        assert_eq!(
+            resolve(&json!("{{ params.big[:3] }}"), &context, &b).unwrap(),
+            json!("yyy")
+        );
+        // ... but not copied into the output.
+        let err = resolve(&json!("{{ params.big }}"), &context, &b).unwrap_err();
+        assert!(err.0.contains("TEMPLATE_MAX_BYTES"), "{err}");
     }
 }

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::model::{ExecutionStatus, SkipReason, StepRow, StepStatus};
-use crate::dag::{Dag, template};
+use crate::dag::Dag;
+use crate::dag::template::{self, Budget};
 
 /// The execution reached a terminal state.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,12 +42,14 @@ pub fn template_context(params: &Map<String, Value>, rows: &[StepRow]) -> Value 
 }
 
 /// Move the execution forward as far as the current state allows.
-/// `rows` are in declaration order (`rows[i]` is `dag.steps[i]`).
+/// `rows` are in declaration order (`rows[i]` is `dag.steps[i]`); a
+/// condition may build at most `template_max_bytes` (`TEMPLATE_MAX_BYTES`).
 pub fn advance(
     dag: &Dag,
     rows: &mut [StepRow],
     params: &Map<String, Value>,
     now: DateTime<Utc>,
+    template_max_bytes: usize,
 ) -> Advance {
     let mut result = Advance::default();
     loop {
@@ -61,7 +64,7 @@ pub fn advance(
                 return result;
             }
         }
-        if !settle_pending(dag, rows, params, now) {
+        if !settle_pending(dag, rows, params, now, template_max_bytes) {
             break;
         }
     }
@@ -123,6 +126,7 @@ fn settle_pending(
     rows: &mut [StepRow],
     params: &Map<String, Value>,
     now: DateTime<Utc>,
+    template_max_bytes: usize,
 ) -> bool {
     let mut changed = false;
     let mut context: Option<Value> = None;
@@ -156,7 +160,7 @@ fn settle_pending(
                 continue;
             };
             let ctx = context.get_or_insert_with(|| template_context(params, rows));
-            match template::condition(condition, ctx) {
+            match template::condition(condition, ctx, &Budget::new(template_max_bytes)) {
                 Ok(true) => {}
                 Ok(false) => {
                     skip(&mut rows[i], SkipReason::Condition, now);
@@ -260,8 +264,14 @@ pub fn finish_row(row: &mut StepRow, status: StepStatus, now: DateTime<Utc>) {
 }
 
 /// The execution's `outputs`: the DAG's templates resolved, or every step's
-/// outputs by id when it declares none.
-pub fn final_outputs(dag: &Dag, rows: &[StepRow], params: &Map<String, Value>) -> Value {
+/// outputs by id when it declares none. All of them together may build at
+/// most `template_max_bytes`: they are kept together.
+pub fn final_outputs(
+    dag: &Dag,
+    rows: &[StepRow],
+    params: &Map<String, Value>,
+    template_max_bytes: usize,
+) -> Value {
     if dag.outputs.is_empty() {
         let map: Map<String, Value> = rows
             .iter()
@@ -270,9 +280,10 @@ pub fn final_outputs(dag: &Dag, rows: &[StepRow], params: &Map<String, Value>) -
         return Value::Object(map);
     }
     let ctx = template_context(params, rows);
+    let budget = Budget::new(template_max_bytes);
     let mut out = Map::new();
     for (key, tmpl) in &dag.outputs {
-        let value = template::resolve(tmpl, &ctx).unwrap_or(Value::Null);
+        let value = template::resolve(tmpl, &ctx, &budget).unwrap_or(Value::Null);
         out.insert(key.clone(), value);
     }
     Value::Object(out)

@@ -213,7 +213,7 @@ impl Engine {
                 step_id: c.step_id,
                 action: c.action,
                 attempt: c.attempt,
-                params: resolve_params(step_params, &ctx),
+                params: resolve_params(step_params, &ctx, self.settings().template_max_bytes),
                 workflow_params: params,
                 timeout: c.timeout_seconds.map(std::time::Duration::from_secs_f64),
                 trace_id: exec.trace_id.clone(),

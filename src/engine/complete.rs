@@ -193,7 +193,11 @@ impl Locked {
                 },
             };
             let ctx = context.get_or_insert_with(|| template_context(&params, &self.rows));
-            let resolved = resolve_params(&self.dag.steps[i].params, ctx);
+            let resolved = resolve_params(
+                &self.dag.steps[i].params,
+                ctx,
+                engine.settings().template_max_bytes,
+            );
             let row = &mut self.rows[i];
             row.status = StepStatus::Running;
             row.attempt += 1;
@@ -235,12 +239,16 @@ fn seconds(s: f64) -> ChronoDuration {
     ChronoDuration::microseconds((s * 1e6) as i64)
 }
 
-/// Resolve a step's params; an error becomes the step's (permanent) failure.
+/// Resolve a step's params; an error (a template that does not render, or
+/// builds more than `max_bytes`, `TEMPLATE_MAX_BYTES`) becomes the step's
+/// (permanent) failure.
 pub fn resolve_params(
     params: &Map<String, Value>,
     ctx: &Value,
+    max_bytes: usize,
 ) -> Result<Map<String, Value>, String> {
-    match template::resolve(&Value::Object(params.clone()), ctx) {
+    let budget = template::Budget::new(max_bytes);
+    match template::resolve(&Value::Object(params.clone()), ctx, &budget) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("params did not resolve to an object".into()),
         Err(e) => Err(format!("params: {e}")),

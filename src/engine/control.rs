@@ -137,7 +137,8 @@ impl Engine {
             status: ExecutionStatus::Running.as_str().to_owned(),
             created_at: inserted.created_at,
         };
-        let mut locked = Locked::new(tx, inserted.exec, rows, dag);
+        let max_bytes = self.settings().template_max_bytes;
+        let mut locked = Locked::new(tx, inserted.exec, rows, dag, max_bytes);
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, None);
         locked.commit(self).await?;

@@ -27,6 +27,9 @@ pub struct Locked {
     pub exec: ExecutionRow,
     pub rows: Vec<StepRow>,
     pub dag: Arc<Dag>,
+    /// What rendering a condition or the outputs may build
+    /// (`TEMPLATE_MAX_BYTES`).
+    pub template_max_bytes: usize,
     /// (status, attempt) of each row when loaded, to derive notifications.
     before: Vec<Before>,
     exec_before: ExecutionStatus,
@@ -57,7 +60,13 @@ impl Locked {
             return Vec::new();
         }
         let params = self.params();
-        let plan = advance::advance(&self.dag, &mut self.rows, &params, self.exec.now);
+        let plan = advance::advance(
+            &self.dag,
+            &mut self.rows,
+            &params,
+            self.exec.now,
+            self.template_max_bytes,
+        );
         if let Some(finish) = plan.finish {
             self.finish(finish);
         }
@@ -68,7 +77,8 @@ impl Locked {
     /// Put the execution in a terminal state (outputs resolved on success).
     pub fn finish(&mut self, finish: Finish) {
         let params = self.params();
-        self.exec.outputs = advance::final_outputs(&self.dag, &self.rows, &params);
+        self.exec.outputs =
+            advance::final_outputs(&self.dag, &self.rows, &params, self.template_max_bytes);
         self.exec.status = finish.status;
         self.exec.error = finish.error;
         self.exec.completed_at = Some(self.exec.now);
@@ -416,7 +426,8 @@ impl Engine {
         .fetch_all(&mut *tx)
         .await?;
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
-        Ok(Some(Locked::new(tx, exec, rows, dag)))
+        let max_bytes = self.settings().template_max_bytes;
+        Ok(Some(Locked::new(tx, exec, rows, dag, max_bytes)))
     }
 }
 
@@ -428,6 +439,7 @@ impl Locked {
         exec: ExecutionRow,
         rows: Vec<StepRow>,
         dag: Arc<Dag>,
+        template_max_bytes: usize,
     ) -> Self {
         let before = rows
             .iter()
@@ -444,6 +456,7 @@ impl Locked {
             exec,
             rows,
             dag,
+            template_max_bytes,
             before,
             exec_before,
             exec_dirty: false,
