@@ -9,6 +9,8 @@ pub enum Command {
     Serve,
     Migrate,
     Validate(String),
+    /// `import-legacy --from URL`: the original budpipeline's database.
+    ImportLegacy(String),
     Help,
     Version,
 }
@@ -24,6 +26,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         [cmd] if cmd == "validate" => {
             Err("validate needs a file: budpipeline validate FILE.json|yaml".into())
         }
+        [cmd, rest @ ..] if cmd == "import-legacy" => {
+            crate::legacy::from_arg(rest).map(Command::ImportLegacy)
+        }
         other => Err(format!("unknown arguments: {}", other.join(" "))),
     }
 }
@@ -36,6 +41,9 @@ pub fn usage() -> String {
          \x20   serve            run the service (the default)\n\
          \x20   migrate          apply database migrations and exit\n\
          \x20   validate FILE    check a workflow document (JSON or YAML) offline; exit 1 on errors\n\
+         \x20   import-legacy --from URL\n\
+         \x20                    copy the Python budpipeline's pipelines and finished executions\n\
+         \x20                    (ids kept; safe to run again) into DATABASE_URL, migrating it first\n\
          \x20   --help           print this help\n\
          \x20   --version        print the version\n\n\
          ENVIRONMENT:\n",

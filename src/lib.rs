@@ -7,6 +7,7 @@
 //! - [`engine`]: Postgres-backed execution: claims, leases, completions, timers.
 //! - [`dapr`]: the sidecar client (invoke with retry and circuit breaker), budcluster, the outbox publisher.
 //! - [`http`]: the axum API.
+//! - [`legacy`]: `import-legacy`, copying the Python budpipeline's data.
 //! - [`startup`]: wires it all into a running service.
 
 pub mod actions;
@@ -17,6 +18,7 @@ pub mod dapr;
 pub mod db;
 pub mod engine;
 pub mod http;
+pub mod legacy;
 pub mod metrics;
 pub mod startup;
 pub mod telemetry;

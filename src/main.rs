@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate(path) => cli::validate_file(&path),
+        Command::ImportLegacy(from) => budpipeline::legacy::run(&from),
         Command::Serve | Command::Migrate => {
             let settings = match Settings::from_env() {
                 Ok(s) => s,
