@@ -14,9 +14,10 @@ use crate::dag::{self, Dag};
 pub enum ControlError {
     #[error("not found")]
     NotFound,
-    /// A pipeline saved without steps: it can be edited, not run.
-    #[error("the pipeline is a draft")]
-    Draft,
+    /// A pipeline saved without steps (`draft`) or retired (`archived`): it
+    /// can be read, not run.
+    #[error("the pipeline is {0}")]
+    NotRunnable(String),
     #[error("invalid parameters")]
     Invalid(Vec<String>),
     #[error("{0}")]
@@ -80,8 +81,8 @@ impl Engine {
         let Some((version, status)) = live else {
             return Err(ControlError::NotFound);
         };
-        if status == "draft" {
-            return Err(ControlError::Draft);
+        if status != "active" {
+            return Err(ControlError::NotRunnable(status));
         }
         if let Some(existing) = self.find_repeat(&new).await? {
             return Ok(StartOutcome::Repeated(existing));

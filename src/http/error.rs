@@ -131,10 +131,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::NotFound => Self::not_found("workflow or execution"),
-            ControlError::Draft => Self::new(
-                StatusCode::CONFLICT,
-                "the pipeline is a draft (it has no steps): add steps before running it",
-            ),
+            ControlError::NotRunnable(status) => {
+                Self::new(StatusCode::CONFLICT, not_runnable(&status))
+            }
             ControlError::Invalid(errors) => Self::with_errors(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid parameters",
@@ -143,6 +142,14 @@ impl From<ControlError> for ApiError {
             ControlError::Conflict(detail) => Self::new(StatusCode::CONFLICT, detail),
             ControlError::Db(e) => e.into(),
         }
+    }
+}
+
+/// Why a pipeline in `status` cannot start.
+pub fn not_runnable(status: &str) -> String {
+    match status {
+        "draft" => "the pipeline is a draft (it has no steps): add steps before running it".into(),
+        other => format!("the pipeline is {other}: only active pipelines run"),
     }
 }
 

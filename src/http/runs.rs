@@ -98,12 +98,12 @@ async fn start(
                 format!("Pipeline not found: {workflow_id}"),
             ));
         }
-        Err(ControlError::Draft) => {
+        Err(ControlError::NotRunnable(status)) => {
             return Err(ApiError::Structured {
                 status: StatusCode::BAD_REQUEST,
                 detail: json!({
-                    "error": "Pipeline is a draft",
-                    "message": "The pipeline is a draft (it has no steps): add steps before running it",
+                    "error": format!("Pipeline is {status}"),
+                    "message": super::error::not_runnable(&status),
                 }),
             });
         }
