@@ -12,8 +12,12 @@ use crate::dag::{self, Dag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("not found")]
+    /// The execution does not exist.
+    #[error("execution not found")]
     NotFound,
+    /// The workflow to execute does not exist or is deleted.
+    #[error("workflow not found")]
+    WorkflowNotFound,
     #[error("invalid parameters")]
     Invalid(Vec<String>),
     #[error("{0}")]
@@ -74,7 +78,7 @@ impl Engine {
                 .fetch_optional(self.pool())
                 .await?;
         let Some((version,)) = live else {
-            return Err(ControlError::NotFound);
+            return Err(ControlError::WorkflowNotFound);
         };
         if let Some(existing) = self.find_repeat(&new).await? {
             return Ok(StartOutcome::Repeated(existing));

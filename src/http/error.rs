@@ -106,7 +106,8 @@ impl From<sqlx::Error> for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
-            ControlError::NotFound => Self::not_found("workflow or execution"),
+            ControlError::NotFound => Self::not_found("execution"),
+            ControlError::WorkflowNotFound => Self::not_found("workflow"),
             ControlError::Invalid(errors) => Self::with_errors(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid parameters",
