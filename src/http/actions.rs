@@ -15,6 +15,7 @@ pub struct ActionList {
     pub actions: Vec<ActionSpec>,
 }
 
+/// Every action a step can use, with its parameters and outputs.
 #[utoipa::path(get, path = "/actions", tag = "actions", responses((status = 200, body = ActionList)))]
 pub async fn list(State(state): State<AppState>) -> Json<ActionList> {
     Json(ActionList {
@@ -22,6 +23,7 @@ pub async fn list(State(state): State<AppState>) -> Json<ActionList> {
     })
 }
 
+/// One action, with its parameters and outputs.
 #[utoipa::path(get, path = "/actions/{action_type}", tag = "actions",
     params(("action_type" = String, Path, description = "the action's type, e.g. `deploy_model`")),
     responses((status = 200, body = ActionSpec), (status = 400, description = "not a valid path segment"),
