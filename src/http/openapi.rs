@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{actions, events, executions, ops, workflows};
+use super::{actions, docs, events, executions, ops, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +12,7 @@ use super::{actions, events, executions, ops, workflows};
         workflows::create, workflows::list, workflows::get, workflows::update, workflows::delete, workflows::check,
         executions::execute, executions::get, executions::list, executions::steps, executions::cancel,
         executions::retry, actions::list, actions::get, events::receive, events::subscribe,
-        ops::health, ops::ready, ops::metrics, ops::status, document,
+        ops::health, ops::ready, ops::metrics, ops::status, document, docs::page,
     ),
     modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),
     security(("dapr_api_token" = [])),
@@ -98,12 +98,16 @@ impl utoipa::Modify for OperationIds {
     }
 }
 
-/// `/health`, `/ready` and `/metrics` need no token (API.md "Authentication").
+/// The routes that need no token: the probes and metrics (API.md
+/// "Authentication") and the API's own description.
 struct OpenRoutes;
+
+/// Every route served without the token (all `GET`).
+pub const OPEN_ROUTES: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
 
 impl utoipa::Modify for OpenRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for path in ["/health", "/ready", "/metrics"] {
+        for path in OPEN_ROUTES {
             if let Some(op) = openapi
                 .paths
                 .paths
@@ -116,7 +120,8 @@ impl utoipa::Modify for OpenRoutes {
     }
 }
 
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document")))]
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document (no token needed)")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
