@@ -366,25 +366,26 @@ pub fn usage() -> String {
     out
 }
 
-/// Runs the commands that are not the service; `None` for `serve` and
-/// `migrate`, which `main` runs.
-pub fn execute(command: Command) -> Result<ExitCode, Command> {
+/// Runs the commands that are not the service itself (`main` runs `serve`
+/// and `migrate`).
+pub fn execute(command: Command) -> ExitCode {
     match command {
         Command::Help => {
             print!("{}", usage());
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Command::Version => {
             println!("budpipeline {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
-        Command::Validate(path) => Ok(validate_file(&path)),
-        Command::Docs(what) => Ok(docs::command(&what)),
-        Command::Run(args) => Ok(client::block_on(run::command(args))),
-        Command::Executions(remote, what) => {
-            Ok(client::block_on(executions::command(remote, what)))
+        Command::Validate(path) => validate_file(&path),
+        Command::Docs(what) => docs::command(&what),
+        Command::Run(args) => client::block_on(run::command(args)),
+        Command::Executions(remote, what) => client::block_on(executions::command(remote, what)),
+        Command::Serve | Command::Migrate => {
+            eprintln!("budpipeline: serve and migrate run the service, not the client");
+            ExitCode::from(2)
         }
-        other @ (Command::Serve | Command::Migrate) => Err(other),
     }
 }
 

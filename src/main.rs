@@ -14,10 +14,9 @@ fn main() -> ExitCode {
         }
     };
     // Everything but the service itself (help, validate, docs, the client).
-    let command = match cli::execute(command) {
-        Ok(code) => return code,
-        Err(service) => service,
-    };
+    if !matches!(command, Command::Serve | Command::Migrate) {
+        return cli::execute(command);
+    }
     match command {
         Command::Serve | Command::Migrate => {
             let settings = match Settings::from_env() {
