@@ -457,10 +457,15 @@ pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<Ste
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only the executions of this workflow.
     pub workflow_id: Option<Uuid>,
+    /// Only those in this state: PENDING, RUNNING, COMPLETED, FAILED or CANCELLED.
     pub status: Option<String>,
+    /// How many, 1 to 1000 (default 20).
     pub limit: Option<i64>,
+    /// How many to pass over first (default 0).
     pub offset: Option<i64>,
 }
 

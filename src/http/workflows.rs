@@ -62,15 +62,20 @@ pub struct WorkflowList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many, 1 to 1000 (default 20).
     pub limit: Option<i64>,
+    /// How many to pass over first (default 0).
     pub offset: Option<i64>,
+    /// Only the workflows of this owner.
     pub created_by: Option<String>,
     /// Only the workflows with exactly this name.
     pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// An earlier version: its DAG and `version` instead of the latest
     /// (executions keep the version they started with).
