@@ -85,11 +85,22 @@ fn number(n: f64) -> String {
     }
 }
 
+/// `30 min`, `2 h`, `168 h 1 min`, `45 s`.
 fn timeout(seconds: u64) -> String {
-    match seconds {
-        s if s % 3600 == 0 => format!("{} h", s / 3600),
-        s if s % 60 == 0 => format!("{} min", s / 60),
-        s => format!("{s} s"),
+    let parts = [
+        (seconds / 3600, "h"),
+        ((seconds % 3600) / 60, "min"),
+        (seconds % 60, "s"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}"))
+        .collect();
+    if text.is_empty() {
+        "0 s".to_owned()
+    } else {
+        text.join(" ")
     }
 }
 

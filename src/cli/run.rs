@@ -203,25 +203,28 @@ pub async fn follow(
     loop {
         match client.get(&format!("/executions/{id}")).await {
             Ok(execution) => {
-                lost = None;
+                if lost.take().is_some() {
+                    view.note("", dag);
+                }
                 view.show(&execution, dag);
                 if render::is_terminal_status(execution["status"].as_str().unwrap_or("")) {
                     return Ok(execution);
                 }
             }
-            Err(e @ CliError::Unreachable { .. }) => {
+            // Not answering, or answering 5xx: a restart, a database
+            // failover. The execution goes on; keep reading for a while.
+            Err(e @ (CliError::Unreachable { .. } | CliError::Api { status: 500.., .. })) => {
                 let since = *lost.get_or_insert_with(Instant::now);
                 if since.elapsed() > RECONNECT_FOR {
                     return Err(e);
                 }
-                view.note("the service does not answer; trying again…");
+                view.note("the service does not answer; trying again…", dag);
             }
             Err(e) => return Err(e),
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
             _ = tokio::signal::ctrl_c() => {
-                view.note("");
                 println!("stopped watching; execution {id} goes on (budpipeline executions show {id})");
                 return Err(CliError::Interrupted);
             }
@@ -241,6 +244,8 @@ struct View {
     started: Instant,
     /// A line shown under the frame (terminal) or printed once (lines).
     note: Option<String>,
+    /// The execution as last read (to redraw it with a note).
+    last: Option<Value>,
 }
 
 impl View {
@@ -254,6 +259,7 @@ impl View {
             seen: HashMap::new(),
             started: Instant::now(),
             note: None,
+            last: None,
         };
         if !terminal {
             println!("{title}");
@@ -261,16 +267,25 @@ impl View {
         view
     }
 
-    fn note(&mut self, text: &str) {
+    /// A line under the frame (terminal), or printed once (lines); empty
+    /// clears it.
+    fn note(&mut self, text: &str, dag: Option<&Value>) {
+        let text = (!text.is_empty()).then(|| text.to_owned());
+        if text == self.note {
+            return;
+        }
+        self.note = text;
         if self.terminal {
-            self.note = (!text.is_empty()).then(|| text.to_owned());
-        } else if !text.is_empty() && self.note.as_deref() != Some(text) {
+            if let Some(last) = self.last.clone() {
+                self.draw(&last, dag);
+            }
+        } else if let Some(text) = &self.note {
             println!("{text}");
-            self.note = Some(text.to_owned());
         }
     }
 
     fn show(&mut self, execution: &Value, dag: Option<&Value>) {
+        self.last = Some(execution.clone());
         if self.terminal {
             self.draw(execution, dag);
         } else {
