@@ -98,6 +98,7 @@ pub fn colour_stdout() -> bool {
 }
 
 /// The terminal's columns and rows, when standard output is one that says.
+#[cfg(unix)]
 #[allow(unsafe_code)]
 pub fn terminal_size() -> Option<(usize, usize)> {
     let mut size = libc::winsize {
@@ -111,6 +112,11 @@ pub fn terminal_size() -> Option<(usize, usize)> {
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
     (ok && size.ws_col > 0 && size.ws_row > 0)
         .then(|| (usize::from(size.ws_col), usize::from(size.ws_row)))
+}
+
+#[cfg(not(unix))]
+pub fn terminal_size() -> Option<(usize, usize)> {
+    None
 }
 
 /// `0.25s`, `12.3s`, `4m05s`, `2h03m`.
