@@ -152,11 +152,11 @@ pub fn actions_markdown(registry: &Registry) -> String {
             (true, Some(s)) => {
                 let _ = writeln!(
                     out,
-                    "Waits for its event or timer; default timeout {}.\n",
+                    "Waits for an event or a timer; an attempt lasts at most {} unless the step sets `timeout_seconds`.\n",
                     timeout(s)
                 );
             }
-            (true, None) => out.push_str("Waits for its event or timer.\n\n"),
+            (true, None) => out.push_str("Waits for an event or a timer.\n\n"),
             (false, Some(s)) => {
                 let _ = writeln!(out, "Default timeout {}.\n", timeout(s));
             }
