@@ -1,12 +1,17 @@
-# budpipeline developer entry points.
+# budpipeline developer entry points (`make help` prints this block).
 #
-#   make run          the service on http://127.0.0.1:$${APP_PORT:-8010} (private Postgres)
+#   make run          build, then serve on http://127.0.0.1:$${APP_PORT:-8010} (private Postgres)
+#   make example      run examples/hello.yaml with the CLI against `make run` (EXAMPLE=file to pick)
 #   make migrate      apply the migrations and exit
 #   make test         cargo test --all-targets against a Postgres (see below)
 #   make lint         cargo fmt --check + clippy -D warnings
-#   make bench        the benchmark (src/bin/bench.rs), release build
+#   make fmt          cargo fmt
+#   make docs         regenerate docs/actions.md, docs/configuration.md, docs/openapi.json
+#   make bench        the benchmark (src/bin/bench/), release build
 #   make bench-quick  the same, short (`-- --quick`); CI runs this
+#   make pg-status    whether the private Postgres of this checkout runs, and its URL
 #   make pg-stop      stop the private Postgres of this checkout
+#   make docker       build the container image (needs a Docker engine)
 #
 # Which Postgres (scripts/dev-postgres.sh decides; DATABASE_URL always wins):
 #   run, migrate        DATABASE_URL, else the private server in target/pgdata on 127.0.0.1:55432
@@ -15,7 +20,7 @@
 #                       `postgres` may log in without password and CREATE DATABASE
 #                       (sqlx::test creates one database per test), else the private one.
 #
-# Knobs: CARGO, CARGO_FLAGS (e.g. --locked), TEST_THREADS, APP_PORT, APP_API_TOKEN.
+# Knobs: CARGO, CARGO_FLAGS (e.g. --locked), TEST_THREADS, APP_PORT, APP_API_TOKEN, EXAMPLE.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -33,13 +38,18 @@ DEV_TOKEN_FILE := target/dev-app-api-token
 
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help run migrate test lint fmt bench bench-quick pg-stop pg-status docker
+EXAMPLE ?= examples/hello.yaml
 
+.PHONY: help run example migrate test lint fmt docs bench bench-quick pg-status pg-stop docker
+
+# The comment block at the top of this file, up to its first blank line.
 help:
-	@sed -n '1,19p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//; s/\$$\$$/$$/g'
+	@sed -n '/^$$/q; s/^# \{0,1\}//; s/\$$\$$/$$/g; p' $(firstword $(MAKEFILE_LIST))
 
+# Build first (the first build takes minutes), then say where things are, then serve.
 run:
 	@DATABASE_URL="$$($(DEV_PG) run)"; export DATABASE_URL; \
+	$(CARGO) build $(CARGO_FLAGS) --release --bin budpipeline; \
 	generated=; \
 	if [ -z "$${APP_API_TOKEN:-}" ]; then \
 	  if [ ! -s $(DEV_TOKEN_FILE) ]; then \
@@ -50,17 +60,26 @@ run:
 	fi; \
 	url="http://127.0.0.1:$${APP_PORT:-8010}"; \
 	if [ -n "$$generated" ]; then shown="$$APP_API_TOKEN"; else shown='$$APP_API_TOKEN'; fi; \
+	echo; \
 	echo "budpipeline (dev)"; \
 	echo "  database  $$DATABASE_URL"; \
-	echo "  service   $$url   (GET /health, /ready and /metrics need no token)"; \
+	echo "  service   $$url"; \
+	echo "  API docs  $$url/docs   (no token needed there, nor for /openapi.json, /health, /ready, /metrics)"; \
 	if [ -n "$$generated" ]; then \
 	  echo "  token     $$APP_API_TOKEN   (generated, kept in $(DEV_TOKEN_FILE); set APP_API_TOKEN to choose your own)"; \
 	else \
 	  echo "  token     from APP_API_TOKEN in your environment"; \
 	fi; \
-	echo "  try       curl -s -H \"dapr-api-token: $$shown\" $$url/workflows"; \
+	echo "  try       in another terminal, from this directory:"; \
+	echo "              make example                      (runs $(EXAMPLE) with the CLI and watches it)"; \
+	echo "              curl -s -H \"dapr-api-token: $$shown\" $$url/workflows"; \
+	echo "  Dapr      none needed locally: built-in actions run; Bud actions and event publishing wait for a sidecar"; \
 	echo; \
-	exec $(CARGO) run $(CARGO_FLAGS) --release -- serve
+	exec $(CARGO) run -q $(CARGO_FLAGS) --release --bin budpipeline -- serve
+
+# The CLI against the service of `make run` (it finds the token in $(DEV_TOKEN_FILE)).
+example:
+	@$(CARGO) run -q $(CARGO_FLAGS) --release --bin budpipeline -- run $(EXAMPLE)
 
 migrate:
 	@DATABASE_URL="$$($(DEV_PG) run)"; export DATABASE_URL; \
@@ -79,6 +98,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# The generated documentation; tests/docs.rs fails when it is out of date.
+docs:
+	$(CARGO) run -q $(CARGO_FLAGS) --bin budpipeline -- docs write docs
+
 bench:
 	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
 	echo "bench database: $$DATABASE_URL"; \
@@ -89,11 +112,11 @@ bench-quick:
 	echo "bench database: $$DATABASE_URL"; \
 	$(CARGO) run $(CARGO_FLAGS) --release --bin bench -- --quick
 
+pg-status:
+	@$(DEV_PG) status || true
+
 pg-stop:
 	@$(DEV_PG) stop
-
-pg-status:
-	@$(DEV_PG) status
 
 docker:
 	docker build -t budpipeline:dev .

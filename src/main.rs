@@ -9,21 +9,15 @@ fn main() -> ExitCode {
     let command = match cli::parse(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}\n\n{}", cli::usage());
+            eprintln!("budpipeline: {e}\n(`budpipeline --help` lists the commands and options)");
             return ExitCode::from(2);
         }
     };
+    // Everything but the service itself (help, validate, docs, the client).
+    if !matches!(command, Command::Serve | Command::Migrate) {
+        return cli::execute(command);
+    }
     match command {
-        Command::Help => {
-            print!("{}", cli::usage());
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("budpipeline {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Validate(path) => cli::validate_file(&path),
-        Command::ImportLegacy(from) => budpipeline::legacy::run(&from),
         Command::Serve | Command::Migrate => {
             let settings = match Settings::from_env() {
                 Ok(s) => s,
@@ -64,5 +58,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        _ => unreachable!("cli::execute runs every other command"),
     }
 }

@@ -129,6 +129,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/dapr/subscribe", &["get"]),
     ("/internal/status", &["get"]),
     ("/openapi.json", &["get"]),
+    ("/docs", &["get"]),
     ("/health", &["get"]),
     ("/ready", &["get"]),
     ("/metrics", &["get"]),
@@ -213,7 +214,7 @@ async fn openapi_documents_every_route(pool: sqlx::PgPool) {
         "{schemes:#?}"
     );
     // The open routes say so.
-    for path in ["/health", "/ready", "/metrics"] {
+    for path in ["/health", "/ready", "/metrics", "/openapi.json", "/docs"] {
         assert_eq!(
             paths[path]["get"]["security"],
             json!([]),

@@ -133,11 +133,15 @@ impl ParamSpec {
             options: None,
         }
     }
-    pub const fn required(mut self) -> Self {
-        self.required = true;
+    /// Required unless it has a default (whichever of the two comes first):
+    /// a parameter with a default can always be left out, and `GET /actions`
+    /// says so.
+    pub fn required(mut self) -> Self {
+        self.required = self.default.is_none();
         self
     }
     pub fn default(mut self, value: Value) -> Self {
+        self.required = false;
         self.default = Some(value);
         self
     }

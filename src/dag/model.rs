@@ -29,18 +29,47 @@ fn default_doc_version() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(from = "ParameterDoc")]
 pub struct Parameter {
     pub name: String,
     /// `string`, `integer`, `number`, `boolean`, `object`, `array`; any other
     /// name (e.g. `cluster_ref`) is treated as a string.
-    #[serde(rename = "type", default = "default_param_type")]
+    #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default = "default_true")]
+    /// As written, else `true` exactly when there is no `default`: a
+    /// parameter with a default can always be left out.
     pub required: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
+}
+
+/// A parameter declaration as written, before the defaults are filled in.
+#[derive(Deserialize)]
+struct ParameterDoc {
+    name: String,
+    #[serde(rename = "type", default = "default_param_type")]
+    kind: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    required: Option<bool>,
+    #[serde(default)]
+    default: Option<Value>,
+}
+
+impl From<ParameterDoc> for Parameter {
+    fn from(doc: ParameterDoc) -> Self {
+        let has_default = doc.default.as_ref().is_some_and(|d| !d.is_null());
+        Self {
+            required: doc.required.unwrap_or(!has_default),
+            name: doc.name,
+            kind: doc.kind,
+            description: doc.description,
+            default: doc.default,
+        }
+    }
 }
 
 fn default_param_type() -> String {

@@ -443,6 +443,9 @@ impl DaprClient {
         let deadline = started + timeout;
         let mut delay = Duration::from_millis(250);
         let mut last_report = started;
+        // Said once when nothing listens at the endpoint (a local run without
+        // `dapr run`); the probes then go on quietly.
+        let mut said_absent = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let probe = self
@@ -452,7 +455,7 @@ impl DaprClient {
                 .timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(1)))
                 .send()
                 .await;
-            let problem = match probe {
+            let (problem, absent) = match probe {
                 Ok(response) if response.status().is_success() => {
                     tracing::info!(
                         waited_ms = started.elapsed().as_millis() as u64,
@@ -460,15 +463,32 @@ impl DaprClient {
                     );
                     return true;
                 }
-                Ok(response) => format!("answered {}", response.status()),
-                Err(error) => describe(&error),
+                Ok(response) => (format!("answered {}", response.status()), false),
+                Err(error) => (describe(&error), error.is_connect()),
             };
+            if absent && !said_absent {
+                said_absent = true;
+                tracing::info!(
+                    endpoint = %self.inner.endpoint,
+                    "no Dapr sidecar answers (expected when running locally without `dapr run`): \
+                     until one does, events for callback topics and NOTIFY_TOPIC wait in the outbox, \
+                     and actions that call other services through Dapr (deploy_model, cluster_health, \
+                     invoke_service, notification, ...) fail after their retries; \
+                     built-in actions (log, transform, wait_until, ...) run normally"
+                );
+            }
             let now = Instant::now();
             if now >= deadline {
-                tracing::warn!(%problem, waited_s = timeout.as_secs_f64(), "Dapr sidecar is not ready; going on without it");
+                if said_absent {
+                    tracing::debug!(%problem, "Dapr sidecar still absent; publishing will keep trying");
+                } else {
+                    tracing::warn!(%problem, waited_s = timeout.as_secs_f64(), "Dapr sidecar is not ready; going on without it");
+                }
                 return false;
             }
-            if now.duration_since(last_report) >= Duration::from_secs(5) {
+            if said_absent {
+                tracing::debug!(%problem, waited_s = started.elapsed().as_secs(), "waiting for the Dapr sidecar");
+            } else if now.duration_since(last_report) >= Duration::from_secs(5) {
                 tracing::info!(%problem, waited_s = started.elapsed().as_secs(), "waiting for the Dapr sidecar");
                 last_report = now;
             }

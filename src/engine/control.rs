@@ -12,12 +12,16 @@ use crate::dag::{self, Dag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("not found")]
+    /// The execution does not exist.
+    #[error("execution not found")]
     NotFound,
     /// A pipeline saved without steps (`draft`) or retired (`archived`): it
     /// can be read, not run.
     #[error("the pipeline is {0}")]
     NotRunnable(String),
+    /// The workflow to execute does not exist or is deleted.
+    #[error("workflow not found")]
+    WorkflowNotFound,
     #[error("invalid parameters")]
     Invalid(Vec<String>),
     #[error("{0}")]
@@ -79,7 +83,7 @@ impl Engine {
         .fetch_optional(self.pool())
         .await?;
         let Some((version, status)) = live else {
-            return Err(ControlError::NotFound);
+            return Err(ControlError::WorkflowNotFound);
         };
         if status != "active" {
             return Err(ControlError::NotRunnable(status));

@@ -51,13 +51,12 @@ fn label(name: &str) -> String {
 fn param(spec: &ParamSpec) -> Value {
     let validation = (spec.min.is_some() || spec.max.is_some())
         .then(|| json!({ "min": spec.min, "max": spec.max }));
-    json!({
+    let mut described = json!({
         "name": spec.name,
         "label": label(spec.name),
         "type": spec.kind,
         "description": spec.description,
         "required": spec.required && spec.default.is_none(),
-        "default": spec.default,
         "placeholder": null,
         "options": spec.options.as_ref().map(|options| options
             .iter()
@@ -67,7 +66,12 @@ fn param(spec: &ParamSpec) -> Value {
         "visibleWhen": null,
         "min": spec.min,
         "max": spec.max,
-    })
+    });
+    // Only a parameter that has one shows a default (`null` could be one).
+    if let Some(default) = &spec.default {
+        described["default"] = default.clone();
+    }
+    described
 }
 
 fn category_icon(category: &str) -> &'static str {
@@ -107,6 +111,7 @@ pub fn describe(spec: &ActionSpec) -> Value {
     })
 }
 
+/// Every action a step can use, with its parameters and outputs.
 #[utoipa::path(get, path = "/actions", tag = "actions", responses((status = 200, body = ActionList)))]
 pub async fn list(State(state): State<AppState>) -> Json<ActionList> {
     let specs: Vec<&ActionSpec> = state.engine.registry().specs().collect();
@@ -131,6 +136,7 @@ pub async fn list(State(state): State<AppState>) -> Json<ActionList> {
     })
 }
 
+/// One action, with its parameters and outputs.
 #[utoipa::path(get, path = "/actions/{action_type}", tag = "actions",
     params(("action_type" = String, Path, description = "the action's type, e.g. `deploy_model`")),
     responses((status = 200, body = Object), (status = 400, description = "not a valid path segment"),
@@ -150,7 +156,7 @@ pub async fn get(
         Some(handler) => Ok(Json(describe(handler.spec()))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("Action '{kind}' not found"),
+            format!("action '{kind}' not found"),
         )),
     }
 }
@@ -180,7 +186,7 @@ pub async fn validate(
     let Some(handler) = state.engine.registry().get(&body.action_type) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("Action '{}' not found", body.action_type),
+            format!("action '{}' not found", body.action_type),
         ));
     };
     let errors = action_params(handler.as_ref(), &body.params);

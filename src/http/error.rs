@@ -130,7 +130,8 @@ impl From<sqlx::Error> for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
-            ControlError::NotFound => Self::not_found("workflow or execution"),
+            ControlError::NotFound => Self::not_found("execution"),
+            ControlError::WorkflowNotFound => Self::not_found("workflow"),
             ControlError::NotRunnable(status) => {
                 Self::new(StatusCode::CONFLICT, not_runnable(&status))
             }

@@ -20,6 +20,7 @@ use super::executions::hex;
 use crate::actions::seed::{MAX_WAIT_ID_BYTES, strip_nul};
 use crate::engine::events::InboundEvent;
 
+/// The pub/sub subscription Dapr reads at start-up.
 #[utoipa::path(get, path = "/dapr/subscribe", tag = "events",
     responses((status = 200, description = "the subscription Dapr reads at start-up")))]
 pub async fn subscribe(State(state): State<AppState>) -> Json<Value> {
@@ -47,6 +48,7 @@ fn drop(state: &AppState, reason: &str) -> Response {
         .into_response()
 }
 
+/// Receive an event from Dapr pub/sub (what ends a waiting step).
 #[utoipa::path(post, path = "/workflow-events", tag = "events", request_body = Object,
     responses((status = 200, description = "{\"status\": \"SUCCESS\" | \"DROP\"}"),
               (status = 503, description = "{\"status\": \"RETRY\"}: transient failure, redeliver")))]

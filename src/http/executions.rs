@@ -1,5 +1,7 @@
 //! Executions: start, read, cancel, retry.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -85,6 +87,10 @@ impl From<Started> for ExecuteResponse {
 
 /// Most callback topics one execution may name (API.md).
 pub const MAX_TOPICS: usize = 32;
+/// Start an execution of a workflow.
+///
+/// Answers as soon as the execution is stored; the steps run in the
+/// background. Read its progress with `GET /executions/{id}`.
 #[utoipa::path(post, path = "/workflows/{id}/execute", request_body = ExecuteRequest, tag = "executions",
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 202, body = ExecuteResponse), (status = 200, body = ExecuteResponse, description = "repeated Idempotency-Key"),
@@ -291,6 +297,7 @@ pub(super) async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, Ap
     Ok(exec)
 }
 
+/// Read an execution with the state of each of its steps.
 #[utoipa::path(get, path = "/executions/{id}", tag = "executions",
     params(("id" = Uuid, Path, description = "execution id")),
     responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution")))]
@@ -315,7 +322,7 @@ pub async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Response, 
 /// cache is still current; `None` when there is no such execution.
 async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes>, ApiError> {
     let known = state.reads.get_checked(&id);
-    let row: Option<(String, String, Option<String>)> = sqlx::query_as(EXECUTION_JSON)
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(EXECUTION_JSON.as_str())
         .bind(id)
         .bind(known.as_ref().map(|(fingerprint, _)| fingerprint.as_str()))
         .fetch_optional(state.engine.pool())
@@ -347,8 +354,14 @@ async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes
 /// an update always writes a new one), and `ExecutionView` with its steps as
 /// JSON text, left out (NULL) when the fingerprint equals `$2`, the one of
 /// the copy the caller holds. One statement, so all three agree.
-/// Timestamps are rendered by Postgres in the session's UTC time zone.
-const EXECUTION_JSON: &str = r#"
+///
+/// The document must read exactly like the ones serde writes on the other
+/// routes: `TS(x)` renders a timestamp as chrono serializes a
+/// `DateTime<Utc>` (see [`timestamp_sql`]), `FLOAT(x)` a float8 as serde
+/// writes an `f64` (`100.0`, not Postgres' `100`).
+static EXECUTION_JSON: LazyLock<String> = LazyLock::new(|| {
+    expand_sql(
+        r#"
 WITH e AS (
     SELECT e.*, e.xmin::text || ':' || COALESCE((
         SELECT string_agg(s.xmin::text, ',' ORDER BY s.position)
@@ -358,37 +371,101 @@ WITH e AS (
 SELECT e.status, e.fingerprint, CASE WHEN e.fingerprint IS DISTINCT FROM $2 THEN json_build_object(
     'execution_id', e.id, 'workflow_id', e.workflow_id, 'workflow_version', e.workflow_version,
     'status', e.status, 'parameters', e.parameters, 'outputs', e.outputs, 'error', e.error,
-    'progress_percentage', (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
+    'progress_percentage', FLOAT((SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
                  ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
-     FROM step_executions st WHERE st.execution_id = e.id),
+     FROM step_executions st WHERE st.execution_id = e.id)),
     'callback_topics', e.callback_topics, 'initiator', e.initiator, 'subscriber_ids', e.subscriber_ids,
     'payload_type', e.payload_type, 'notification_workflow_id', e.notification_workflow_id,
     'workflow_name', (SELECT w.name FROM workflows w WHERE w.id = e.workflow_id), 'params', e.parameters,
-    'created_at', e.created_at, 'started_at', e.started_at, 'completed_at', e.completed_at,
+    'created_at', TS(e.created_at), 'started_at', TS(e.started_at), 'completed_at', TS(e.completed_at),
     'steps', COALESCE((
         SELECT json_agg(
             jsonb_build_object(
                 'step_id', s.step_id, 'name', s.name, 'action', s.action, 'status', s.status,
                 'awaiting_event', s.awaiting_event, 'external_workflow_id', s.external_workflow_id,
                 'attempt', s.attempt, 'outputs', COALESCE(s.outputs, '{}'::jsonb), 'error', s.error,
-                'started_at', s.started_at, 'completed_at', s.completed_at, 'timeout_at', s.timeout_at)
+                'started_at', TS(s.started_at), 'completed_at', TS(s.completed_at), 'timeout_at', TS(s.timeout_at))
             || jsonb_strip_nulls(jsonb_build_object(
                 'skip_reason', s.skip_reason,
-                'progress', s.progress,
+                'progress', FLOAT(s.progress),
                 'stage', s.stage,
                 'crashes', NULLIF(s.crashes, 0),
-                'next_attempt_at', CASE WHEN s.status = 'PENDING' AND s.error IS NOT NULL
-                                        THEN s.available_at END))
+                'next_attempt_at', TS(CASE WHEN s.status = 'PENDING' AND s.error IS NOT NULL
+                                        THEN s.available_at END)))
             ORDER BY s.position)
         FROM step_executions s WHERE s.execution_id = e.id), '[]'::json)
 )::text END
-FROM e"#;
+FROM e"#,
+    )
+});
+
+/// Replaces each `TS(expr)` with [`timestamp_sql`] and each `FLOAT(expr)`
+/// with [`float_sql`] (`expr` may hold balanced parentheses).
+fn expand_sql(template: &str) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    loop {
+        let next = [
+            ("TS(", timestamp_sql as fn(&str) -> String),
+            ("FLOAT(", float_sql),
+        ]
+        .into_iter()
+        .filter_map(|(tag, f)| rest.find(tag).map(|at| (at, tag, f)))
+        .min_by_key(|(at, _, _)| *at);
+        let Some((at, tag, render)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let inner_start = at + tag.len();
+        let mut depth = 1;
+        let mut end = inner_start;
+        for (i, c) in rest[inner_start..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = inner_start + i;
+                break;
+            }
+        }
+        out.push_str(&render(&rest[inner_start..end]));
+        rest = &rest[end + 1..];
+    }
+}
+
+/// SQL text for a `timestamptz` rendered as chrono serializes a
+/// `DateTime<Utc>` (RFC 3339 in UTC with `Z`; fractional seconds left out
+/// when zero, else 3 digits when whole milliseconds, else 6), so every route
+/// shows one format. NULL stays NULL.
+pub fn timestamp_sql(expr: &str) -> String {
+    let micros = format!("(extract(microseconds FROM ({expr}))::bigint % 1000000)");
+    format!(
+        "(to_char(({expr}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || \
+         CASE WHEN {micros} = 0 THEN '' \
+              WHEN {micros} % 1000 = 0 THEN '.' || lpad(({micros} / 1000)::text, 3, '0') \
+              ELSE '.' || lpad({micros}::text, 6, '0') END || 'Z')"
+    )
+}
+
+/// SQL JSON for a float8 written as serde writes an `f64`: a whole number
+/// keeps its `.0`. (Both print the shortest digits that read back exactly;
+/// the values here, percentages, never need an exponent.)
+pub fn float_sql(expr: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN v = trunc(v) AND abs(v) < 1e15 THEN (trunc(v)::bigint::text || '.0')::json \
+                     ELSE to_json(v) END FROM (SELECT ({expr})::float8 AS v) f)"
+    )
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StepList {
     pub steps: Vec<StepView>,
 }
 
+/// The steps of an execution, in the DAG's declaration order.
 #[utoipa::path(get, path = "/executions/{id}/steps", tag = "executions",
     responses((status = 200, body = StepList), (status = 404, description = "unknown execution")))]
 pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<StepList>, ApiError> {
@@ -399,8 +476,11 @@ pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<Ste
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only the executions of this workflow.
     pub workflow_id: Option<Uuid>,
+    /// Only those in this state: PENDING, RUNNING, COMPLETED, FAILED or CANCELLED.
     pub status: Option<String>,
     /// Exactly this initiator.
     pub initiator: Option<String>,
@@ -408,7 +488,9 @@ pub struct ListQuery {
     pub start_date: Option<String>,
     /// Created at or before this instant (RFC 3339, or a date: its whole day).
     pub end_date: Option<String>,
+    /// How many, 1 to 1000 (default 20).
     pub limit: Option<i64>,
+    /// How many to pass over first (default 0).
     pub offset: Option<i64>,
     /// The original's paging (1-based); wins over `limit` / `offset`.
     pub page: Option<i64>,
@@ -465,6 +547,7 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
     ))
 }
 
+/// List executions, newest first (without their steps).
 #[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
     responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter")))]
 pub async fn list(
@@ -581,6 +664,7 @@ pub async fn list(
     }))
 }
 
+/// Cancel a pending or running execution.
 #[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
     responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution"),
               (status = 409, description = "already finished")))]
@@ -592,6 +676,9 @@ pub async fn cancel(
     load(&state, id).await.map(Json)
 }
 
+/// Run again what failed of a FAILED or CANCELLED execution.
+///
+/// Completed steps keep their outputs and are not run again.
 #[utoipa::path(post, path = "/executions/{id}/retry", tag = "executions",
     responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution"),
               (status = 409, description = "not FAILED or CANCELLED")))]

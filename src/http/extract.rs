@@ -190,13 +190,34 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<Uuid>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(id)) => Ok(Self(id)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("id: not a valid UUID ({})", e.body_text()),
-            )),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                use axum::extract::path::ErrorKind;
+                let value = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { value, .. }
+                    | ErrorKind::ParseErrorAtIndex { value, .. }
+                    | ErrorKind::ParseError { value, .. }
+                    | ErrorKind::DeserializeError { value, .. } => Some(value.as_str()),
+                    _ => None,
+                };
+                Err(not_a_uuid("id", value))
+            }
             Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, other.body_text())),
         }
     }
+}
+
+/// `400 {"detail": "id: 'nope' is not a UUID"}`: short, naming the field and
+/// the value (cut at 40 characters), instead of the parser's own sentence.
+pub fn not_a_uuid(field: &str, value: Option<&str>) -> ApiError {
+    let detail = match value {
+        Some(v) if !v.is_empty() => {
+            let head: String = v.chars().take(40).collect();
+            let more = if v.chars().count() > 40 { "…" } else { "" };
+            format!("{field}: '{head}{more}' is not a UUID")
+        }
+        _ => format!("{field}: not a UUID"),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, detail)
 }
 
 /// Query strings with JSON errors.
@@ -208,10 +229,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query: {}", source_text(&e)),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = source_text(&e);
+                // serde_urlencoded names the field first: `workflow_id: UUID parsing failed: …`.
+                let field = text.split_once(": ").map(|(field, _)| field);
+                let detail = match field {
+                    Some(field) if text.contains("UUID parsing failed") => {
+                        let given = axum::extract::Query::<
+                            std::collections::HashMap<String, String>,
+                        >::try_from_uri(&parts.uri)
+                        .ok()
+                        .and_then(|q| q.0.get(field).cloned());
+                        return Err(not_a_uuid(field, given.as_deref()));
+                    }
+                    Some(field) if text.contains("invalid digit") => {
+                        format!("{field}: must be an integer")
+                    }
+                    _ => format!("invalid query: {text}"),
+                };
+                Err(ApiError::new(StatusCode::BAD_REQUEST, detail))
+            }
             Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, other.body_text())),
         }
     }

@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod cache;
 pub mod coalesce;
+pub mod docs;
 pub mod error;
 pub mod events;
 pub mod executions;
@@ -78,13 +79,16 @@ pub fn router(state: AppState) -> Router {
         .route("/workflow-events", post(events::receive))
         .route("/dapr/subscribe", get(events::subscribe))
         .route("/internal/status", get(ops::status))
-        .route("/openapi.json", get(openapi::document))
         // Applied to matched routes only, so an unknown path is a 404 whatever the token.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Open: probes, metrics, and the API's own description (it carries no
+    // data; the same document is in the repository as docs/openapi.json).
     let open = Router::new()
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(docs::page));
     let limit = state.engine.settings().max_body_bytes;
     Router::new()
         .merge(protected)

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{actions, events, executions, ops, pipelines, runs, workflows};
+use super::{actions, docs, events, executions, ops, pipelines, runs, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +14,7 @@ use super::{actions, events, executions, ops, pipelines, runs, workflows};
         executions::retry, actions::list, actions::get, actions::validate, events::receive, events::subscribe,
         pipelines::validate_dag, pipelines::create, pipelines::list, pipelines::get, pipelines::update,
         pipelines::delete, runs::create, runs::run, runs::progress,
-        ops::health, ops::ready, ops::metrics, ops::status, document,
+        ops::health, ops::ready, ops::metrics, ops::status, document, docs::page,
     ),
     modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),
     security(("dapr_api_token" = [])),
@@ -100,12 +100,16 @@ impl utoipa::Modify for OperationIds {
     }
 }
 
-/// `/health`, `/ready` and `/metrics` need no token (API.md "Authentication").
+/// The routes that need no token: the probes and metrics (API.md
+/// "Authentication") and the API's own description.
 struct OpenRoutes;
+
+/// Every route served without the token (all `GET`).
+pub const OPEN_ROUTES: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
 
 impl utoipa::Modify for OpenRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for path in ["/health", "/ready", "/metrics"] {
+        for path in OPEN_ROUTES {
             if let Some(op) = openapi
                 .paths
                 .paths
@@ -118,7 +122,8 @@ impl utoipa::Modify for OpenRoutes {
     }
 }
 
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document")))]
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document (no token needed)")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::metrics::{AppLabels, StateLabels};
 
+/// Liveness: the process serves.
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "{\"status\": \"ok\"}")))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -28,6 +29,7 @@ async fn database_answers(state: &AppState) -> Result<(), String> {
     }
 }
 
+/// Readiness: the database answers and migrations are applied.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, description = "database answers, migrations applied"), (status = 503, description = "not ready")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -84,6 +86,7 @@ async fn depths(state: &AppState) -> Option<Depths> {
     }
 }
 
+/// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.engine.metrics();
@@ -125,6 +128,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// This replica's engine state: queues, handlers, outbox, breakers.
 #[utoipa::path(get, path = "/internal/status", tag = "operations", responses((status = 200, description = "engine state")))]
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let engine = &state.engine;

@@ -92,7 +92,7 @@ async fn start(
     let (status, started): (StatusCode, Started) = match state.engine.start(new).await {
         Ok(StartOutcome::Created(s)) => (StatusCode::CREATED, s),
         Ok(StartOutcome::Repeated(s)) => (StatusCode::OK, s),
-        Err(ControlError::NotFound) => {
+        Err(ControlError::WorkflowNotFound) => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("Pipeline not found: {workflow_id}"),

@@ -63,10 +63,24 @@ pub struct WorkflowList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many, 1 to 1000 (default 20).
     pub limit: Option<i64>,
+    /// How many to pass over first (default 0).
     pub offset: Option<i64>,
+    /// Only the workflows of this owner.
     pub created_by: Option<String>,
+    /// Only the workflows with exactly this name.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// An earlier version: its DAG and `version` instead of the latest
+    /// (executions keep the version they started with).
+    pub version: Option<i32>,
 }
 
 const COLUMNS: &str =
@@ -124,6 +138,10 @@ fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
     }
 }
 
+/// Store a new workflow definition (version 1).
+///
+/// The body's `dag` is the workflow document (docs/workflows.md); every problem
+/// is reported at once in `errors`.
 #[utoipa::path(post, path = "/workflows", request_body = WorkflowRequest, tag = "workflows",
     responses((status = 201, body = Workflow), (status = 409, description = "name taken"),
               (status = 422, description = "DAG validation failed")))]
@@ -154,6 +172,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(workflow)))
 }
 
+/// List the live workflows, newest first (`name` and `created_by` filter).
 #[utoipa::path(get, path = "/workflows", params(ListQuery), tag = "workflows",
     responses((status = 200, body = WorkflowList)))]
 pub async fn list(
@@ -161,22 +180,23 @@ pub async fn list(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<WorkflowList>, ApiError> {
     let (limit, offset) = Page::bounds(q.limit, q.offset)?;
+    let filter = "deleted_at IS NULL AND NOT ephemeral AND ($1::text IS NULL OR created_by = $1)
+                  AND ($2::text IS NULL OR name = $2)";
     let workflows: Vec<Workflow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM workflows
-         WHERE deleted_at IS NULL AND NOT ephemeral AND ($1::text IS NULL OR created_by = $1)
-         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        "SELECT {COLUMNS} FROM workflows WHERE {filter}
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     ))
     .bind(&q.created_by)
+    .bind(&q.name)
     .bind(limit)
     .bind(offset)
     .fetch_all(state.engine.pool())
     .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workflows WHERE deleted_at IS NULL AND NOT ephemeral AND ($1::text IS NULL OR created_by = $1)",
-    )
-    .bind(&q.created_by)
-    .fetch_one(state.engine.pool())
-    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM workflows WHERE {filter}"))
+        .bind(&q.created_by)
+        .bind(&q.name)
+        .fetch_one(state.engine.pool())
+        .await?;
     Ok(Json(WorkflowList {
         workflows,
         total,
@@ -185,20 +205,45 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows",
-    responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted")))]
-pub async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Json<Workflow>, ApiError> {
-    let workflow: Option<Workflow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
-    ))
-    .bind(id)
-    .fetch_optional(state.engine.pool())
-    .await?;
-    workflow
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("workflow"))
+/// Read a workflow: its latest version, or `?version=N`.
+#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", params(GetQuery),
+    responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted, or no such version")))]
+pub async fn get(
+    State(state): State<AppState>,
+    Id(id): Id,
+    AppQuery(q): AppQuery<GetQuery>,
+) -> Result<Json<Workflow>, ApiError> {
+    let workflow: Option<Workflow> = match q.version {
+        None => sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
+        ))
+        .bind(id)
+        .fetch_optional(state.engine.pool())
+        .await?,
+        Some(version) => {
+            sqlx::query_as(
+                "SELECT w.id, w.name, v.version, w.status, w.created_by,
+                        v.dag->>'description' AS description, w.created_at, w.updated_at,
+                        jsonb_array_length(v.dag->'steps') AS step_count, v.dag
+                 FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id
+                 WHERE w.id = $1 AND w.deleted_at IS NULL AND NOT w.ephemeral AND v.version = $2",
+            )
+            .bind(id)
+            .bind(version)
+            .fetch_optional(state.engine.pool())
+            .await?
+        }
+    };
+    match (workflow, q.version) {
+        (Some(w), _) => Ok(Json(w)),
+        (None, Some(v)) => Err(ApiError::not_found(&format!("workflow version {v}"))),
+        (None, None) => Err(ApiError::not_found("workflow")),
+    }
 }
 
+/// Store a new version of a workflow.
+///
+/// Executions already started keep the version they started with.
 #[utoipa::path(put, path = "/workflows/{id}", request_body = WorkflowRequest, tag = "workflows",
     responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted"),
               (status = 409, description = "name taken"), (status = 422, description = "DAG validation failed")))]
@@ -242,6 +287,7 @@ pub async fn update(
     Ok(Json(workflow))
 }
 
+/// Delete a workflow; its executions stay readable.
 #[utoipa::path(delete, path = "/workflows/{id}", tag = "workflows",
     responses((status = 204, description = "deleted"), (status = 404, description = "unknown or deleted")))]
 pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusCode, ApiError> {
@@ -257,6 +303,7 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusC
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Check a workflow document without storing it.
 #[utoipa::path(post, path = "/workflows/validate", request_body = ValidateRequest, tag = "workflows",
     responses((status = 200, body = ValidateResponse)))]
 pub async fn check(

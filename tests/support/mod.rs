@@ -2,7 +2,8 @@
 //! 127.0.0.1 that play the Dapr sidecar ([`sidecar::FakeSidecar`]) and
 //! budcluster ([`budcluster::FakeBudcluster`]), and [`cluster`]: helpers
 //! for the tests that run the real binary as replicas (a slow sidecar,
-//! history checks over `step_attempts`, load DAGs).
+//! history checks over `step_attempts`, load DAGs), and [`cli`]: the
+//! binary as a command line client of a running service.
 //!
 //! Include with `mod support;` in a test file. Typical wiring:
 //!
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod budcluster;
+pub mod cli;
 pub mod cluster;
 pub mod sidecar;
 
