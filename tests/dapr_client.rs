@@ -112,6 +112,7 @@ async fn invoke_succeeds_on_the_third_attempt_after_two_503s() {
     let hints = CallHints {
         idempotency_key: Some("exec:step:1".into()),
         traceparent: None,
+        ..CallHints::default()
     };
 
     // Act
@@ -430,6 +431,7 @@ async fn trace_context_and_body_reach_the_callee() {
     let hints = CallHints {
         idempotency_key: Some("e:s:2".into()),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        ..CallHints::default()
     };
 
     stand

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod bud;
 pub mod budcluster;
 pub mod cluster;
 pub mod sidecar;
