@@ -1054,3 +1054,234 @@ async fn the_bud_actions_are_listed_with_their_params_and_outputs(pool: PgPool) 
     assert!(outputs.contains(&"recommendations") && outputs.contains(&"top_recommendation"));
     assert_eq!(find("deployment_create")["category"], "Deployment");
 }
+
+// ---------------------------------------------------------------------------
+// http_request
+
+/// A DAG of independent `http_request` steps that all run whatever the
+/// others do.
+fn requests_dag(steps: &[(&str, Value)]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(id, params)| {
+            json!({"id": id, "name": id, "action": "http_request", "params": params,
+                   "on_failure": "continue"})
+        })
+        .collect();
+    json!({"name": "requests", "steps": steps})
+}
+
+#[sqlx::test]
+async fn http_request_sends_the_method_headers_and_body_and_keeps_the_answer(pool: PgPool) {
+    let stand = Stand::start_with(&pool, &[("HTTP_REQUEST_ALLOWED_CIDRS", "127.0.0.0/8")]).await;
+    let target = FakeBud::start().await;
+    target.on(
+        "POST",
+        "/hooks/done",
+        Reply::json(201, json!({"accepted": true, "id": 7})).header("x-reply", "yes"),
+    );
+    target.on("GET", "/start", Reply::redirect(302, "/hooks/text"));
+    target.on("GET", "/hooks/text", Reply::text(200, "plain words"));
+    let dag = requests_dag(&[
+        (
+            "post",
+            json!({"url": format!("{}/hooks/done", target.url()), "method": "POST",
+                   "headers": {"Authorization": "Bearer t0k", "X-Count": 3},
+                   "body": {"model": "qwen"}, "include_metadata": true,
+                   "timeout_seconds": 5}),
+        ),
+        ("get", json!({"url": format!("{}/start", target.url())})),
+    ]);
+    let exec = stand.run(dag, json!({})).await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+
+    let sent = target.requests_to("POST", "/hooks/done");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].header("authorization"), Some("Bearer t0k"));
+    assert_eq!(sent[0].header("x-count"), Some("3"));
+    assert_eq!(
+        sent[0].body,
+        json!({"model": "qwen",
+               "_workflow_metadata": {"execution_id": exec.to_string(), "step_id": "post"}})
+    );
+    let post = &step(&done, "post")["outputs"];
+    assert_eq!(post["status_code"], 201);
+    assert_eq!(post["body"], json!({"accepted": true, "id": 7}));
+    assert_eq!(post["headers"]["x-reply"], "yes");
+    let get = &step(&done, "get")["outputs"];
+    assert_eq!(get["status_code"], 200, "the redirect was followed");
+    assert_eq!(get["body"], "plain words");
+    assert_eq!(
+        target.requests_to("GET", "/hooks/text")[0].body,
+        Value::Null
+    );
+}
+
+#[sqlx::test]
+async fn http_request_fails_with_the_status_of_an_error_answer_and_bounds_the_body(pool: PgPool) {
+    let stand = Stand::start_with(&pool, &[("HTTP_REQUEST_ALLOWED_CIDRS", "127.0.0.1")]).await;
+    let target = FakeBud::start().await;
+    target.on(
+        "DELETE",
+        "/thing",
+        Reply::json(404, json!({"detail": "no thing"})),
+    );
+    target.on(
+        "GET",
+        "/huge",
+        Reply::text(200, &"x".repeat(1024 * 1024 + 1)),
+    );
+    let mut dag = requests_dag(&[
+        (
+            "missing",
+            json!({"url": format!("{}/thing", target.url()), "method": "DELETE"}),
+        ),
+        ("huge", json!({"url": format!("{}/huge", target.url())})),
+    ]);
+    dag["steps"][0]["retry"] = json!({"max_attempts": 3, "backoff_seconds": 0});
+    let exec = stand.run(dag, json!({})).await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    let missing = step(&done, "missing");
+    assert_eq!(missing["status"], "FAILED", "{done:#}");
+    assert_eq!(missing["error"], "HTTP 404");
+    assert_eq!(missing["outputs"]["status_code"], 404);
+    assert_eq!(missing["outputs"]["body"], json!({"detail": "no thing"}));
+    assert_eq!(
+        target.requests_to("DELETE", "/thing").len(),
+        1,
+        "a 4xx is not retried"
+    );
+    let huge = step(&done, "huge");
+    assert_eq!(huge["status"], "FAILED");
+    assert_eq!(
+        huge["error"],
+        "Request failed: the response body is larger than 1048576 bytes"
+    );
+    assert_eq!(huge["outputs"]["body"], Value::Null);
+}
+
+#[sqlx::test]
+async fn http_request_refuses_every_forbidden_address_class_without_contacting_it(pool: PgPool) {
+    // No allowed ranges: the stand-in on 127.0.0.1 is itself forbidden.
+    let stand = Stand::start(&pool).await;
+    let target = FakeBud::start().await;
+    target.on("GET", "/x", Reply::json(200, json!({})));
+    let port = target.url().rsplit(':').next().unwrap().to_owned();
+    let cases = [
+        (
+            "loopback",
+            format!("http://127.0.0.1:{port}/x"),
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "loopback6",
+            format!("http://[::1]:{port}/x"),
+            "::1 is a loopback address",
+        ),
+        (
+            "name",
+            format!("http://localhost:{port}/x"),
+            "localhost resolves to ",
+        ),
+        (
+            "private10",
+            "http://10.0.0.1/".to_owned(),
+            "10.0.0.1 is a private address",
+        ),
+        (
+            "private192",
+            "http://192.168.1.1:8080/".to_owned(),
+            "192.168.1.1 is a private address",
+        ),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "169.254.169.254 is a link-local (metadata) address",
+        ),
+    ];
+    let steps: Vec<(&str, Value)> = cases
+        .iter()
+        .map(|(id, url, _)| (*id, json!({"url": url, "timeout_seconds": 2})))
+        .collect();
+    let exec = stand.run(requests_dag(&steps), json!({})).await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    for (id, _, why) in cases {
+        let s = step(&done, id);
+        assert_eq!(s["status"], "FAILED", "{s:#}");
+        let error = s["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("Request blocked (SSRF protection): {why}")),
+            "{id}: {error}"
+        );
+        assert_eq!(s["outputs"]["status_code"], 0);
+        assert_eq!(s["attempt"], 1, "a refusal is not retried");
+    }
+    assert!(target.requests().is_empty(), "nothing was contacted");
+}
+
+#[sqlx::test]
+async fn http_request_refuses_a_redirect_to_a_forbidden_address(pool: PgPool) {
+    let stand = Stand::start_with(&pool, &[("HTTP_REQUEST_ALLOWED_CIDRS", "127.0.0.0/8")]).await;
+    let target = FakeBud::start().await;
+    let port = target.url().rsplit(':').next().unwrap().to_owned();
+    target.on(
+        "GET",
+        "/to-metadata",
+        Reply::redirect(302, "http://169.254.169.254/latest/meta-data/iam"),
+    );
+    target.on(
+        "POST",
+        "/to-private",
+        Reply::redirect(307, "http://10.1.2.3/internal"),
+    );
+    target.on(
+        "GET",
+        "/to-loopback6",
+        Reply::redirect(301, &format!("http://[::1]:{port}/x")),
+    );
+    target.on("GET", "/x", Reply::json(200, json!({})));
+    let exec = stand
+        .run(
+            requests_dag(&[
+                (
+                    "metadata",
+                    json!({"url": format!("{}/to-metadata", target.url())}),
+                ),
+                (
+                    "private",
+                    json!({"url": format!("{}/to-private", target.url()), "method": "POST",
+                           "body": {"a": 1}}),
+                ),
+                (
+                    "loopback6",
+                    json!({"url": format!("{}/to-loopback6", target.url())}),
+                ),
+            ]),
+            json!({}),
+        )
+        .await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    for (id, why) in [
+        (
+            "metadata",
+            "169.254.169.254 is a link-local (metadata) address",
+        ),
+        ("private", "10.1.2.3 is a private address"),
+        ("loopback6", "::1 is a loopback address"),
+    ] {
+        let s = step(&done, id);
+        assert_eq!(s["status"], "FAILED", "{s:#}");
+        assert_eq!(
+            s["error"],
+            format!("Request blocked (SSRF protection): {why}"),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        target.requests().len(),
+        3,
+        "only the allowed first hops were sent"
+    );
+    assert!(target.requests_to("GET", "/x").is_empty());
+}

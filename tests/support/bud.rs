@@ -224,10 +224,16 @@ async fn handle(
         tokio::time::sleep(reply.delay).await;
     }
     let status = StatusCode::from_u16(reply.status).expect("a valid scripted status");
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, reply.content_type)],
         reply.body,
     )
-        .into_response()
+        .into_response();
+    for (name, value) in reply.headers {
+        response
+            .headers_mut()
+            .insert(name, value.parse().expect("a valid scripted header"));
+    }
+    response
 }

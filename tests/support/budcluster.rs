@@ -56,6 +56,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Wait this long before answering (to provoke client timeouts).
     pub delay: Duration,
+    /// Extra response headers (a redirect's `Location`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -65,6 +67,7 @@ impl Reply {
             body: body.to_string(),
             content_type: "application/json",
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -75,7 +78,18 @@ impl Reply {
             body: body.to_owned(),
             content_type: "text/plain",
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
+    }
+
+    /// A redirect with this status to `location`.
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Self::text(status, "").header("location", location)
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
     }
 
     pub fn after(mut self, delay: Duration) -> Self {

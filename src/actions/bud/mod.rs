@@ -17,6 +17,7 @@
 
 pub mod address;
 mod deployment_create;
+mod http_request;
 mod model_add;
 mod simulation_run;
 
@@ -32,6 +33,7 @@ use crate::config::Settings;
 use crate::dapr::{CallHints, DaprClient, InvokeError, encode_segment};
 
 pub use deployment_create::DeploymentCreate;
+pub use http_request::HttpRequest;
 pub use model_add::ModelAdd;
 pub use simulation_run::SimulationRun;
 
@@ -45,6 +47,9 @@ pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings
     registry.register(ModelAdd::new(bud.clone()));
     registry.register(SimulationRun::new(bud.clone()));
     registry.register(DeploymentCreate::new(bud));
+    registry.register(HttpRequest::new(
+        settings.http_request_allowed_cidrs.clone(),
+    ));
 }
 
 /// What the Bud actions share: the sidecar client, the callees' app ids,
