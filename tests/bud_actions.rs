@@ -1285,3 +1285,335 @@ async fn http_request_refuses_a_redirect_to_a_forbidden_address(pool: PgPool) {
     );
     assert!(target.requests_to("GET", "/x").is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// cloud_model_add, model_delete, deployment_scale, deployment_ratelimit,
+// deployment_delete
+
+const ENDPOINT: &str = "8a7b6c5d-4e3f-4a2b-9c1d-0e9f8a7b6c5d";
+const PROVIDER: &str = "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e";
+
+#[sqlx::test]
+async fn cloud_model_add_registers_through_budapps_cloud_workflow(pool: PgPool) {
+    let stand = Stand::start(&pool).await;
+    let wf = Uuid::new_v4().to_string();
+    let mut answer = budapp_workflow(&wf, "completed");
+    answer["workflow_steps"] = json!({"provider_type": "cloud_model", "provider_id": PROVIDER,
+                                      "model_id": MODEL, "name": "gpt-4o-mini"});
+    stand.budapp.on(
+        "POST",
+        "/models/cloud-model-workflow",
+        Reply::json(200, answer),
+    );
+    let exec = stand
+        .run(
+            one_step(
+                "add",
+                "cloud_model_add",
+                json!({"provider_id": PROVIDER, "model_name": "gpt-4o-mini",
+                       "model_uri": "openai/gpt-4o-mini", "user_id": USER}),
+            ),
+            json!({"user_id": "someone-else"}),
+        )
+        .await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let sent = stand
+        .budapp
+        .requests_to("POST", "/models/cloud-model-workflow");
+    assert_eq!(
+        sent[0].query_param("user_id").as_deref(),
+        Some(USER),
+        "the step's user_id wins"
+    );
+    assert_eq!(
+        sent[0].body,
+        json!({"workflow_total_steps": 1, "step_number": 1, "trigger_workflow": true,
+               "provider_type": "cloud_model", "provider_id": PROVIDER, "cloud_model_id": null,
+               "name": "gpt-4o-mini", "uri": "openai/gpt-4o-mini", "tags": [],
+               "modality": ["text_input", "text_output"]})
+    );
+    assert_eq!(
+        step(&done, "add")["outputs"],
+        json!({"success": true, "model_id": MODEL, "model_name": "gpt-4o-mini",
+               "provider_id": PROVIDER, "workflow_id": wf, "status": "completed",
+               "message": "Cloud model 'gpt-4o-mini' added successfully"})
+    );
+}
+
+#[sqlx::test]
+async fn model_delete_calls_budapps_delete_route_and_reports_its_refusal(pool: PgPool) {
+    let stand = Stand::start(&pool).await;
+    let other = "7e6f5a4b-3c2d-4e1f-8a9b-0c1d2e3f4a5b";
+    stand.budapp.on(
+        "DELETE",
+        &format!("/models/{MODEL}"),
+        Reply::json(
+            200,
+            json!({"object": "model.delete", "message": "Model deleted successfully"}),
+        ),
+    );
+    // delete_active_model's lookup of a model that is not there.
+    stand.budapp.on(
+        "DELETE",
+        &format!("/models/{other}"),
+        Reply::json(404, json!({"detail": "Model not found"})),
+    );
+    let exec = stand
+        .run(
+            requests_like(&[
+                (
+                    "gone",
+                    "model_delete",
+                    json!({"model_id": MODEL, "force": true}),
+                ),
+                ("missing", "model_delete", json!({"model_id": other})),
+            ]),
+            json!({"user_id": USER}),
+        )
+        .await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    let sent = stand
+        .budapp
+        .requests_to("DELETE", &format!("/models/{MODEL}"));
+    assert_eq!(
+        sent[0].query.as_deref(),
+        Some(format!("force=true&user_id={USER}").as_str())
+    );
+    assert_eq!(sent[0].body, Value::Null);
+    assert_eq!(
+        step(&done, "gone")["outputs"],
+        json!({"success": true, "model_id": MODEL,
+               "message": format!("Model {MODEL} deleted successfully")})
+    );
+    let missing = step(&done, "missing");
+    assert_eq!(missing["status"], "FAILED");
+    assert_eq!(
+        missing["error"],
+        "Failed to delete model: budapp answered 404: Model not found"
+    );
+    assert_eq!(
+        stand
+            .budapp
+            .requests_to("DELETE", &format!("/models/{other}"))[0]
+            .query_param("force")
+            .as_deref(),
+        Some("false")
+    );
+}
+
+/// Independent steps of any actions that all run whatever the others do.
+fn requests_like(steps: &[(&str, &str, Value)]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(id, action, params)| {
+            json!({"id": id, "name": id, "action": action, "params": params,
+                   "on_failure": "continue"})
+        })
+        .collect();
+    json!({"name": "steps", "steps": steps})
+}
+
+#[sqlx::test]
+async fn deployment_scale_keeps_the_autoscale_settings_and_fixes_the_replicas(pool: PgPool) {
+    let stand = Stand::start(&pool).await;
+    let path = format!("/endpoints/{ENDPOINT}/autoscale");
+    // budapp's AutoscaleConfigResponse.
+    let current = json!({"object": "endpoint.autoscale", "message": "Autoscale configuration retrieved",
+                         "endpoint_id": ENDPOINT, "autoscale_enabled": true,
+                         "budaiscaler_config": {"enabled": true, "minReplicas": 1, "maxReplicas": 4,
+                                                "scalingStrategy": "BudScaler",
+                                                "metricsSources": [{"type": "inferenceEngine"}],
+                                                "gpuConfig": {}, "behavior": null}});
+    stand.budapp.on("GET", &path, Reply::json(200, current));
+    stand.budapp.on(
+        "PUT",
+        &path,
+        Reply::json(
+            200,
+            json!({"object": "endpoint.autoscale", "message": "Autoscale configuration updated",
+                                "endpoint_id": ENDPOINT, "autoscale_enabled": true,
+                                "budaiscaler_config": {"enabled": true, "minReplicas": 3,
+                                                       "maxReplicas": 3}}),
+        ),
+    );
+    let exec = stand
+        .run(
+            one_step(
+                "scale",
+                "deployment_scale",
+                json!({"endpoint_id": ENDPOINT, "target_replicas": 3}),
+            ),
+            json!({"user_id": USER}),
+        )
+        .await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let put = stand.budapp.requests_to("PUT", &path);
+    assert_eq!(put[0].query_param("user_id").as_deref(), Some(USER));
+    assert_eq!(
+        put[0].body,
+        json!({"budaiscaler_specification": {"enabled": true, "minReplicas": 3, "maxReplicas": 3,
+                                             "scalingStrategy": "BudScaler",
+                                             "metricsSources": [{"type": "inferenceEngine"}]}})
+    );
+    assert_eq!(
+        step(&done, "scale")["outputs"],
+        json!({"success": true, "endpoint_id": ENDPOINT, "target_replicas": 3,
+               "previous_min_replicas": 1, "previous_max_replicas": 4,
+               "scaling_strategy": "BudScaler", "message": "Scaled deployment to 3 replicas"})
+    );
+}
+
+#[sqlx::test]
+async fn deployment_ratelimit_puts_the_rate_limits_and_budapps_refusal_fails_it(pool: PgPool) {
+    let stand = Stand::start(&pool).await;
+    let path = format!("/endpoints/{ENDPOINT}/deployment-settings");
+    let other = "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e";
+    stand.budapp.on(
+        "PUT",
+        &path,
+        Reply::json(
+            200,
+            json!({"object": "endpoint.deployment_settings",
+                                "message": "Successfully updated deployment settings",
+                                "endpoint_id": ENDPOINT,
+                                "deployment_settings": {"rate_limits": {
+                                    "algorithm": "sliding_window", "requests_per_second": 20,
+                                    "requests_per_minute": null, "requests_per_hour": null,
+                                    "burst_size": 100, "enabled": true},
+                                    "retry_config": null, "fallback_config": null}}),
+        ),
+    );
+    // The route takes a signed-in user only (get_current_active_user): an
+    // internal call has no bearer token, which HTTPBearer refuses.
+    stand.budapp.on(
+        "PUT",
+        &format!("/endpoints/{other}/deployment-settings"),
+        Reply::json(403, json!({"detail": "Not authenticated"})),
+    );
+    let exec = stand
+        .run(
+            requests_like(&[
+                (
+                    "limit",
+                    "deployment_ratelimit",
+                    json!({"endpoint_id": ENDPOINT, "algorithm": "sliding_window",
+                           "requests_per_second": 20.7, "burst_size": 100}),
+                ),
+                (
+                    "refused",
+                    "deployment_ratelimit",
+                    json!({"endpoint_id": other, "requests_per_minute": 600}),
+                ),
+            ]),
+            json!({}),
+        )
+        .await;
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(
+        stand.budapp.requests_to("PUT", &path)[0].body,
+        json!({"rate_limits": {"algorithm": "sliding_window", "enabled": true,
+                               "requests_per_second": 20, "burst_size": 100}})
+    );
+    let limit = &step(&done, "limit")["outputs"];
+    assert_eq!(limit["config"]["algorithm"], "sliding_window");
+    assert_eq!(limit["message"], "Rate limiting enabled for endpoint");
+    let refused = step(&done, "refused");
+    assert_eq!(refused["status"], "FAILED");
+    assert_eq!(
+        refused["error"],
+        "Failed to configure rate limiting: budapp answered 403: Not authenticated"
+    );
+    assert_eq!(refused["attempt"], 1);
+}
+
+#[sqlx::test]
+async fn deployment_delete_waits_for_budclusters_deletion(pool: PgPool) {
+    let f = fixture("budcluster_delete_success");
+    let stand = Stand::start(&pool).await;
+    let path = format!("/endpoints/{ENDPOINT}/delete-workflow");
+    // budapp's EndpointDeleteResponse.
+    stand.budapp.on(
+        "POST",
+        &path,
+        Reply::json(
+            200,
+            json!({"object": "endpoint.delete",
+                                "message": "Deployment deleting initiated successfully",
+                                "workflow_id": f.correlation_id}),
+        ),
+    );
+    let exec = stand
+        .run(
+            one_step(
+                "delete",
+                "deployment_delete",
+                json!({"endpoint_id": ENDPOINT, "max_wait_seconds": 600}),
+            ),
+            json!({"user_id": USER}),
+        )
+        .await;
+    let waiting = stand.wait_waiting(exec, "delete").await;
+    assert_eq!(waiting["outputs"]["status"], "deleting");
+    let sent = stand.budapp.requests_to("POST", &path);
+    assert_eq!(sent[0].query_param("user_id").as_deref(), Some(USER));
+    assert_eq!(
+        sent[0].body,
+        json!({"callback_topic": OUR_TOPIC, "force": false})
+    );
+    let (last, before) = f.events.split_last().unwrap();
+    for event in before {
+        stand.deliver(event).await;
+        stand.still_waiting(exec, "delete").await;
+    }
+    assert_eq!(stand.deliver(last).await, "applied");
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let outputs = &step(&done, "delete")["outputs"];
+    assert_eq!(outputs["status"], "deleted");
+    assert_eq!(outputs["endpoint_id"], ENDPOINT);
+    assert_eq!(outputs["workflow_id"], f.correlation_id.as_str());
+}
+
+#[sqlx::test]
+async fn deployment_delete_fails_on_a_failed_deletion_stage(pool: PgPool) {
+    let f = fixture("budcluster_delete_success");
+    let stand = Stand::start(&pool).await;
+    stand.budapp.on(
+        "POST",
+        "/endpoints/*/delete-workflow",
+        Reply::json(
+            200,
+            json!({"object": "endpoint.delete",
+                                "message": "Deployment deleting initiated successfully",
+                                "workflow_id": f.correlation_id}),
+        ),
+    );
+    let exec = stand
+        .run(
+            one_step(
+                "delete",
+                "deployment_delete",
+                json!({"endpoint_id": ENDPOINT}),
+            ),
+            json!({}),
+        )
+        .await;
+    stand.wait_waiting(exec, "delete").await;
+    let namespace = f
+        .events
+        .iter()
+        .position(|e| stage_of(e) == "delete_namespace")
+        .unwrap();
+    for event in &f.events[..namespace] {
+        stand.deliver(event).await;
+    }
+    let mut failed = f.events[namespace].clone();
+    failed["payload"]["content"]["status"] = json!("FAILED");
+    failed["payload"]["content"]["message"] = json!("Failed to delete namespace");
+    assert_eq!(stand.deliver(&failed).await, "applied");
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "FAILED", "{done:#}");
+    assert_eq!(step(&done, "delete")["error"], "Failed to delete namespace");
+}

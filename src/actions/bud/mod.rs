@@ -16,9 +16,14 @@
 //! retried; a 5xx, a timeout or an unreachable callee fails it retryably.
 
 pub mod address;
+mod cloud_model_add;
 mod deployment_create;
+mod deployment_delete;
+mod deployment_ratelimit;
+mod deployment_scale;
 mod http_request;
 mod model_add;
+mod model_delete;
 mod simulation_run;
 
 use std::sync::Arc;
@@ -32,9 +37,14 @@ use super::{Registry, StepContext, StepOutcome};
 use crate::config::Settings;
 use crate::dapr::{CallHints, DaprClient, InvokeError, encode_segment};
 
+pub use cloud_model_add::CloudModelAdd;
 pub use deployment_create::DeploymentCreate;
+pub use deployment_delete::DeploymentDelete;
+pub use deployment_ratelimit::DeploymentRatelimit;
+pub use deployment_scale::DeploymentScale;
 pub use http_request::HttpRequest;
 pub use model_add::ModelAdd;
+pub use model_delete::ModelDelete;
 pub use simulation_run::SimulationRun;
 
 const MODEL_OPERATIONS: &str = "Model Operations";
@@ -45,8 +55,13 @@ const SIMULATION: &str = "Simulation";
 pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings) {
     let bud = BudServices::new(client, settings);
     registry.register(ModelAdd::new(bud.clone()));
+    registry.register(CloudModelAdd::new(bud.clone()));
+    registry.register(ModelDelete::new(bud.clone()));
     registry.register(SimulationRun::new(bud.clone()));
-    registry.register(DeploymentCreate::new(bud));
+    registry.register(DeploymentCreate::new(bud.clone()));
+    registry.register(DeploymentDelete::new(bud.clone()));
+    registry.register(DeploymentScale::new(bud.clone()));
+    registry.register(DeploymentRatelimit::new(bud));
     registry.register(HttpRequest::new(
         settings.http_request_allowed_cidrs.clone(),
     ));
@@ -283,9 +298,9 @@ fn error_in_body(answer: &Value) -> Option<(reqwest::StatusCode, String)> {
     Some((code, answer.to_string()))
 }
 
-/// The callee's own words from an error body: FastAPI's `detail` (a
-/// string, an object with `message` / `error` and `errors`, or a list of
-/// validation errors), else budapp's and budmicroframe's `message`.
+/// The callee's own words from an error body: budapp's and budmicroframe's
+/// `message`, else FastAPI's `detail` (a string, an object with `message` /
+/// `error` and `errors`, or a list of validation errors), else `error`.
 fn message_in_body(body: &str) -> Option<String> {
     let json: Value = serde_json::from_str(body).ok()?;
     let text = |v: Option<&Value>| {
@@ -294,6 +309,12 @@ fn message_in_body(body: &str) -> Option<String> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
+    // budapp's ErrorResponse and its ClientException handler carry the
+    // message itself in `message` (the latter also a `detail` that repeats
+    // it with the exception's class name).
+    if let Some(message) = text(json.get("message")) {
+        return Some(message);
+    }
     match json.get("detail") {
         Some(Value::String(s)) if !s.trim().is_empty() => return Some(s.trim().to_owned()),
         Some(Value::Object(detail)) => {
@@ -338,7 +359,7 @@ fn message_in_body(body: &str) -> Option<String> {
         }
         _ => {}
     }
-    text(json.get("message")).or_else(|| text(json.get("error")))
+    text(json.get("error"))
 }
 
 /// What a failed call says: for an answer, the callee's status and own
