@@ -15,7 +15,10 @@
 //! - `POST /api/v1/clusters/{cluster_id}/deployments` ([`Route::Deploy`]),
 //!   default `200 {"status": "accepted", "workflow_id": "bc-wf-<uuid>", "deployment_id": "dep-<uuid>"}`
 //! - `GET /api/v1/clusters/{cluster_id}/health` and `GET /api/v1/health`
-//!   ([`Route::Health`]), default `200 {"healthy": true, "status": "healthy"}`
+//!   ([`Route::Health`]), default `200 {"healthy": true, "status": "healthy"}`;
+//!   `GET /cluster/{cluster_id}/health` (the route budcluster serves, also
+//!   [`Route::Health`]), default a `ClusterHealthResponse` with `nodes` and
+//!   `api` healthy
 //! - `DELETE /api/v1/clusters/{cluster_id}/deployments/{deployment_id}`
 //!   ([`Route::Delete`]), default `200 {"status": "accepted", "workflow_id": "bc-wf-<uuid>", "deployment_id": <from the path>}`
 //!
@@ -228,7 +231,12 @@ fn route_of(method: &Method, path: &str) -> Route {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["api", "v1", "clusters", _, "deployments"]) => Route::Deploy,
-        ("GET", ["api", "v1", "clusters", _, "health"] | ["api", "v1", "health"]) => Route::Health,
+        (
+            "GET",
+            ["api", "v1", "clusters", _, "health"]
+            | ["api", "v1", "health"]
+            | ["cluster", _, "health"],
+        ) => Route::Health,
         ("DELETE", ["api", "v1", "clusters", _, "deployments", _]) => Route::Delete,
         _ => Route::Other,
     }
@@ -241,6 +249,13 @@ fn default_reply(route: Route, path: &str) -> Reply {
             200,
             json!({"status": "accepted", "workflow_id": workflow_id,
                    "deployment_id": format!("dep-{}", Uuid::new_v4())}),
+        ),
+        // budcluster's ClusterHealthResponse for the route it serves.
+        Route::Health if path.starts_with("/cluster/") => Reply::json(
+            200,
+            json!({"object": "info", "message": "Cluster health check completed",
+                   "data": {"nodes": {"healthy": true, "message": "All nodes ready", "count": 3},
+                            "api": {"healthy": true, "message": "API server responding"}}}),
         ),
         Route::Health => Reply::json(200, json!({"healthy": true, "status": "healthy"})),
         Route::Delete => Reply::json(

@@ -364,7 +364,7 @@ fn message_in_body(body: &str) -> Option<String> {
 
 /// What a failed call says: for an answer, the callee's status and own
 /// message; otherwise why there was no answer.
-fn callee_message(error: &InvokeError) -> String {
+pub(crate) fn callee_message(error: &InvokeError) -> String {
     match error {
         InvokeError::Status {
             app_id,

@@ -37,7 +37,7 @@ pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings
     registry.register(ClusterHealth::new(budcluster.clone()));
     registry.register(DeleteDeployment::new(budcluster));
     registry.register(InvokeService::new(client.clone()));
-    registry.register(Notification::new(client, settings.notify_topic.clone()));
+    registry.register(Notification::new(client));
 }
 
 /// Inside `run`, a failure is already the step's outcome.
