@@ -1617,3 +1617,226 @@ async fn deployment_delete_fails_on_a_failed_deletion_stage(pool: PgPool) {
     assert_eq!(done["status"], "FAILED", "{done:#}");
     assert_eq!(step(&done, "delete")["error"], "Failed to delete namespace");
 }
+
+// ---------------------------------------------------------------------------
+// model_benchmark
+
+const BUD_CLUSTER: &str = "3a4b5c6d-7e8f-4a9b-8c7d-6e5f4a3b2c1d";
+
+/// budapp's `SingleClusterResponse`.
+fn budapp_cluster() -> Value {
+    json!({"object": "cluster.get", "message": "Cluster details fetched successfully",
+           "cluster": {"id": CLUSTER, "name": "gpu-cluster", "icon": "🖥", "cluster_id": BUD_CLUSTER,
+                       "status": "available", "cpu_count": 64, "gpu_count": 8, "hpu_count": 0,
+                       "cpu_total_workers": 0, "cpu_available_workers": 0,
+                       "gpu_total_workers": 8, "gpu_available_workers": 8,
+                       "created_at": "2026-03-01T00:00:00Z", "modified_at": "2026-03-01T00:00:00Z",
+                       "total_workers_count": 8, "active_workers_count": 8,
+                       "total_endpoints_count": 0, "running_endpoints_count": 0,
+                       "hardware_type": ["cuda"]}})
+}
+
+/// budcluster's `SuccessResponse(param={"nodes": [ClusterNodeInfoResponse]})`.
+fn budcluster_nodes() -> Value {
+    json!({"object": "info", "message": "Cluster nodes fetched successfully",
+           "param": {"nodes": [
+               {"id": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0", "cluster_id": BUD_CLUSTER,
+                "name": "gpu-node-1", "internal_ip": "10.0.0.11", "type": "cuda",
+                "total_workers": 8, "available_workers": 8, "used_workers": 0,
+                "threads_per_core": 2, "core_count": 32,
+                "hardware_info": [{"type": "cuda", "available_count": 8, "product_name": "H100"}],
+                "status": true, "status_sync_at": "2026-03-14T10:00:00Z",
+                "created_at": null, "modified_at": null}]}})
+}
+
+/// budapp's `NodeConfigurationProxyResponse`.
+fn node_configurations() -> Value {
+    json!({"cluster_id": CLUSTER,
+           "model_info": {"model_id": MODEL, "total_memory_gb": 16.2},
+           "device_configurations": [{
+               "device_type": "cuda", "device_name": "H100", "device_model": "H100",
+               "total_devices": 8, "nodes_count": 1, "max_devices_per_node": 8,
+               "memory_per_device_gb": 80.0, "min_tp_required": 1,
+               "supports_pipeline_parallelism": true,
+               "tp_pp_options": [
+                   {"tp_size": 1, "pp_size": 1, "max_replicas": 8, "total_devices_needed": 1,
+                    "description": "TP=1, PP=1"},
+                   {"tp_size": 2, "pp_size": 1, "max_replicas": 4, "total_devices_needed": 2,
+                    "description": "TP=2, PP=1"}]}],
+           "selected_nodes": ["gpu-node-1"], "hardware_mode": "dedicated"})
+}
+
+/// budcluster's benchmark: its deploy workflow named `performance_benchmark`.
+fn benchmark_events(workflow_id: &str) -> Vec<Value> {
+    let deploy = fixture("budcluster_deploy_success").for_id(workflow_id);
+    deploy
+        .events
+        .into_iter()
+        .map(|mut e| {
+            if e["payload"]["type"] == "deploy_model" {
+                e["payload"]["type"] = json!("performance_benchmark");
+            }
+            e
+        })
+        .collect()
+}
+
+#[sqlx::test]
+async fn model_benchmark_chooses_a_layout_starts_budapps_benchmark_and_waits(pool: PgPool) {
+    let stand = Stand::start(&pool).await;
+    let wf = Uuid::new_v4().to_string();
+    stand.budapp.on(
+        "GET",
+        &format!("/clusters/{CLUSTER}"),
+        Reply::json(200, budapp_cluster()),
+    );
+    stand.budcluster.on(
+        "GET",
+        &format!("/cluster/{BUD_CLUSTER}/nodes"),
+        Reply::json(200, budcluster_nodes()),
+    );
+    stand.budapp.on(
+        "POST",
+        "/benchmark/node-configurations",
+        Reply::json(200, node_configurations()),
+    );
+    stand.budapp.on(
+        "POST",
+        "/benchmark/run-workflow",
+        Reply::json(200, budapp_workflow(&wf, "in_progress")),
+    );
+    let exec = stand
+        .run(
+            one_step(
+                "bench",
+                "model_benchmark",
+                json!({"model_id": MODEL, "cluster_id": CLUSTER, "tp_size": 2, "pp_size": 1,
+                       "concurrent_requests": 4, "benchmark_name": "qwen-bench"}),
+            ),
+            json!({"user_id": USER}),
+        )
+        .await;
+    let waiting = stand.wait_waiting(exec, "bench").await;
+    assert_eq!(waiting["outputs"]["workflow_id"], wf.as_str());
+
+    let configs = stand
+        .budapp
+        .requests_to("POST", "/benchmark/node-configurations");
+    assert_eq!(
+        configs[0].body,
+        json!({"model_id": MODEL, "cluster_id": CLUSTER, "hostnames": ["gpu-node-1"],
+               "hardware_mode": "dedicated", "input_tokens": 1024, "output_tokens": 512,
+               "concurrency": 4})
+    );
+    let run = stand.budapp.requests_to("POST", "/benchmark/run-workflow");
+    assert_eq!(run[0].query_param("user_id").as_deref(), Some(USER));
+    assert_eq!(
+        run[0].body,
+        json!({"workflow_total_steps": 1, "step_number": 1, "trigger_workflow": true,
+               "model_id": MODEL, "cluster_id": CLUSTER, "bud_cluster_id": BUD_CLUSTER,
+               "nodes": [{"hostname": "gpu-node-1", "type": "cuda", "total_workers": 8,
+                          "available_workers": 8,
+                          "hardware_info": [{"type": "cuda", "available_count": 8,
+                                             "product_name": "H100"}]}],
+               "name": "qwen-bench", "tags": [],
+               "description": "Automated benchmark from workflow step bench",
+               "eval_with": "configuration", "concurrent_requests": 4,
+               "max_input_tokens": 1024, "max_output_tokens": 512,
+               "hardware_mode": "dedicated", "selected_device_type": "cuda",
+               "tp_size": 2, "pp_size": 1, "replicas": 4, "num_prompts": 10,
+               "user_confirmation": true, "run_as_simulation": false,
+               "callback_topic": OUR_TOPIC})
+    );
+
+    let events = benchmark_events(&wf);
+    let (last, before) = events.split_last().unwrap();
+    for event in before {
+        stand.deliver(event).await;
+        stand.still_waiting(exec, "bench").await;
+    }
+    assert_eq!(stand.deliver(last).await, "applied");
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let outputs = &step(&done, "bench")["outputs"];
+    assert_eq!(outputs["status"], "completed");
+    assert_eq!(
+        outputs["benchmark_id"],
+        last["payload"]["content"]["result"]["bud_cluster_benchmark_id"]
+    );
+    assert_eq!(outputs["results"], last["payload"]["content"]["result"]);
+}
+
+#[sqlx::test]
+async fn model_benchmark_finds_a_budcluster_id_and_falls_back_to_the_nodes_hardware(pool: PgPool) {
+    let stand = Stand::start(&pool).await;
+    let wf = Uuid::new_v4().to_string();
+    // The id is budcluster's: budapp knows no such cluster id...
+    stand.budapp.on(
+        "GET",
+        &format!("/clusters/{BUD_CLUSTER}"),
+        budapp_error(400, "Cluster not found", "BadRequest"),
+    );
+    // ...but lists it.
+    stand.budapp.on(
+        "GET",
+        "/clusters/clusters",
+        Reply::json(
+            200,
+            json!({"object": "cluster.list", "message": "ok", "page": 1,
+                                "limit": 100, "total_record": 1, "total_pages": 1,
+                                "clusters": [budapp_cluster()["cluster"]]}),
+        ),
+    );
+    stand.budcluster.on(
+        "GET",
+        &format!("/cluster/{BUD_CLUSTER}/nodes"),
+        Reply::json(200, budcluster_nodes()),
+    );
+    stand.budapp.on(
+        "POST",
+        "/benchmark/node-configurations",
+        budapp_error(
+            500,
+            "Failed to get node configurations",
+            "InternalServerError",
+        ),
+    );
+    stand.budapp.on(
+        "POST",
+        "/benchmark/run-workflow",
+        Reply::json(200, budapp_workflow(&wf, "in_progress")),
+    );
+    let exec = stand
+        .run(
+            one_step(
+                "bench",
+                "model_benchmark",
+                json!({"model_id": MODEL, "cluster_id": BUD_CLUSTER}),
+            ),
+            json!({}),
+        )
+        .await;
+    stand.wait_waiting(exec, "bench").await;
+    let list = stand.budapp.requests_to("GET", "/clusters/clusters");
+    assert_eq!(list[0].query.as_deref(), Some("limit=100"));
+    let run = &stand.budapp.requests_to("POST", "/benchmark/run-workflow")[0].body;
+    assert_eq!(run["cluster_id"], CLUSTER);
+    assert_eq!(run["bud_cluster_id"], BUD_CLUSTER);
+    assert_eq!(
+        (
+            run["selected_device_type"].as_str(),
+            run["tp_size"].as_i64(),
+            run["replicas"].as_i64()
+        ),
+        (Some("cuda"), Some(1), Some(1))
+    );
+    // A FAILED stage of the benchmark fails the step.
+    let events = benchmark_events(&wf);
+    let mut failed = events[2].clone();
+    failed["payload"]["content"]["status"] = json!("FAILED");
+    failed["payload"]["content"]["message"] = json!("Benchmark pod crashed");
+    assert_eq!(stand.deliver(&failed).await, "applied");
+    let done = stand.api().wait_terminal(exec, WAIT).await;
+    assert_eq!(done["status"], "FAILED", "{done:#}");
+    assert_eq!(step(&done, "bench")["error"], "Benchmark pod crashed");
+}

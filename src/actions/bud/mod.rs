@@ -23,6 +23,7 @@ mod deployment_ratelimit;
 mod deployment_scale;
 mod http_request;
 mod model_add;
+mod model_benchmark;
 mod model_delete;
 mod simulation_run;
 
@@ -44,6 +45,7 @@ pub use deployment_ratelimit::DeploymentRatelimit;
 pub use deployment_scale::DeploymentScale;
 pub use http_request::HttpRequest;
 pub use model_add::ModelAdd;
+pub use model_benchmark::ModelBenchmark;
 pub use model_delete::ModelDelete;
 pub use simulation_run::SimulationRun;
 
@@ -57,6 +59,7 @@ pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings
     registry.register(ModelAdd::new(bud.clone()));
     registry.register(CloudModelAdd::new(bud.clone()));
     registry.register(ModelDelete::new(bud.clone()));
+    registry.register(ModelBenchmark::new(bud.clone()));
     registry.register(SimulationRun::new(bud.clone()));
     registry.register(DeploymentCreate::new(bud.clone()));
     registry.register(DeploymentDelete::new(bud.clone()));
@@ -238,7 +241,6 @@ impl BudServices {
         }
     }
 
-    #[allow(dead_code)]
     async fn budcluster(&self, ctx: &StepContext, call: BudCall) -> Result<Value, InvokeError> {
         let app_id = self.inner.budcluster.clone();
         self.send(&app_id, CallHints::for_step(ctx), call).await
