@@ -56,7 +56,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "NOTIFY_TOPIC",
         "-",
-        "budnotify topic for notification steps and notifications",
+        "budnotify topic for the events of executions with subscriber_ids",
     ),
     (
         "BUDCLUSTER_APP_ID",
