@@ -4,6 +4,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::actions::bud::address::{AddressRange, parse_ranges};
+
 /// Every variable the service reads, with its default and meaning; `--help`
 /// prints this table and `.env.example` mirrors it.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
@@ -59,12 +61,25 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "NOTIFY_TOPIC",
         "-",
-        "budnotify topic for notification steps and notifications",
+        "budnotify topic for the events of executions with subscriber_ids",
     ),
     (
         "BUDCLUSTER_APP_ID",
         "budcluster",
         "Dapr app id of budcluster",
+    ),
+    ("BUDAPP_APP_ID", "budapp", "Dapr app id of budapp"),
+    ("BUDSIM_APP_ID", "budsim", "Dapr app id of budsim"),
+    ("BUDMODEL_APP_ID", "budmodel", "Dapr app id of budmodel"),
+    (
+        "SYSTEM_USER_ID",
+        "-",
+        "budapp user the actions' budapp calls are made for when neither the step nor the execution names one (`?user_id=`)",
+    ),
+    (
+        "HTTP_REQUEST_ALLOWED_CIDRS",
+        "-",
+        "address ranges `http_request` may reach although loopback, link-local or private (comma list, e.g. 10.20.0.0/16)",
     ),
     (
         "DAPR_HEALTH_TIMEOUT",
@@ -152,6 +167,13 @@ pub struct Settings {
     pub workflow_events_topic: String,
     pub notify_topic: Option<String>,
     pub budcluster_app_id: String,
+    pub budapp_app_id: String,
+    pub budsim_app_id: String,
+    pub budmodel_app_id: String,
+    /// The budapp user calls are made for when a step names none.
+    pub system_user_id: Option<String>,
+    /// Ranges `http_request` may reach although they are not public.
+    pub http_request_allowed_cidrs: Vec<AddressRange>,
     pub dapr_health_timeout: Duration,
     pub database_max_connections: u32,
     pub max_concurrent_steps: usize,
@@ -307,6 +329,20 @@ impl Settings {
             budcluster_app_id: env
                 .string("BUDCLUSTER_APP_ID")
                 .unwrap_or_else(|| "budcluster".into()),
+            budapp_app_id: env
+                .string("BUDAPP_APP_ID")
+                .unwrap_or_else(|| "budapp".into()),
+            budsim_app_id: env
+                .string("BUDSIM_APP_ID")
+                .unwrap_or_else(|| "budsim".into()),
+            budmodel_app_id: env
+                .string("BUDMODEL_APP_ID")
+                .unwrap_or_else(|| "budmodel".into()),
+            system_user_id: env.string("SYSTEM_USER_ID"),
+            http_request_allowed_cidrs: parse_ranges(
+                &env.string("HTTP_REQUEST_ALLOWED_CIDRS").unwrap_or_default(),
+            )
+            .map_err(|problem| invalid("HTTP_REQUEST_ALLOWED_CIDRS", problem))?,
             dapr_health_timeout: env.seconds("DAPR_HEALTH_TIMEOUT", 60.0)?,
             database_max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 16)?,
             max_concurrent_steps: env.positive::<u32>("MAX_CONCURRENT_STEPS", 64)? as usize,
@@ -547,5 +583,33 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.template_max_bytes, 4096);
+        let err = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("HTTP_REQUEST_ALLOWED_CIDRS", "10.0.0.0/8,intranet"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("HTTP_REQUEST_ALLOWED_CIDRS:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_other_bud_services_have_their_bud_app_ids() {
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("HTTP_REQUEST_ALLOWED_CIDRS", "127.0.0.0/8, 10.1.0.0/16"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.budapp_app_id.as_str(),
+                s.budsim_app_id.as_str(),
+                s.budmodel_app_id.as_str()
+            ),
+            ("budapp", "budsim", "budmodel")
+        );
+        assert_eq!(s.system_user_id, None);
+        assert_eq!(s.http_request_allowed_cidrs.len(), 2);
     }
 }

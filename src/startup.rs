@@ -36,6 +36,7 @@ pub struct Application {
 pub fn registry(settings: &Settings, dapr: &DaprClient) -> Registry {
     let mut registry = Registry::with_builtins();
     crate::actions::seed::register(&mut registry, dapr.clone(), settings);
+    crate::actions::bud::register(&mut registry, dapr.clone(), settings);
     registry
 }
 

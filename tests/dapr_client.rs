@@ -112,6 +112,7 @@ async fn invoke_succeeds_on_the_third_attempt_after_two_503s() {
     let hints = CallHints {
         idempotency_key: Some("exec:step:1".into()),
         traceparent: None,
+        ..CallHints::default()
     };
 
     // Act
@@ -430,6 +431,7 @@ async fn trace_context_and_body_reach_the_callee() {
     let hints = CallHints {
         idempotency_key: Some("e:s:2".into()),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        ..CallHints::default()
     };
 
     stand
@@ -602,36 +604,61 @@ async fn deploy_model_failures_carry_their_retryability() {
 }
 
 #[tokio::test]
-async fn cluster_health_reports_the_cluster_state() {
+async fn cluster_health_reports_each_check_of_budclusters_route() {
     let stand = Stand::start(&[]).await;
-    stand
-        .budcluster
-        .push_health_response(200, json!({"status": "degraded", "details": {"nodes": 1}}));
+    // budcluster's ClusterHealthResponse (cluster_ops/services.py).
+    stand.budcluster.push_health_response(
+        200,
+        json!({"object": "info", "message": "Cluster health check completed",
+               "data": {"nodes": {"healthy": false, "message": "2/3 nodes ready", "count": 3,
+                                  "details": {"not_ready_nodes": ["gpu-2"]}},
+                        "gpu": {"healthy": true, "message": "4 GPUs allocatable"}}}),
+    );
 
     let outcome = stand
-        .run("cluster_health", ctx(json!({"cluster_id": "c1"})))
+        .run(
+            "cluster_health",
+            ctx(json!({"cluster_id": "c1", "checks": ["nodes", "gpu", "storage"]})),
+        )
         .await;
-    let default = stand.run("cluster_health", ctx(json!({}))).await;
+    let default = stand
+        .run("cluster_health", ctx(json!({"cluster_id": "c2"})))
+        .await;
 
+    let StepOutcome::Completed { outputs } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(outputs["healthy"], json!(false));
+    assert_eq!(outputs["status"], json!("degraded"));
     assert_eq!(
-        outcome,
-        StepOutcome::completed(Map::from_iter([
-            ("healthy".to_owned(), json!(false)),
-            ("status".to_owned(), json!("degraded")),
-            ("details".to_owned(), json!({"nodes": 1})),
-        ]))
+        outputs["issues"],
+        json!(["2/3 nodes ready", "storage check not available"])
     );
+    assert_eq!(outputs["details"]["gpu"]["message"], "4 GPUs allocatable");
     let StepOutcome::Completed { outputs } = default else {
         panic!("{default:?}")
     };
     assert_eq!(outputs["healthy"], json!(true));
-    let paths: Vec<String> = stand
+    assert_eq!(outputs["issues"], json!([]));
+    let asked: Vec<(String, Option<String>)> = stand
         .budcluster
         .requests()
         .into_iter()
-        .map(|r| r.path)
+        .map(|r| (r.path, r.query))
         .collect();
-    assert_eq!(paths, ["/api/v1/clusters/c1/health", "/api/v1/health"]);
+    assert_eq!(
+        asked,
+        [
+            (
+                "/cluster/c1/health".to_owned(),
+                Some("checks=nodes,gpu,storage".to_owned())
+            ),
+            (
+                "/cluster/c2/health".to_owned(),
+                Some("checks=nodes,api".to_owned())
+            ),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -723,45 +750,51 @@ async fn invoke_service_calls_any_app_and_waits_on_a_response_field() {
 }
 
 #[tokio::test]
-async fn notification_publishes_to_the_notify_topic() {
+async fn notification_publishes_the_originals_body_to_the_notifications_topic() {
     let stand = Stand::start(&[("NOTIFY_TOPIC", "notificationMessages")]).await;
     let ctx = ctx(
-        json!({"message": "deployed", "severity": "warning", "recipients": "user-1",
-                         "metadata": {"cluster": "c1"}}),
+        json!({"channel": "slack", "message": "deployed", "severity": "warning",
+               "recipients": ["#ops"], "metadata": {"cluster": "c1"}}),
     );
-    let (execution_id, hint) = (ctx.execution_id, ctx.idempotency_hint());
+    let id = format!("{}-{}", ctx.execution_id, ctx.step_id);
 
-    let outcome = stand.run("notification", ctx).await;
+    let outcome = stand.run("notification", ctx.clone()).await;
 
     let StepOutcome::Completed { outputs } = outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(outputs["sent"], json!(true));
-    assert_eq!(outputs["notification_id"], json!(hint));
-    let published = stand.sidecar.published_to("notificationMessages");
-    assert_eq!(published.len(), 1);
-    assert_eq!(published[0].cloudevent_id.as_deref(), Some(hint.as_str()));
-    let body = &published[0].body;
-    assert_eq!(body["subscriber_ids"], "user-1");
-    assert_eq!(
-        body["payload"]["workflow_id"],
-        json!(execution_id.to_string())
+    assert_eq!(outputs["notification_id"], json!(id));
+    assert!(
+        stand
+            .sidecar
+            .published_to("notificationMessages")
+            .is_empty()
     );
-    assert_eq!(body["payload"]["type"], "pipeline_notification");
+    let published = stand.sidecar.published_to("notifications");
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].cloudevent_id.as_deref(), Some(id.as_str()));
     assert_eq!(
-        body["payload"]["content"],
-        json!({"title": "Workflow Notification", "message": "deployed", "status": "COMPLETED",
-               "severity": "warning", "result": {"cluster": "c1"}})
+        published[0].body,
+        json!({"notification_id": id, "channel": "slack", "title": "Workflow Notification",
+               "message": "deployed", "severity": "warning",
+               "metadata": {"cluster": "c1", "source": "budpipeline",
+                            "workflow_execution_id": ctx.execution_id.to_string(),
+                            "step_id": ctx.step_id},
+               "recipients": ["#ops"]})
     );
 }
 
 #[tokio::test]
 async fn notification_publish_failure_is_retryable() {
-    let stand = Stand::start(&[("NOTIFY_TOPIC", "n")]).await;
+    let stand = Stand::start(&[]).await;
     stand.sidecar.fail_next_publishes(1);
 
     let outcome = stand
-        .run("notification", ctx(json!({"message": "m"})))
+        .run(
+            "notification",
+            ctx(json!({"channel": "email", "message": "m"})),
+        )
         .await;
 
     assert_failed(&outcome, true, "500");

@@ -6,6 +6,7 @@
 //! [`StepOutcome`]; the engine makes the outcome durable. Event-driven
 //! handlers also map an incoming event to an [`EventAction`].
 
+pub mod bud;
 pub mod bud_event;
 pub mod builtin;
 pub mod seed;

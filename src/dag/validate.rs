@@ -618,7 +618,41 @@ fn check_action_params(
     }
 }
 
+/// What a literal value of a parameter declared `kind` must be, when it is
+/// not: the declared types are checked (no coercion, as for execution
+/// parameters), except that a number stands for text (a step may name an id
+/// by a number) and `json`, `template` and other kinds take anything.
+fn param_type_mismatch(kind: &str, value: &Value) -> Option<&'static str> {
+    let ok = match kind {
+        "string" => matches!(value, Value::String(_) | Value::Number(_)),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        _ => true,
+    };
+    if ok {
+        return None;
+    }
+    Some(match kind {
+        "string" => "a string",
+        "number" => "a number",
+        "integer" => "an integer",
+        "boolean" => "a boolean",
+        "object" => "an object",
+        _ => "an array",
+    })
+}
+
 fn check_param_value(path: &str, spec: &ParamSpec, value: &Value, report: &mut Report) {
+    if let Some(expected) = param_type_mismatch(spec.kind, value) {
+        report.error(format!(
+            "{path}: must be {expected}, got {}",
+            crate::dag::params::json_type_name(value)
+        ));
+        return;
+    }
     if let Some(n) = value.as_f64() {
         if let Some(min) = spec.min.filter(|min| n < *min) {
             report.error(format!("{path}: must be at least {}", show(min)));

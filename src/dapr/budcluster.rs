@@ -112,6 +112,26 @@ impl Budcluster {
         self.call(Method::GET, &path, None, hints).await
     }
 
+    /// `GET /cluster/{cluster_id}/health?checks=a,b`, the route budcluster
+    /// serves (`cluster_ops/routes.py`): its `ClusterHealthResponse`
+    /// carries one `{healthy, message, count?, details?}` per check under
+    /// `data`.
+    pub async fn cluster_checks(
+        &self,
+        cluster_id: &str,
+        checks: &[String],
+        hints: &CallHints,
+    ) -> Result<Value, InvokeError> {
+        let mut path = format!("/cluster/{}/health", self.segment(cluster_id)?);
+        if !checks.is_empty() {
+            let list: Vec<String> = checks.iter().map(|c| encode_segment(c)).collect();
+            path = format!("{path}?checks={}", list.join(","));
+        }
+        self.client
+            .invoke(&self.app_id, Method::GET, &path, None, hints)
+            .await
+    }
+
     /// `DELETE /api/v1/clusters/{cluster_id}/deployments/{deployment_id}`.
     pub async fn delete_deployment(
         &self,

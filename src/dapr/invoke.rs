@@ -34,6 +34,14 @@ pub struct CallHints {
     pub idempotency_key: Option<String>,
     /// W3C trace context, sent as `traceparent`.
     pub traceparent: Option<String>,
+    /// Sent as `x-app-api-token`: budapp accepts an internal call (one with
+    /// `?user_id=` and no user JWT) only when this header, or the
+    /// `dapr-api-token` its own sidecar adds, equals its `APP_API_TOKEN`.
+    pub app_token: Option<String>,
+    /// The callee is known to take this long: the attempt may last at least
+    /// this much even when `SERVICE_INVOKE_TIMEOUT` is shorter (budsim's
+    /// synchronous simulation, budapp starting a workflow).
+    pub min_timeout: Option<Duration>,
 }
 
 impl CallHints {
@@ -42,6 +50,7 @@ impl CallHints {
         Self {
             idempotency_key: Some(ctx.idempotency_hint()),
             traceparent: ctx.traceparent.clone(),
+            ..Self::default()
         }
     }
 }
@@ -308,7 +317,9 @@ impl DaprClient {
         body: Option<&Value>,
         hints: &CallHints,
     ) -> Result<Value, InvokeError> {
-        let timeout = self.inner.attempt_timeout;
+        let timeout = hints.min_timeout.map_or(self.inner.attempt_timeout, |t| {
+            t.max(self.inner.attempt_timeout)
+        });
         let mut request = self
             .authorized(self.inner.http.request(method.clone(), url.clone()))
             .timeout(timeout);
@@ -317,6 +328,7 @@ impl DaprClient {
         let hinted = [
             ("idempotency-key", &hints.idempotency_key),
             ("traceparent", &hints.traceparent),
+            ("x-app-api-token", &hints.app_token),
         ];
         for (name, value) in hinted {
             if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {

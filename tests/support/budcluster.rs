@@ -15,7 +15,10 @@
 //! - `POST /api/v1/clusters/{cluster_id}/deployments` ([`Route::Deploy`]),
 //!   default `200 {"status": "accepted", "workflow_id": "bc-wf-<uuid>", "deployment_id": "dep-<uuid>"}`
 //! - `GET /api/v1/clusters/{cluster_id}/health` and `GET /api/v1/health`
-//!   ([`Route::Health`]), default `200 {"healthy": true, "status": "healthy"}`
+//!   ([`Route::Health`]), default `200 {"healthy": true, "status": "healthy"}`;
+//!   `GET /cluster/{cluster_id}/health` (the route budcluster serves, also
+//!   [`Route::Health`]), default a `ClusterHealthResponse` with `nodes` and
+//!   `api` healthy
 //! - `DELETE /api/v1/clusters/{cluster_id}/deployments/{deployment_id}`
 //!   ([`Route::Delete`]), default `200 {"status": "accepted", "workflow_id": "bc-wf-<uuid>", "deployment_id": <from the path>}`
 //!
@@ -56,6 +59,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Wait this long before answering (to provoke client timeouts).
     pub delay: Duration,
+    /// Extra response headers (a redirect's `Location`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -65,6 +70,7 @@ impl Reply {
             body: body.to_string(),
             content_type: "application/json",
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -75,7 +81,18 @@ impl Reply {
             body: body.to_owned(),
             content_type: "text/plain",
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
+    }
+
+    /// A redirect with this status to `location`.
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Self::text(status, "").header("location", location)
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
@@ -214,7 +231,12 @@ fn route_of(method: &Method, path: &str) -> Route {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["api", "v1", "clusters", _, "deployments"]) => Route::Deploy,
-        ("GET", ["api", "v1", "clusters", _, "health"] | ["api", "v1", "health"]) => Route::Health,
+        (
+            "GET",
+            ["api", "v1", "clusters", _, "health"]
+            | ["api", "v1", "health"]
+            | ["cluster", _, "health"],
+        ) => Route::Health,
         ("DELETE", ["api", "v1", "clusters", _, "deployments", _]) => Route::Delete,
         _ => Route::Other,
     }
@@ -227,6 +249,13 @@ fn default_reply(route: Route, path: &str) -> Reply {
             200,
             json!({"status": "accepted", "workflow_id": workflow_id,
                    "deployment_id": format!("dep-{}", Uuid::new_v4())}),
+        ),
+        // budcluster's ClusterHealthResponse for the route it serves.
+        Route::Health if path.starts_with("/cluster/") => Reply::json(
+            200,
+            json!({"object": "info", "message": "Cluster health check completed",
+                   "data": {"nodes": {"healthy": true, "message": "All nodes ready", "count": 3},
+                            "api": {"healthy": true, "message": "API server responding"}}}),
         ),
         Route::Health => Reply::json(200, json!({"healthy": true, "status": "healthy"})),
         Route::Delete => Reply::json(

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod bud;
 pub mod budcluster;
 pub mod cli;
 pub mod cluster;

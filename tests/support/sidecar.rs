@@ -384,7 +384,12 @@ async fn forward(
         .request(method.clone(), format!("{base}{path}"))
         .header("dapr-caller-app-id", "budpipeline")
         .body(body);
-    for name in ["content-type", "idempotency-key", "traceparent"] {
+    for name in [
+        "content-type",
+        "idempotency-key",
+        "traceparent",
+        "x-app-api-token",
+    ] {
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }

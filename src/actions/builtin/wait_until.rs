@@ -6,7 +6,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{
+    DateTime, LocalResult, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, TimeZone, Utc,
+};
+use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -25,9 +28,10 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     category: CATEGORY,
     description: "Pause the workflow for a duration or until a time (at most 168 hours). \
                   Give exactly one of duration_seconds, duration_hours or until_time. \
-                  Times are UTC: until_time is an RFC 3339 timestamp with an offset or Z, \
-                  or HH:MM[:SS] for its next occurrence in UTC; named time zones are \
-                  not supported. The wait is durable and survives restarts.",
+                  until_time is an ISO 8601 timestamp (with an offset or Z, or without one \
+                  for a local time in `timezone`) or HH:MM[:SS] for its next occurrence in \
+                  `timezone` (an IANA name, UTC by default). The wait is durable and \
+                  survives restarts.",
     params: vec![
         ParamSpec::new("duration_seconds", "number", "Seconds to wait.")
             .range(Some(1.0), Some((MAX_HOURS * 3600) as f64)),
@@ -36,8 +40,15 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
         ParamSpec::new(
             "until_time",
             "string",
-            "When to wake: RFC 3339 (e.g. 2025-01-31T09:00:00Z) or HH:MM[:SS] in UTC.",
+            "When to wake: ISO 8601 (e.g. 2025-01-31T09:00:00Z, or 2025-01-31T09:00:00 in \
+             `timezone`) or HH:MM[:SS] in `timezone`.",
         ),
+        ParamSpec::new(
+            "timezone",
+            "string",
+            "IANA time zone of a local until_time (e.g. Europe/Berlin).",
+        )
+        .default(json!("UTC")),
     ],
     outputs: vec![
         OutputSpec::new("waited", "boolean", "True once the timer fired."),
@@ -89,6 +100,11 @@ impl StepHandler for WaitUntil {
                 errors.push(bad_until_time(s));
             }
         }
+        if let Some(Value::String(tz)) = present(params, "timezone") {
+            if !tz.contains("{{") && tz.parse::<Tz>().is_err() {
+                errors.push(invalid_timezone(tz));
+            }
+        }
         errors
     }
 
@@ -133,6 +149,14 @@ fn plan(params: &Map<String, Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>
         return Err(exactly_one());
     };
     let value = &params[key];
+    let tz = match present(params, "timezone") {
+        None => Tz::UTC,
+        Some(Value::String(name)) => name
+            .trim()
+            .parse::<Tz>()
+            .map_err(|_| invalid_timezone(name))?,
+        Some(other) => return Err(invalid_timezone(&other.to_string())),
+    };
     let wake = match key {
         "duration_seconds" => {
             let secs = number(value).ok_or("duration_seconds must be a number")?;
@@ -150,20 +174,23 @@ fn plan(params: &Map<String, Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>
         }
         _ => {
             let text = value.as_str().ok_or("until_time must be a string")?;
-            match parse_until(text).ok_or_else(|| bad_until_time(text))? {
-                Until::At(at) if at <= now => {
-                    return Err(format!("until_time must be in the future, got {text}"));
-                }
+            let at = match parse_until(text).ok_or_else(|| bad_until_time(text))? {
                 Until::At(at) => at,
+                Until::Local(local) => in_zone(tz, local),
                 Until::Daily(time) => {
-                    let today = now.date_naive().and_time(time).and_utc();
+                    let local_today = now.with_timezone(&tz).date_naive();
+                    let today = in_zone(tz, local_today.and_time(time));
                     if today > now {
                         today
                     } else {
-                        today + TimeDelta::days(1)
+                        in_zone(tz, (local_today + TimeDelta::days(1)).and_time(time))
                     }
                 }
+            };
+            if at <= now {
+                return Err(format!("until_time must be in the future, got {text}"));
             }
+            at
         }
     };
     if wake - now > MAX_WAIT {
@@ -175,7 +202,9 @@ fn plan(params: &Map<String, Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>
 /// A parsed `until_time`.
 enum Until {
     At(DateTime<Utc>),
-    /// `HH:MM[:SS]`: the next time the UTC clock shows it.
+    /// A timestamp without an offset: a local time in `timezone`.
+    Local(NaiveDateTime),
+    /// `HH:MM[:SS]`: the next time the clock of `timezone` shows it.
     Daily(NaiveTime),
 }
 
@@ -184,10 +213,29 @@ fn parse_until(text: &str) -> Option<Until> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Some(Until::At(at.with_timezone(&Utc)));
     }
+    if let Some(local) = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    {
+        return Some(Until::Local(local));
+    }
     ["%H:%M:%S", "%H:%M"]
         .iter()
         .find_map(|format| NaiveTime::parse_from_str(text, format).ok())
         .map(Until::Daily)
+}
+
+/// A local time of `tz` as an instant. A time a daylight-saving change
+/// repeats is its first occurrence; one it skips is taken an hour later (as
+/// Python's `zoneinfo` with `fold=0`, which the original used).
+fn in_zone(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => at.with_timezone(&Utc),
+        LocalResult::None => tz
+            .from_local_datetime(&(local + TimeDelta::hours(1)))
+            .earliest()
+            .map_or_else(|| local.and_utc(), |at| at.with_timezone(&Utc)),
+    }
 }
 
 /// A param value, if given: null counts as absent (an undefined template).
@@ -233,9 +281,13 @@ fn exactly_one() -> String {
 
 fn bad_until_time(text: &str) -> String {
     format!(
-        "until_time must be an RFC 3339 timestamp with an offset or Z \
-         (e.g. 2025-01-31T09:00:00Z) or HH:MM[:SS] in UTC, got '{text}'"
+        "until_time must be an ISO 8601 timestamp (e.g. 2025-01-31T09:00:00Z, or without \
+         an offset for a local time in `timezone`) or HH:MM[:SS], got '{text}'"
     )
+}
+
+fn invalid_timezone(name: &str) -> String {
+    format!("Invalid timezone: '{name}'")
 }
 
 #[cfg(test)]
@@ -298,6 +350,62 @@ mod tests {
     }
 
     #[test]
+    fn local_times_are_read_in_the_time_zone() {
+        // A timestamp without an offset is UTC by default.
+        assert_eq!(
+            plan_at(json!({"until_time": "2025-01-31T12:00:00"}), NOW),
+            Ok("2025-01-31T12:00:00.000Z".into())
+        );
+        assert_eq!(
+            plan_at(
+                json!({"until_time": "2025-01-31T12:00", "timezone": "Europe/Berlin"}),
+                NOW
+            ),
+            Ok("2025-01-31T11:00:00.000Z".into())
+        );
+        // 10:00 UTC is 19:00 in Tokyo: 20:30 is today there, 08:00 tomorrow.
+        assert_eq!(
+            plan_at(
+                json!({"until_time": "20:30", "timezone": "Asia/Tokyo"}),
+                NOW
+            ),
+            Ok("2025-01-31T11:30:00.000Z".into())
+        );
+        assert_eq!(
+            plan_at(
+                json!({"until_time": "08:00", "timezone": "Asia/Tokyo"}),
+                NOW
+            ),
+            Ok("2025-01-31T23:00:00.000Z".into())
+        );
+        // An offset wins over the time zone.
+        assert_eq!(
+            plan_at(
+                json!({"until_time": "2025-01-31T12:00:00Z", "timezone": "Asia/Tokyo"}),
+                NOW
+            ),
+            Ok("2025-01-31T12:00:00.000Z".into())
+        );
+        // New York springs forward on 2025-03-09 at 02:00: 02:30 does not
+        // exist and is 03:30 EDT; 01:30 on 2025-11-02 happens twice, the
+        // first (EDT) counts.
+        assert_eq!(
+            plan_at(
+                json!({"until_time": "2025-03-09T02:30:00", "timezone": "America/New_York"}),
+                "2025-03-08T12:00:00Z"
+            ),
+            Ok("2025-03-09T07:30:00.000Z".into())
+        );
+        assert_eq!(
+            plan_at(
+                json!({"until_time": "2025-11-02T01:30:00", "timezone": "America/New_York"}),
+                "2025-11-01T12:00:00Z"
+            ),
+            Ok("2025-11-02T05:30:00.000Z".into())
+        );
+    }
+
+    #[test]
     fn rejects_bad_waits() {
         let err = |v| plan_at(v, NOW).unwrap_err();
         assert_eq!(err(json!({})), exactly_one());
@@ -334,8 +442,12 @@ mod tests {
             "until_time must be in the future, got 2025-01-31T09:59:59Z"
         );
         assert_eq!(
-            err(json!({"until_time": "2025-01-31T12:00:00"})),
-            bad_until_time("2025-01-31T12:00:00")
+            err(json!({"until_time": "10:30", "timezone": "Mars/Olympus"})),
+            "Invalid timezone: 'Mars/Olympus'"
+        );
+        assert_eq!(
+            err(json!({"until_time": "2025-01-31T09:00:00"})),
+            "until_time must be in the future, got 2025-01-31T09:00:00"
         );
         assert_eq!(err(json!({"until_time": "25:00"})), bad_until_time("25:00"));
     }
@@ -414,6 +526,11 @@ mod tests {
             [bad_until_time("noon")]
         );
         assert!(check(json!({"until_time": "{{ params.when }}"})).is_empty());
+        assert_eq!(
+            check(json!({"until_time": "08:00", "timezone": "Nowhere/Else"})),
+            ["Invalid timezone: 'Nowhere/Else'"]
+        );
+        assert!(check(json!({"until_time": "08:00", "timezone": "Asia/Kolkata"})).is_empty());
         assert_eq!(SPEC.default_timeout_seconds, Some(604_860));
         assert!(SPEC.waits_for_event);
     }

@@ -25,8 +25,8 @@ pub use deploy_model::DeployModel;
 pub use invoke_service::InvokeService;
 pub use notification::Notification;
 
-const CLUSTER_OPERATIONS: &str = "Cluster Operations";
-const INTEGRATION: &str = "Integration";
+pub(crate) const CLUSTER_OPERATIONS: &str = "Cluster Operations";
+pub(crate) const INTEGRATION: &str = "Integration";
 
 /// How long a step waits for a completion event when it sets no timeout.
 const DEFAULT_WAIT_SECONDS: u64 = 1800;
@@ -37,11 +37,11 @@ pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings
     registry.register(ClusterHealth::new(budcluster.clone()));
     registry.register(DeleteDeployment::new(budcluster));
     registry.register(InvokeService::new(client.clone()));
-    registry.register(Notification::new(client, settings.notify_topic.clone()));
+    registry.register(Notification::new(client));
 }
 
 /// Inside `run`, a failure is already the step's outcome.
-type Attempt<T> = Result<T, StepOutcome>;
+pub(crate) type Attempt<T> = Result<T, StepOutcome>;
 
 /// Longest correlation id a step can wait on: the waiting step's id is
 /// indexed, and a Postgres btree row holds about 2.7 kB. `/workflow-events`
@@ -92,7 +92,7 @@ fn strip_nul_str(text: String) -> String {
 /// them (so the event still matches), and a correlation id too long to wait
 /// on turned into a permanent failure. Without this, recording the outcome
 /// fails on every try and the step never leaves RUNNING.
-fn storable(outcome: StepOutcome) -> StepOutcome {
+pub(crate) fn storable(outcome: StepOutcome) -> StepOutcome {
     match outcome {
         StepOutcome::Completed { outputs } => StepOutcome::Completed {
             outputs: strip_nul_map(outputs),
@@ -124,7 +124,7 @@ fn storable(outcome: StepOutcome) -> StepOutcome {
 }
 
 /// A failed call as a step outcome: retryable when the call may succeed later.
-fn call_failed(error: &InvokeError) -> StepOutcome {
+pub(crate) fn call_failed(error: &InvokeError) -> StepOutcome {
     StepOutcome::Failed {
         error: error.to_string(),
         retryable: error.is_retryable(),
@@ -135,11 +135,11 @@ fn call_failed(error: &InvokeError) -> StepOutcome {
 /// A required text param after templating. Numbers and booleans are taken
 /// as their text (a pure template can yield one); null, `""` and
 /// objects are permanent failures.
-fn required_str(params: &Map<String, Value>, name: &str) -> Attempt<String> {
+pub(crate) fn required_str(params: &Map<String, Value>, name: &str) -> Attempt<String> {
     optional_str(params, name)?.ok_or_else(|| StepOutcome::permanent(format!("{name} is required")))
 }
 
-fn optional_str(params: &Map<String, Value>, name: &str) -> Attempt<Option<String>> {
+pub(crate) fn optional_str(params: &Map<String, Value>, name: &str) -> Attempt<Option<String>> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -150,7 +150,10 @@ fn optional_str(params: &Map<String, Value>, name: &str) -> Attempt<Option<Strin
 }
 
 /// An optional object param after templating; null is absent.
-fn optional_object(params: &Map<String, Value>, name: &str) -> Attempt<Option<Map<String, Value>>> {
+pub(crate) fn optional_object(
+    params: &Map<String, Value>,
+    name: &str,
+) -> Attempt<Option<Map<String, Value>>> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map.clone())),
@@ -159,12 +162,12 @@ fn optional_object(params: &Map<String, Value>, name: &str) -> Attempt<Option<Ma
 }
 
 /// Whether a raw param is still a template; `validate` must let it through.
-fn is_template(value: &Value) -> bool {
+pub(crate) fn is_template(value: &Value) -> bool {
     value.as_str().is_some_and(|s| s.contains("{{"))
 }
 
 /// Submit-time check that a literal param is an object.
-fn check_object(params: &Map<String, Value>, name: &str, errors: &mut Vec<String>) {
+pub(crate) fn check_object(params: &Map<String, Value>, name: &str, errors: &mut Vec<String>) {
     match params.get(name) {
         None | Some(Value::Null | Value::Object(_)) => {}
         Some(value) if is_template(value) => {}
@@ -174,7 +177,7 @@ fn check_object(params: &Map<String, Value>, name: &str, errors: &mut Vec<String
 
 /// The outcome of a waiting step whose timeout passed, naming what it
 /// waited for.
-fn timed_out_waiting(outputs: &Map<String, Value>, key: &str, on: &str) -> StepOutcome {
+pub(crate) fn timed_out_waiting(outputs: &Map<String, Value>, key: &str, on: &str) -> StepOutcome {
     let error = match outputs.get(key).and_then(Value::as_str) {
         Some(id) => format!("step timed out waiting for {on} {id}"),
         None => "step timed out".to_owned(),
@@ -185,7 +188,7 @@ fn timed_out_waiting(outputs: &Map<String, Value>, key: &str, on: &str) -> StepO
 /// A client whose sidecar does not exist and that tries once: a test
 /// handler built on it proves it makes no call, or fails fast when it does.
 #[cfg(test)]
-fn test_client() -> DaprClient {
+pub(crate) fn test_client() -> DaprClient {
     let settings = Settings::from_lookup(|name| match name {
         "DATABASE_URL" => Some("postgres://x/y".into()),
         "DAPR_HTTP_ENDPOINT" => Some("http://127.0.0.1:9".into()),

@@ -1,6 +1,9 @@
-//! `notification`: publish a notification to budnotify's topic
-//! (`NOTIFY_TOPIC`) in the NotificationPayload shape budnotify and budadmin
-//! read (API.md "Outbound calls").
+//! `notification`: publish a notification as the original did: to the
+//! `notifications` topic of the pub/sub component, with the original's body
+//! `{notification_id, channel, title, message, severity, metadata,
+//! recipients}` (`actions/integration/notification.py`). The event's
+//! CloudEvent id is the notification id, the same on every retry, so a
+//! subscriber can drop a repeat.
 
 use std::sync::LazyLock;
 
@@ -12,36 +15,36 @@ use crate::actions::{
 };
 use crate::dapr::DaprClient;
 
+/// The topic the original published to.
+pub const NOTIFICATIONS_TOPIC: &str = "notifications";
+const CHANNELS: &[&str] = &["email", "slack", "teams", "webhook"];
 const SEVERITIES: &[&str] = &["info", "warning", "error", "critical"];
 const DEFAULT_TITLE: &str = "Workflow Notification";
 
 static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     kind: "notification",
-    name: "Notification",
+    name: "Send Notification",
     category: INTEGRATION,
-    description: "Publish a notification to budnotify (the NOTIFY_TOPIC pub/sub topic). \
-                  Fails permanently when NOTIFY_TOPIC is not configured.",
+    description: "Publish a notification (email, Slack, Teams or webhook) to the \
+                  `notifications` pub/sub topic, as the original budpipeline did.",
     params: vec![
-        ParamSpec::new("message", "template", "The notification text.").required(),
-        ParamSpec::new("title", "string", "The notification title.").default(json!(DEFAULT_TITLE)),
-        ParamSpec::new("severity", "string", "How serious it is.")
+        ParamSpec::new("channel", "string", "Notification channel.")
+            .required()
+            .options(CHANNELS),
+        ParamSpec::new("title", "string", "Notification title.").default(json!(DEFAULT_TITLE)),
+        ParamSpec::new("message", "template", "Notification message.").required(),
+        ParamSpec::new("severity", "string", "Notification severity.")
             .default(json!("info"))
             .options(SEVERITIES),
         ParamSpec::new(
-            "channel",
-            "string",
-            "Delivery channel; notifications go through pub/sub to budnotify, which routes them.",
-        )
-        .default(json!("pubsub")),
-        ParamSpec::new(
             "recipients",
             "json",
-            "budnotify subscriber ids; without them budnotify uses its defaults.",
+            "Recipients (email addresses, user ids, channel names, ...).",
         ),
         ParamSpec::new(
             "metadata",
             "object",
-            "Extra data, sent as the notification's result.",
+            "Extra data for the notification; the source, execution and step are added.",
         ),
     ],
     outputs: vec![
@@ -53,9 +56,8 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
         OutputSpec::new(
             "notification_id",
             "string",
-            "The event's CloudEvent id: {execution_id}:{step_id}:{attempt}.",
+            "{execution_id}-{step_id}, also the event's CloudEvent id.",
         ),
-        OutputSpec::new("topic", "string", "The topic it was published to."),
     ],
     waits_for_event: false,
     default_timeout_seconds: None,
@@ -63,32 +65,35 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
 
 pub struct Notification {
     client: DaprClient,
-    topic: Option<String>,
 }
 
 impl Notification {
-    pub fn new(client: DaprClient, topic: Option<String>) -> Self {
-        Self { client, topic }
+    pub fn new(client: DaprClient) -> Self {
+        Self { client }
     }
 
     async fn send(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let Some(topic) = self.topic.as_deref().filter(|t| !t.is_empty()) else {
-            return Err(StepOutcome::permanent("NOTIFY_TOPIC is not configured"));
-        };
         let body = notification_body(ctx)?;
-        let notification_id = ctx.idempotency_hint();
+        let notification_id = notification_id(ctx);
         self.client
-            .publish(topic, &notification_id, &body, ctx.traceparent.as_deref())
+            .publish(
+                NOTIFICATIONS_TOPIC,
+                &notification_id,
+                &body,
+                ctx.traceparent.as_deref(),
+            )
             .await
             .map_err(|e| StepOutcome::Failed {
-                error: e.to_string(),
+                error: format!("Failed to publish notification: {e}"),
                 retryable: e.is_retryable(),
-                outputs: Map::new(),
+                outputs: Map::from_iter([
+                    ("sent".to_owned(), json!(false)),
+                    ("notification_id".to_owned(), json!(notification_id)),
+                ]),
             })?;
         let mut outputs = Map::new();
         outputs.insert("sent".into(), json!(true));
         outputs.insert("notification_id".into(), json!(notification_id));
-        outputs.insert("topic".into(), json!(topic));
         Ok(StepOutcome::completed(outputs))
     }
 }
@@ -111,10 +116,20 @@ impl StepHandler for Notification {
     }
 }
 
-/// The event as budnotify expects it (the `notification` shape of API.md,
-/// with `type` `pipeline_notification`).
+fn notification_id(ctx: &StepContext) -> String {
+    format!("{}-{}", ctx.execution_id, ctx.step_id)
+}
+
+/// The original's body.
 fn notification_body(ctx: &StepContext) -> Attempt<Value> {
     let params = &ctx.params;
+    let channel = required_str(params, "channel")?.to_ascii_lowercase();
+    if !CHANNELS.contains(&channel.as_str()) {
+        return Err(StepOutcome::permanent(format!(
+            "channel must be one of {}, not `{channel}`",
+            CHANNELS.join(", ")
+        )));
+    }
     let message = required_str(params, "message")?;
     let title = optional_str(params, "title")?.unwrap_or_else(|| DEFAULT_TITLE.to_owned());
     let severity = optional_str(params, "severity")?
@@ -126,28 +141,25 @@ fn notification_body(ctx: &StepContext) -> Attempt<Value> {
             SEVERITIES.join(", ")
         )));
     }
-    let metadata = optional_object(params, "metadata")?.unwrap_or_default();
-    let recipients = params.get("recipients").cloned().unwrap_or(Value::Null);
-    let execution_id = ctx.execution_id.to_string();
+    let mut metadata = optional_object(params, "metadata")?.unwrap_or_default();
+    metadata.insert("source".into(), json!("budpipeline"));
+    metadata.insert(
+        "workflow_execution_id".into(),
+        json!(ctx.execution_id.to_string()),
+    );
+    metadata.insert("step_id".into(), json!(ctx.step_id));
+    let recipients = match params.get("recipients") {
+        None | Some(Value::Null) => json!([]),
+        Some(value) => value.clone(),
+    };
     Ok(json!({
-        "notification_type": "event",
-        "name": "bud-notification",
-        "subscriber_ids": recipients,
-        "payload": {
-            "category": "internal",
-            "type": "pipeline_notification",
-            "event": "notification",
-            "workflow_id": execution_id,
-            "source": "budpipeline",
-            "content": {
-                "title": title,
-                "message": message,
-                "status": "COMPLETED",
-                "severity": severity,
-                "result": metadata,
-            },
-        },
-        "source": "budpipeline",
+        "notification_id": notification_id(ctx),
+        "channel": channel,
+        "title": title,
+        "message": message,
+        "severity": severity,
+        "metadata": metadata,
+        "recipients": recipients,
     }))
 }
 
@@ -158,54 +170,55 @@ mod tests {
     use crate::actions::seed::test_client;
 
     #[test]
-    fn body_has_the_budnotify_shape_with_defaults() {
-        let body =
-            notification_body(&ctx(json!({"message": "hi", "severity": "WARNING"}))).unwrap();
+    fn body_is_the_originals_with_defaults() {
+        let nil = uuid::Uuid::nil().to_string();
+        let body = notification_body(&ctx(
+            json!({"channel": "slack", "message": "hi", "severity": "WARNING"}),
+        ))
+        .unwrap();
         assert_eq!(
             body,
             json!({
-                "notification_type": "event", "name": "bud-notification", "subscriber_ids": null,
-                "payload": {"category": "internal", "type": "pipeline_notification",
-                            "event": "notification", "workflow_id": uuid::Uuid::nil().to_string(),
-                            "source": "budpipeline",
-                            "content": {"title": "Workflow Notification", "message": "hi",
-                                        "status": "COMPLETED", "severity": "warning", "result": {}}},
-                "source": "budpipeline"
+                "notification_id": format!("{nil}-step"), "channel": "slack",
+                "title": "Workflow Notification", "message": "hi", "severity": "warning",
+                "metadata": {"source": "budpipeline", "workflow_execution_id": nil,
+                             "step_id": "step"},
+                "recipients": []
             })
         );
-        let body = notification_body(&ctx(json!({"message": "hi", "recipients": "u1,u2",
+        let body = notification_body(&ctx(json!({"channel": "email", "message": "hi",
+                                                  "recipients": ["a@b.c"],
                                                   "metadata": {"k": "v"}, "title": "T"})))
         .unwrap();
-        assert_eq!(body["subscriber_ids"], "u1,u2");
-        assert_eq!(body["payload"]["content"]["result"], json!({"k": "v"}));
-        assert_eq!(body["payload"]["content"]["title"], "T");
+        assert_eq!(body["recipients"], json!(["a@b.c"]));
+        assert_eq!(body["metadata"]["k"], "v");
+        assert_eq!(body["title"], "T");
     }
 
     #[test]
     fn bad_values_are_permanent_failures() {
         assert_eq!(
-            notification_body(&ctx(json!({}))).unwrap_err(),
+            notification_body(&ctx(json!({"channel": "email"}))).unwrap_err(),
             StepOutcome::permanent("message is required")
         );
         assert_eq!(
-            notification_body(&ctx(json!({"message": "m", "severity": "fatal"}))).unwrap_err(),
+            notification_body(&ctx(json!({"channel": "pigeon", "message": "m"}))).unwrap_err(),
+            StepOutcome::permanent(
+                "channel must be one of email, slack, teams, webhook, not `pigeon`"
+            )
+        );
+        assert_eq!(
+            notification_body(&ctx(json!({"channel": "email", "message": "m",
+                                           "severity": "fatal"})))
+            .unwrap_err(),
             StepOutcome::permanent(
                 "severity must be one of info, warning, error, critical, not `fatal`"
             )
         );
-        let handler = Notification::new(test_client(), Some("t".into()));
+        let handler = Notification::new(test_client());
         assert_eq!(
             handler.validate(&params(json!({"metadata": "x"}))),
             ["metadata must be an object"]
-        );
-    }
-
-    #[tokio::test]
-    async fn unset_topic_fails_permanently() {
-        let handler = Notification::new(test_client(), None);
-        assert_eq!(
-            handler.run(ctx(json!({"message": "m"}))).await,
-            StepOutcome::permanent("NOTIFY_TOPIC is not configured")
         );
     }
 }
