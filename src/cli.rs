@@ -44,6 +44,10 @@ pub fn usage() -> String {
         out.push_str(&format!("    {name:<36} {meaning} (default: {default})\n"));
     }
     out.push_str("    RUST_LOG                             log filter (default: info,sqlx=warn)\n");
+    out.push_str("\nTRACING (standard OpenTelemetry variables; see README \"Tracing\"):\n");
+    for (name, default, meaning) in crate::telemetry::VARIABLES {
+        out.push_str(&format!("    {name:<36} {meaning} (default: {default})\n"));
+    }
     out
 }
 

@@ -96,6 +96,7 @@ pub async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<ExecuteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let received = std::time::SystemTime::now();
     let mut bad: Vec<String> = body
         .callback_topics
         .iter()
@@ -171,8 +172,14 @@ pub async fn execute(
             .and_then(|v| v.to_str().ok())
             .and_then(crate::engine::model::trace_id_of),
     };
+    let trace_id = new.trace_id.clone();
     match state.engine.start(new).await? {
-        StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
+        StartOutcome::Created(s) => {
+            // Stored as `trace_id` when no traceparent came (control.rs).
+            let trace = trace_id.unwrap_or_else(|| s.execution_id.simple().to_string());
+            crate::telemetry::record_execution(s.execution_id, s.workflow_id, &trace, received);
+            Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s))))
+        }
         StartOutcome::Repeated(s) => Ok((StatusCode::OK, Json(ExecuteResponse::from(s)))),
     }
 }
