@@ -96,7 +96,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn params_for(action: &str) -> BoxedStrategy<Value> {
     let text = prop_oneof![select(TEMPLATES).prop_map(Value::from), json_leaf()];
     match action {
-        "log" => (text, select(&["info", "error", "debug", "warning", "loud"][..]))
+        "log" => (
+            text,
+            select(&["info", "error", "debug", "warning", "loud"][..]),
+        )
             .prop_map(|(m, l)| json!({"message": m, "level": l}))
             .boxed(),
         "transform" => (
