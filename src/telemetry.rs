@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, SamplingDecision, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId,
-    TraceState, Tracer, TracerProvider as _,
+    Link, SamplingDecision, SamplingResult, SpanContext, SpanId, SpanKind, TraceContextExt,
+    TraceFlags, TraceId, TraceState, Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -384,6 +384,14 @@ fn trace_id(hex: &str) -> Option<TraceId> {
         .filter(|id| *id != TraceId::INVALID)
 }
 
+/// Whether an execution's spans are sampled: as the root span of its trace
+/// would be, so the same for all of them, on every replica, at any time.
+fn execution_decision(trace: TraceId) -> Option<SamplingDecision> {
+    let sampler = ROOT_SAMPLER.get()?;
+    let result = sampler.should_sample(None, trace, "execution", &SpanKind::Internal, &[], &[]);
+    Some(result.decision)
+}
+
 /// Make `span` (not yet entered) a child of the execution's span, in the
 /// execution's trace (`execution_id` unknown: in the trace, under a parent
 /// the store will not find). Without exporting, or without a trace id,
@@ -392,14 +400,9 @@ pub fn join_execution(span: &tracing::Span, execution_id: Option<Uuid>, trace: O
     let Some(trace) = trace.and_then(trace_id) else {
         return;
     };
-    let Some(sampler) = ROOT_SAMPLER.get() else {
+    let Some(decision) = execution_decision(trace) else {
         return;
     };
-    // Sampled as the trace's root would be: the same decision for every
-    // span of the execution, on every replica.
-    let decision = sampler
-        .should_sample(None, trace, "execution", &SpanKind::Internal, &[], &[])
-        .decision;
     let flags = if decision == SamplingDecision::RecordAndSample {
         TraceFlags::SAMPLED
     } else {
@@ -441,6 +444,15 @@ pub fn record_execution(execution_id: Uuid, workflow_id: Uuid, trace: &str, star
         }
         Context::new()
     };
+    // The decision its later spans get (see `join_execution`), whatever the
+    // request's.
+    if let Some(decision) = execution_decision(trace) {
+        builder = builder.with_sampling_result(SamplingResult {
+            decision,
+            attributes: Vec::new(),
+            trace_state: TraceState::default(),
+        });
+    }
     let span = builder.start_with_context(tracer, &parent);
     drop(span); // ends it now
 }

@@ -525,6 +525,58 @@ async fn json_export_names_the_service_and_traces_an_execution_without_a_tracepa
     assert_eq!(resource["service.version"], env!("CARGO_PKG_VERSION"));
 }
 
+/// The sampler variables: with `parentbased_traceidratio` an execution is
+/// kept or dropped whole, decided by its trace id (the SDK keeps a trace when
+/// the low 64 bits of its id, shifted right once, fall under the ratio), while
+/// the execute request follows budapp's sampled flag.
+#[sqlx::test]
+async fn the_sampler_keeps_or_drops_an_execution_whole(pool: PgPool) {
+    const KEPT: &str = "5a7942d244804ff50000000000000001";
+    const DROPPED: &str = "5a7942d244804ff5f000000000000001";
+    let collector = Collector::start().await;
+    let service = ServiceProcess::start(
+        &database_url(&pool),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    let api = &service.api;
+    let wf = api.create_workflow(log_dag("sampled")).await;
+    for trace in [DROPPED, KEPT] {
+        let traceparent = format!("00-{trace}-{CALLER_SPAN}-01");
+        let exec = execute(api, wf, Some(&traceparent), json!({})).await;
+        let done = api.wait_terminal(exec, WAIT).await;
+        assert_eq!(done["status"], "COMPLETED");
+    }
+    // Spans leave in the order they end: once the later execution's are
+    // in, the earlier one's would be too.
+    let spans = collector
+        .wait_for("the kept execution", |spans| {
+            spans
+                .iter()
+                .filter(|s| s.trace_id == KEPT && s.name == "step")
+                .count()
+                == 2
+        })
+        .await;
+    assert_eq!(
+        find(&spans, |s| s.trace_id == KEPT && s.name == "execution").len(),
+        1
+    );
+    let dropped = find(&spans, |s| s.trace_id == DROPPED);
+    assert!(
+        dropped
+            .iter()
+            .all(|s| s.name == "POST /workflows/{id}/execute"),
+        "only budapp's sampled request is kept of the dropped execution: {dropped:#?}"
+    );
+    assert_eq!(dropped.len(), 1, "{dropped:#?}");
+}
+
 /// A collector that is down costs nothing: requests and executions go on,
 /// spans are dropped instead of kept (memory stays flat), and the failure is
 /// logged once, not per batch. `extra`: more variables for the service.
