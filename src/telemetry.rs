@@ -103,6 +103,9 @@ pub const PROBE_TARGET: &str = "budpipeline::probe";
 /// How the spans are exported, decided from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportPlan {
+    /// Where spans are posted: the traces endpoint as given, else the base
+    /// endpoint + `/v1/traces`.
+    pub endpoint: String,
     pub protocol: Protocol,
     pub service_name: String,
     /// Values that were not understood, to log once logging is up.
@@ -110,22 +113,30 @@ pub struct ExportPlan {
 }
 
 /// Whether and how to export, from `lookup` (the process environment in
-/// production). `None`: export nothing.
-pub fn plan(lookup: impl Fn(&str) -> Option<String>) -> Option<ExportPlan> {
+/// production). `Ok(None)`: export nothing; `Err`: export was asked for
+/// with an endpoint that cannot be used (why, to log; nothing is exported).
+pub fn plan(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<ExportPlan>, String> {
     let get = |name: &str| {
         lookup(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
     if get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return None;
+        return Ok(None);
     }
-    get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+    let endpoint = match (
+        get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ) {
+        (Some(traces), _) => traces,
+        (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+        (None, None) => return Ok(None),
+    };
     let mut warnings = Vec::new();
     if let Some(exporters) = get("OTEL_TRACES_EXPORTER") {
         let names: Vec<&str> = exporters.split(',').map(str::trim).collect();
         if names.iter().all(|n| n.eq_ignore_ascii_case("none")) {
-            return None;
+            return Ok(None);
         }
         if !names.iter().any(|n| n.eq_ignore_ascii_case("otlp")) {
             warnings.push(format!(
@@ -159,11 +170,27 @@ pub fn plan(lookup: impl Fn(&str) -> Option<String>) -> Option<ExportPlan> {
                 .rfind(|value| !value.is_empty())
         })
         .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
-    Some(ExportPlan {
+    // Checked here: the exporter would quietly fall back to localhost:4318.
+    let url = reqwest::Url::parse(&endpoint).map_err(|e| {
+        format!("OTLP endpoint `{endpoint}` is not a URL ({e}); traces are not exported")
+    })?;
+    match url.scheme() {
+        "http" => {}
+        "https" => warnings.push(format!(
+            "OTLP endpoint `{endpoint}`: this build has no TLS; use the collector's http:// address"
+        )),
+        other => {
+            return Err(format!(
+                "OTLP endpoint `{endpoint}`: scheme `{other}` is not http; traces are not exported"
+            ));
+        }
+    }
+    Ok(Some(ExportPlan {
+        endpoint,
         protocol,
         service_name,
         warnings,
-    })
+    }))
 }
 
 /// What [`init`] set up; [`Telemetry::shutdown`] flushes the last spans.
@@ -181,12 +208,21 @@ static ROOT_SAMPLER: OnceLock<Box<dyn ShouldSample>> = OnceLock::new();
 pub fn init(format: LogFormat) -> Telemetry {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let Some(plan) = plan(|name| std::env::var(name).ok()) else {
-        init_logs_only(format, filter);
-        return Telemetry { provider: None };
+    let plan = match plan(|name| std::env::var(name).ok()) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            init_logs_only(format, filter);
+            return Telemetry { provider: None };
+        }
+        Err(problem) => {
+            init_logs_only(format, filter);
+            tracing::warn!("{problem}");
+            return Telemetry { provider: None };
+        }
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_endpoint(plan.endpoint.clone())
         .with_protocol(plan.protocol)
         .build();
     let exporter = match exporter {
@@ -234,8 +270,8 @@ pub fn init(format: LogFormat) -> Telemetry {
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
     }
-    tracing::info!(service_name = %plan.service_name, protocol = ?plan.protocol,
-        "exporting traces over OTLP/HTTP");
+    tracing::info!(endpoint = %plan.endpoint, service_name = %plan.service_name,
+        protocol = ?plan.protocol, "exporting traces over OTLP/HTTP");
     Telemetry {
         provider: Some(provider),
     }
@@ -397,6 +433,9 @@ fn execution_decision(trace: TraceId) -> Option<SamplingDecision> {
 /// the store will not find). Without exporting, or without a trace id,
 /// nothing.
 pub fn join_execution(span: &tracing::Span, execution_id: Option<Uuid>, trace: Option<&str>) {
+    if !exporting() {
+        return;
+    }
     let Some(trace) = trace.and_then(trace_id) else {
         return;
     };
@@ -529,30 +568,51 @@ mod tests {
 
     const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
 
+    /// The plan, for settings that must be usable.
+    fn chosen(vars: &[(&str, &str)]) -> ExportPlan {
+        plan(env(vars)).unwrap().unwrap()
+    }
+
     #[test]
     fn nothing_is_exported_without_an_endpoint_or_when_disabled() {
-        assert_eq!(plan(env(&[])), None);
-        assert_eq!(plan(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])), None);
-        assert_eq!(plan(env(&[("OTEL_SERVICE_NAME", "x")])), None);
-        assert_eq!(plan(env(&[ENDPOINT, ("OTEL_SDK_DISABLED", "TRUE")])), None);
+        let off = |vars: &[(&str, &str)]| plan(env(vars)) == Ok(None);
+        assert!(off(&[]));
+        assert!(off(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]));
+        assert!(off(&[("OTEL_SERVICE_NAME", "x")]));
+        assert!(off(&[ENDPOINT, ("OTEL_SDK_DISABLED", "TRUE")]));
+        assert!(off(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "none")]));
+        assert!(!off(&[ENDPOINT, ("OTEL_SDK_DISABLED", "false")]));
+        assert!(!off(&[ENDPOINT, ("OTEL_SDK_DISABLED", "yes")]));
+    }
+
+    #[test]
+    fn spans_go_to_the_traces_endpoint_or_the_base_endpoint_plus_v1_traces() {
         assert_eq!(
-            plan(env(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "none")])),
-            None
+            chosen(&[ENDPOINT]).endpoint,
+            "http://collector:4318/v1/traces"
         );
-        assert!(plan(env(&[ENDPOINT, ("OTEL_SDK_DISABLED", "false")])).is_some());
-        assert!(plan(env(&[ENDPOINT, ("OTEL_SDK_DISABLED", "yes")])).is_some());
-        assert!(
-            plan(env(&[(
+        let slash = chosen(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]);
+        assert_eq!(slash.endpoint, "http://c:4318/v1/traces");
+        let traces = chosen(&[
+            ENDPOINT,
+            (
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "http://c:4318/v1/traces"
-            )]))
-            .is_some()
-        );
+                "http://other:9/custom",
+            ),
+        ]);
+        assert_eq!(traces.endpoint, "http://other:9/custom");
+        // Not a URL, or not HTTP: nothing exported, and the reason is given
+        // (the exporter itself would fall back to localhost:4318).
+        for bad in ["bud-otel-collector:4318", "grpc://c:4317", "no url"] {
+            let refused = plan(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)]));
+            assert!(refused.is_err(), "{bad}: {refused:?}");
+        }
+        let tls = chosen(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]);
+        assert!(tls.warnings[0].contains("TLS"), "{:?}", tls.warnings);
     }
 
     #[test]
     fn protobuf_is_the_default_protocol_and_json_can_be_chosen() {
-        let chosen = |vars: &[(&str, &str)]| plan(env(vars)).unwrap();
         assert_eq!(chosen(&[ENDPOINT]).protocol, Protocol::HttpBinary);
         let json = chosen(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
         assert_eq!(json.protocol, Protocol::HttpJson);
@@ -570,7 +630,7 @@ mod tests {
 
     #[test]
     fn the_service_name_follows_the_specification_order() {
-        let name = |vars: &[(&str, &str)]| plan(env(vars)).unwrap().service_name;
+        let name = |vars: &[(&str, &str)]| chosen(vars).service_name;
         assert_eq!(name(&[ENDPOINT]), "budpipeline");
         assert_eq!(
             name(&[
