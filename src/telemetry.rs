@@ -262,6 +262,7 @@ pub fn init(format: LogFormat) -> Telemetry {
         .with_target(PROBE_TARGET, LevelFilter::OFF);
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_threads(false) // a task hops threads; the attribute would mislead
         .with_filter(exported);
     let _ = tracing_subscriber::registry()
         .with(fmt_layer(format).with_filter(filter))

@@ -319,7 +319,7 @@ async fn an_executions_spans_reach_the_collector_in_the_callers_trace(pool: PgPo
         json!({"status": "accepted", "workflow_id": "bc-wf-otel", "deployment_id": "dep-otel"}),
     );
     let sidecar = FakeSidecar::start(budcluster.url()).await;
-    let service = ServiceProcess::start(
+    let mut service = ServiceProcess::start(
         &database_url(&pool),
         &[
             ("DAPR_HTTP_ENDPOINT", sidecar.url()),
@@ -468,6 +468,7 @@ async fn an_executions_spans_reach_the_collector_in_the_callers_trace(pool: PgPo
             .all(|e| e.content_type == "application/x-protobuf"),
         "protobuf by default"
     );
+    assert!(service.terminate().await.success(), "flushes and exits");
 }
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`, the traces URL used as is, the
@@ -587,7 +588,7 @@ async fn serves_with_flat_memory(pool: PgPool, endpoint: &str, extra: &[(&str, &
         ("MAX_CONCURRENT_STEPS", "16"),
     ];
     vars.extend_from_slice(extra);
-    let service = ServiceProcess::start(&database_url(&pool), &vars).await;
+    let mut service = ServiceProcess::start(&database_url(&pool), &vars).await;
     let api = service.api.clone();
     let wf = api.create_workflow(log_dag("down")).await;
 
@@ -668,6 +669,14 @@ async fn serves_with_flat_memory(pool: PgPool, endpoint: &str, extra: &[(&str, &
     assert!(
         failures <= 2,
         "logged once, not per batch ({failures} times)"
+    );
+    // The last flush gives up rather than holding the exit.
+    let stopping = Instant::now();
+    assert!(service.terminate().await.success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "exit took {:?}",
+        stopping.elapsed()
     );
 }
 
