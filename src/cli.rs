@@ -378,6 +378,10 @@ pub fn usage() -> String {
     out.push_str(
         "    NO_COLOR                             set: no colours in logs and CLI output\n",
     );
+    out.push_str("\nTRACING (standard OpenTelemetry variables; see README \"Tracing\"):\n");
+    for (name, default, meaning) in crate::telemetry::VARIABLES {
+        out.push_str(&format!("    {name:<36} {meaning} (default: {default})\n"));
+    }
     out
 }
 

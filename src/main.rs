@@ -26,7 +26,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            budpipeline::telemetry::init(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build();
@@ -36,6 +35,11 @@ fn main() -> ExitCode {
                     eprintln!("cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
+            };
+            // Inside the runtime: trace export runs on a task of it.
+            let telemetry = {
+                let _entered = runtime.enter();
+                budpipeline::telemetry::init(settings.log_format)
             };
             let result = runtime.block_on(async move {
                 if matches!(command, Command::Migrate) {
@@ -49,14 +53,17 @@ fn main() -> ExitCode {
                 app.run(shutdown_signal()).await?;
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             });
-            match result {
+            let code = match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "stopped with an error");
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // The last spans (the drain's) leave before the runtime stops.
+            telemetry.shutdown(std::time::Duration::from_secs(5));
+            code
         }
         _ => unreachable!("cli::execute runs every other command"),
     }

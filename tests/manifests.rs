@@ -164,3 +164,29 @@ fn dapr_resiliency_does_not_retry_invocations_the_service_retries() {
         "the service owns the breaker"
     );
 }
+
+#[test]
+fn the_deployment_sends_traces_to_the_bud_collector_over_otlp_http() {
+    let d = one("deploy/deployment.yaml", "Deployment");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    // `<release>-otel-collector` of the Bud Helm chart; 4318 is its OTLP/HTTP port
+    // (4317 is gRPC, which this service does not speak).
+    assert_eq!(
+        env_value(c, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "http://bud-otel-collector:4318"
+    );
+    assert_eq!(env_value(c, "OTEL_SERVICE_NAME"), "budpipeline");
+    // Kubernetes expands $(VAR) only for variables defined earlier in the list.
+    let names: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    let position = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    let attributes = env_value(c, "OTEL_RESOURCE_ATTRIBUTES");
+    for var in ["POD_NAME", "POD_NAMESPACE"] {
+        assert!(attributes.contains(&format!("$({var})")), "{attributes}");
+        assert!(position(var) < position("OTEL_RESOURCE_ATTRIBUTES"));
+    }
+}

@@ -236,7 +236,6 @@ impl DaprClient {
 
     /// Call `method_path` on `app_id` through the sidecar and return the
     /// JSON answer (`{}` for an empty 2xx body).
-    #[tracing::instrument(name = "dapr.invoke", skip_all, fields(app_id = %app_id, method = %method, path = %method_path))]
     pub async fn invoke(
         &self,
         app_id: &str,
@@ -245,14 +244,27 @@ impl DaprClient {
         body: Option<&Value>,
         hints: &CallHints,
     ) -> Result<Value, InvokeError> {
+        // `status` is the callee's last answer, `retries` the attempts after
+        // the first; a client span for the collector (budcluster's own
+        // spans continue it).
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!("dapr.invoke", app_id = %app_id, method = %method, path = %method_path,
+            status = empty, retries = empty, outcome = empty, otel.kind = empty, otel.status_code = empty);
+        crate::telemetry::set_kind(&span, "client");
         let started = std::time::Instant::now();
-        let result = self
-            .invoke_guarded(app_id, method, method_path, body, hints)
-            .await;
+        let result = tracing::Instrument::instrument(
+            self.invoke_guarded(app_id, method, method_path, body, hints),
+            span.clone(),
+        )
+        .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.kind(),
         };
+        span.record("outcome", outcome);
+        if result.is_err() {
+            crate::telemetry::mark_error(&span);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.dapr_call(app_id, outcome, started.elapsed().as_secs_f64());
         }
@@ -285,14 +297,17 @@ impl DaprClient {
             .with_max_delay(self.backoff.max)
             .with_factor(2.0)
             .with_max_times(self.inner.max_attempts as usize - 1);
+        let mut retries = 0u32;
         let result = (|| self.attempt(app_id, &method, &url, body, hints))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(InvokeError::is_retryable)
             .notify(|error, delay| {
+                retries += 1;
                 tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "invocation failed; retrying");
             })
             .await;
+        tracing::Span::current().record("retries", retries);
 
         // A permanent 4xx means the callee is up and answering: only
         // failures that say it is unwell count against the breaker.
@@ -325,9 +340,11 @@ impl DaprClient {
             .timeout(timeout);
         // Hints are best effort: one that is not a valid header value (an
         // odd step id) is left out rather than failing the call.
+        // When exporting, this call's own span is the callee's parent.
+        let traceparent = crate::telemetry::outbound_traceparent(hints.traceparent.as_deref());
         let hinted = [
             ("idempotency-key", &hints.idempotency_key),
-            ("traceparent", &hints.traceparent),
+            ("traceparent", &traceparent),
             ("x-app-api-token", &hints.app_token),
         ];
         for (name, value) in hinted {
@@ -358,6 +375,7 @@ impl DaprClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
         let bytes = response.bytes().await.map_err(transport)?;
         classify(app_id, status, &bytes)
     }
@@ -396,8 +414,29 @@ impl DaprClient {
     /// Publish `body` as JSON to `topic` on the configured pub/sub component,
     /// with `event_id` as the CloudEvent id so consumers can drop re-sends.
     /// No retries here: the outbox that calls this retries durably.
-    #[tracing::instrument(name = "dapr.publish", skip_all, fields(topic = %topic, event_id = %event_id))]
     pub async fn publish(
+        &self,
+        topic: &str,
+        event_id: &str,
+        body: &Value,
+        traceparent: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!("dapr.publish", topic = %topic, event_id = %event_id,
+            status = empty, otel.kind = empty, otel.status_code = empty);
+        crate::telemetry::set_kind(&span, "producer");
+        let result = tracing::Instrument::instrument(
+            self.publish_once(topic, event_id, body, traceparent),
+            span.clone(),
+        )
+        .await;
+        if result.is_err() {
+            crate::telemetry::mark_error(&span);
+        }
+        result
+    }
+
+    async fn publish_once(
         &self,
         topic: &str,
         event_id: &str,
@@ -415,9 +454,9 @@ impl DaprClient {
             reason,
         };
         let mut request = self.authorized(self.inner.http.post(url));
-        if let Some(traceparent) = traceparent {
+        if let Some(traceparent) = crate::telemetry::outbound_traceparent(traceparent) {
             // Dapr puts it in the CloudEvent it builds, so subscribers
-            // continue the execution's trace.
+            // continue the execution's trace (from this span when exporting).
             request = request.header("traceparent", traceparent);
         }
         let request = request
@@ -434,6 +473,7 @@ impl DaprClient {
         };
         let response = request.send().await.map_err(|e| failed(describe(&e)))?;
         let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
         if status.is_success() {
             return Ok(());
         }

@@ -143,8 +143,16 @@ impl Engine {
                 .lock()
                 .expect("inflight lock")
                 .insert(key.clone(), abort.clone());
+            // A child of the execution's span, in its trace, whichever
+            // replica runs it and whenever.
             let span = tracing::info_span!("step", execution_id = %step.execution_id, step_id = %step.step_id,
-                attempt = step.attempt, action = %step.action, trace_id = step.trace_id.as_deref().unwrap_or(""));
+                attempt = step.attempt, action = %step.action, trace_id = step.trace_id.as_deref().unwrap_or(""),
+                outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+            crate::telemetry::join_execution(
+                &span,
+                Some(step.execution_id),
+                step.trace_id.as_deref(),
+            );
             let handoffs = self.run_attempt(&step, &key, &abort).instrument(span).await;
             self.inner
                 .inflight
@@ -169,13 +177,19 @@ impl Engine {
         key: &super::AttemptKey,
         abort: &Notify,
     ) -> Vec<Handoff> {
+        let span = tracing::Span::current();
         let outcome = tokio::select! {
             outcome = self.run_handler(step) => outcome,
             _ = abort.notified() => {
+                span.record("outcome", "abandoned");
                 tracing::warn!("lease lost or shutting down: handler abandoned, its result will not be recorded");
                 return Vec::new();
             }
         };
+        span.record("outcome", outcome_label(&outcome));
+        if matches!(outcome, StepOutcome::Failed { .. }) {
+            crate::telemetry::mark_error(&span);
+        }
         let mut outcome = outcome;
         loop {
             match self.complete_combined(step, outcome.clone()).await {
@@ -370,7 +384,8 @@ impl Engine {
             attempt: step.attempt,
             params,
             workflow_params: step.workflow_params.clone(),
-            traceparent: step.trace_id.as_deref().map(super::model::traceparent),
+            // The step span's own context, so callees' spans are its children.
+            traceparent: crate::telemetry::step_traceparent(step.trace_id.as_deref()),
         };
         let started = Instant::now();
         let run = handler.run(ctx);
@@ -424,5 +439,17 @@ impl Engine {
             self.notify_others().await?;
         }
         Ok(released)
+    }
+}
+
+/// How an attempt's handler ended, for its span.
+fn outcome_label(outcome: &StepOutcome) -> &'static str {
+    match outcome {
+        StepOutcome::Completed { .. } => "completed",
+        StepOutcome::AwaitEvent { .. } => "waiting",
+        StepOutcome::Failed {
+            retryable: true, ..
+        } => "failed_retryable",
+        StepOutcome::Failed { .. } => "failed",
     }
 }

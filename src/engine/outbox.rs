@@ -32,6 +32,8 @@ pub struct OutboxEvent {
     pub body: Value,
     /// The execution's W3C trace id, continued by the publish.
     pub trace_id: Option<String>,
+    /// The execution's id: its publish span is a child of the execution's.
+    pub execution_id: Uuid,
 }
 
 /// Where an execution's events go: its callback topics, plus `NOTIFY_TOPIC`
@@ -99,6 +101,7 @@ impl<'a> Audience<'a> {
                 topic: topic.clone(),
                 body: body(execution_id, self.route, event, &content, topic, None),
                 trace_id: self.trace_id.map(str::to_owned),
+                execution_id,
             });
         }
         if let Some((topic, ids)) = self.notify_target() {
@@ -107,6 +110,7 @@ impl<'a> Audience<'a> {
                 topic: topic.to_owned(),
                 body: body(execution_id, self.route, event, &content, topic, Some(ids)),
                 trace_id: self.trace_id.map(str::to_owned),
+                execution_id,
             });
         }
     }

@@ -70,10 +70,21 @@ impl Engine {
         // Skip an execution another transaction holds (perhaps a stalled
         // replica); the next sweep tries again.
         if let Some(mut locked) = self.try_lock(execution_id).await? {
-            self.fire_due(&mut locked).await;
-            let ready = locked.advance();
-            let handoffs = locked.claim_locally(self, &ready, None);
-            locked.commit(self).await?;
+            // A firing is a span of the execution's trace.
+            let span = tracing::info_span!("sweep", %execution_id);
+            crate::telemetry::join_execution(
+                &span,
+                Some(execution_id),
+                locked.exec.trace_id.as_deref(),
+            );
+            let fire = async move {
+                self.fire_due(&mut locked).await;
+                let ready = locked.advance();
+                let handoffs = locked.claim_locally(self, &ready, None);
+                locked.commit(self).await?;
+                Ok::<_, sqlx::Error>(handoffs)
+            };
+            let handoffs = tracing::Instrument::instrument(fire, span).await?;
             self.spawn_handoffs(handoffs);
         }
         Ok(())

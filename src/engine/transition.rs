@@ -183,9 +183,9 @@ impl Locked {
                 ON CONFLICT DO NOTHING
                 RETURNING 1
              ), outbox_rows AS (
-                INSERT INTO outbox (event_id, topic, body, trace_id)
-                SELECT event_id, topic, body, trace_id
-                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text)
+                INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+                SELECT event_id, topic, body, trace_id, execution_id
+                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
                 RETURNING 1
              )
              UPDATE executions SET status = $9, outputs = $10, error = $11,
@@ -506,9 +506,9 @@ pub async fn insert_outbox(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, body, trace_id)
-         SELECT event_id, topic, body, trace_id
-         FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb, trace_id text)",
+        "INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+         SELECT event_id, topic, body, trace_id, execution_id
+         FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)",
     )
     .bind(sqlx::types::Json(events))
     .execute(&mut **tx)

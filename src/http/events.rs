@@ -60,8 +60,17 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
     // The CloudEvent's own trace (Dapr copies the publisher's traceparent
     // into it; budcluster continues the one our deploy call sent).
     let span = tracing::info_span!("event", correlation_id = %event.correlation_id,
-        event_id = %event.id, trace_id = event.trace_id.as_deref().unwrap_or(""));
-    let recorded = tracing::Instrument::instrument(state.engine.receive_event(&event), span).await;
+        event_id = %event.id, trace_id = event.trace_id.as_deref().unwrap_or(""),
+        outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+    let recorded =
+        tracing::Instrument::instrument(state.engine.receive_event(&event), span.clone()).await;
+    match &recorded {
+        Ok(verdict) => span.record("outcome", verdict.as_str()),
+        Err(_) => {
+            crate::telemetry::mark_error(&span);
+            span.record("outcome", "not_recorded")
+        }
+    };
     match recorded {
         Ok(verdict) => {
             tracing::info!(correlation_id = %event.correlation_id, event_id = %event.id,

@@ -102,9 +102,16 @@ pub async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<ExecuteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let received = std::time::SystemTime::now();
     let new = new_execution(workflow_id, body, &headers)?;
+    let trace_id = new.trace_id.clone();
     match state.engine.start(new).await? {
-        StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
+        StartOutcome::Created(s) => {
+            // Stored as `trace_id` when no traceparent came (control.rs).
+            let trace = trace_id.unwrap_or_else(|| s.execution_id.simple().to_string());
+            crate::telemetry::record_execution(s.execution_id, s.workflow_id, &trace, received);
+            Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s))))
+        }
         StartOutcome::Repeated(s) => Ok((StatusCode::OK, Json(ExecuteResponse::from(s)))),
     }
 }

@@ -171,6 +171,10 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
+/// Routes polled by kubelet and Prometheus: their spans are logged but
+/// never exported (see [`crate::telemetry::PROBE_TARGET`]).
+const PROBES: [&str; 3] = ["/health", "/ready", "/metrics"];
+
 /// A span per request (continuing the caller's `traceparent`) and the
 /// request metrics, labelled by route template, not raw path.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -186,11 +190,26 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let span = tracing::info_span!("request", %method, %route, traceparent = %traceparent);
+    // Probes and scrapes get their own target when exporting, so they are
+    // logged as before but never sent to the collector.
+    let empty = tracing::field::Empty;
+    let span = if crate::telemetry::exporting() && PROBES.contains(&route.as_str()) {
+        tracing::info_span!(target: crate::telemetry::PROBE_TARGET, "request", %method, %route,
+            traceparent = %traceparent)
+    } else {
+        tracing::info_span!("request", %method, %route, traceparent = %traceparent,
+            status = empty, otel.name = empty, otel.kind = empty, otel.status_code = empty)
+    };
+    crate::telemetry::name_span(&span, || format!("{method} {route}"), "server");
+    crate::telemetry::continue_remote(&span, request.headers());
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
+    span.record("status", status);
+    if status >= 500 {
+        crate::telemetry::mark_error(&span);
+    }
     let metrics = state.engine.metrics();
     metrics
         .http_requests

@@ -89,8 +89,15 @@ async fn start(
 ) -> Result<(StatusCode, Json<RunResponse>), ApiError> {
     let (request, params) = body.into_execute();
     let new = new_execution(workflow_id, request, headers).map_err(ApiError::for_budapp)?;
+    let received = std::time::SystemTime::now();
+    let trace_id = new.trace_id.clone();
     let (status, started): (StatusCode, Started) = match state.engine.start(new).await {
-        Ok(StartOutcome::Created(s)) => (StatusCode::CREATED, s),
+        Ok(StartOutcome::Created(s)) => {
+            // Stored as `trace_id` when no traceparent came (control.rs).
+            let trace = trace_id.unwrap_or_else(|| s.execution_id.simple().to_string());
+            crate::telemetry::record_execution(s.execution_id, s.workflow_id, &trace, received);
+            (StatusCode::CREATED, s)
+        }
         Ok(StartOutcome::Repeated(s)) => (StatusCode::OK, s),
         Err(ControlError::WorkflowNotFound) => {
             return Err(ApiError::new(

@@ -36,6 +36,7 @@ struct Pending {
     body: Value,
     attempts: i32,
     trace_id: Option<String>,
+    execution_id: Option<uuid::Uuid>,
 }
 
 impl Engine {
@@ -72,7 +73,7 @@ impl Engine {
                           WHERE o.next_attempt_at <= now() AND o.failed_at IS NULL
                             AND (w.first_id IS NULL OR o.id < w.first_id)
                           ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
-             RETURNING id, event_id, topic, body, attempts, trace_id",
+             RETURNING id, event_id, topic, body, attempts, trace_id, execution_id",
         )
         .bind(BATCH)
         .bind(CLAIM_SECONDS)
@@ -103,10 +104,12 @@ impl Engine {
                 continue;
             }
             let traceparent = p.trace_id.as_deref().map(crate::engine::model::traceparent);
-            match dapr
-                .publish(&p.topic, &p.event_id, &p.body, traceparent.as_deref())
-                .await
-            {
+            // In the execution's trace, a child of its span, like its steps.
+            let span = tracing::info_span!("outbox.publish", topic = %p.topic, event_id = %p.event_id,
+                attempt = p.attempts + 1);
+            crate::telemetry::join_execution(&span, p.execution_id, p.trace_id.as_deref());
+            let publish = dapr.publish(&p.topic, &p.event_id, &p.body, traceparent.as_deref());
+            match tracing::Instrument::instrument(publish, span).await {
                 Ok(()) => sent.push(p.id),
                 Err(e) => {
                     self.inner.metrics.outbox_failures.inc();
