@@ -3,7 +3,10 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{actions, events, executions, ops, pipelines, runs, workflows};
+use super::{
+    actions, event_triggers, events, executions, ops, pipelines, runs, schedules, webhooks,
+    workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +17,11 @@ use super::{actions, events, executions, ops, pipelines, runs, workflows};
         executions::retry, actions::list, actions::get, actions::validate, events::receive, events::subscribe,
         pipelines::validate_dag, pipelines::create, pipelines::list, pipelines::get, pipelines::update,
         pipelines::delete, runs::create, runs::run, runs::progress,
+        schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
+        schedules::pause, schedules::resume, schedules::trigger, schedules::next_runs, schedules::poll,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, webhooks::trigger, event_triggers::create, event_triggers::list,
+        event_triggers::event_types, event_triggers::get, event_triggers::update, event_triggers::delete,
         ops::health, ops::ready, ops::metrics, ops::status, document,
     ),
     modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),
@@ -100,11 +108,20 @@ impl utoipa::Modify for OperationIds {
     }
 }
 
-/// `/health`, `/ready` and `/metrics` need no token (API.md "Authentication").
+/// `/health`, `/ready` and `/metrics` need no token (API.md "Authentication");
+/// neither does `POST /trigger/{id}` (the webhook's secret protects it).
 struct OpenRoutes;
 
 impl utoipa::Modify for OpenRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut("/trigger/{id}")
+            .and_then(|item| item.post.as_mut())
+        {
+            op.security = Some(Vec::new());
+        }
         for path in ["/health", "/ready", "/metrics"] {
             if let Some(op) = openapi
                 .paths
