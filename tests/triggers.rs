@@ -922,3 +922,71 @@ async fn a_redelivered_event_starts_its_triggers_pipeline_once(pool: PgPool) {
         (StatusCode::NOT_FOUND, &json!("Event trigger not found"))
     );
 }
+
+#[sqlx::test]
+async fn after_downtime_a_schedule_runs_once_for_what_it_missed(pool: PgPool) {
+    let service = ServiceProcess::start(&database_url(&pool), &[]).await;
+    let api = &service.api;
+    let wf = api.create_workflow(tick_dag("missed")).await;
+    let mut ids = Vec::new();
+    for (name, schedule) in [
+        (
+            "hourly interval",
+            json!({"type": "interval", "expression": "@every 1h"}),
+        ),
+        (
+            "every five minutes",
+            json!({"type": "cron", "expression": "*/5 * * * *"}),
+        ),
+    ] {
+        let (status, s) = api
+            .post(
+                "/schedules",
+                json!({"workflow_id": wf, "name": name, "schedule": schedule}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{s:#}");
+        ids.push(s["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    // As if every replica had been down: the interval missed 4 due times
+    // (3.5 h), the cron one 12 (1 h).
+    let missed_interval: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE schedules SET next_run_at = date_trunc('second', now()) - interval '3 hours 30 minutes'
+         WHERE id = $1 RETURNING next_run_at",
+    )
+    .bind(ids[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE schedules SET next_run_at = date_trunc('minute', now()) - interval '1 hour' WHERE id = $1")
+        .bind(ids[1])
+        .execute(&pool)
+        .await
+        .unwrap();
+    wait_for("both fired", Duration::from_secs(10), async || {
+        executions_of(&pool, wf).await.len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(executions_of(&pool, wf).await.len(), 2, "one run each");
+    let now = chrono::Utc::now();
+    let (_, interval) = api.get(&format!("/schedules/{}", ids[0])).await;
+    assert_eq!(interval["run_count"], 1);
+    let next: chrono::DateTime<chrono::Utc> =
+        interval["next_run_at"].as_str().unwrap().parse().unwrap();
+    // Its rhythm kept: the missed due time plus a whole number of hours.
+    assert_eq!(
+        next,
+        missed_interval + chrono::Duration::hours(4),
+        "{interval:#}"
+    );
+    let (_, cron) = api.get(&format!("/schedules/{}", ids[1])).await;
+    assert_eq!(cron["run_count"], 1);
+    let next: chrono::DateTime<chrono::Utc> =
+        cron["next_run_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        next > now && next - now <= chrono::Duration::minutes(5),
+        "{cron:#}"
+    );
+    assert_eq!(next.timestamp() % 300, 0, "on a five-minute mark: {next}");
+}
