@@ -157,6 +157,10 @@ impl Engine {
             if self.is_draining() {
                 return;
             }
+            // A schedule still due after a pass that fired nothing is being
+            // fired by another replica (its row is locked): look again
+            // shortly rather than spin on it.
+            let mut floor = Duration::ZERO;
             match self.fire_due_schedules().await {
                 Ok(report) if !report.fired.is_empty() => {
                     tracing::debug!(handled = report.fired.len(), "fired due schedules");
@@ -164,11 +168,14 @@ impl Engine {
                         continue;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "firing schedules failed; will try again"),
+                Ok(_) => floor = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing schedules failed; will try again");
+                    floor = poll;
+                }
             }
             let wait = match self.until_next_due().await {
-                Ok(Some(d)) => d.min(poll),
+                Ok(Some(d)) => d.max(floor).min(poll),
                 Ok(None) => poll,
                 Err(_) => poll,
             };
