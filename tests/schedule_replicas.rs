@@ -1,11 +1,14 @@
 //! A schedule fires once per due time, however many replicas run and
 //! whatever is killed when: two replicas of the real binary, an
 //! every-second schedule for 20 s, each replica `kill -9`ed once and
-//! restarted; every due time has exactly one execution.
+//! restarted, and `/internal/schedule-poll` called on both every 100 ms;
+//! every due time has exactly one execution.
 
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -46,6 +49,32 @@ async fn two_replicas_fire_an_every_second_schedule_once_per_due_time_across_kil
     let id: Uuid = schedule["id"].as_str().unwrap().parse().unwrap();
     let t0 = Instant::now();
 
+    // Meanwhile Bud's cron binding, much too often: /internal/schedule-poll
+    // on both replicas every 100 ms (a killed one's calls fail; ignored).
+    let stop = Arc::new(AtomicBool::new(false));
+    let polls = {
+        let (stop, apis) = (stop.clone(), [a.api.clone(), b.api.clone()]);
+        tokio::spawn(async move {
+            let mut answered = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                for api in &apis {
+                    let sent = api
+                        .http
+                        .post(format!("{}/internal/schedule-poll", api.base))
+                        .header("dapr-api-token", api.token.clone().unwrap_or_default())
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await;
+                    if sent.is_ok_and(|r| r.status().is_success()) {
+                        answered += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answered
+        })
+    };
+
     // kill -9 each replica once (never both at once), each back 2 s later.
     sleep_until(t0 + Duration::from_millis(4500)).await;
     a.kill9().await;
@@ -58,6 +87,9 @@ async fn two_replicas_fire_an_every_second_schedule_once_per_due_time_across_kil
     sleep_until(t0 + Duration::from_millis(12_500)).await;
     b.restart().await;
     sleep_until(t0 + Duration::from_secs(20)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answered = polls.await.unwrap();
+    assert!(answered > 100, "the polls were answered: {answered}");
 
     // Stop firing; a firing in progress commits (or not) before the pause,
     // which waits for the schedule's row lock.
