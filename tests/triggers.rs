@@ -211,6 +211,20 @@ async fn schedules_in_the_originals_shapes_and_bad_input_named(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body:#}");
     assert!(problems(&body).contains("schedule.expression"), "{body:#}");
+    // budadmin sends the whole schedule back with a change: the same timing
+    // keeps its next due time.
+    let mut whole = u.clone();
+    whole["description"] = json!("edited in the UI");
+    let (status, edited) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/schedules/{id}"),
+            Some(whole),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited:#}");
+    assert_eq!(edited["description"], "edited in the UI");
+    assert_eq!(edited["next_run_at"], u["next_run_at"]);
     let (status, runs) = api.get(&format!("/schedules/{id}/next-runs?count=3")).await;
     assert_eq!(status, StatusCode::OK, "{runs:#}");
     assert_eq!(runs["schedule_id"], id);

@@ -421,6 +421,12 @@ pub async fn update(
     let row = store::lock_schedule(&mut *tx, id)
         .await?
         .ok_or_else(not_found)?;
+    let mut body = body;
+    if body.schedule.as_ref().is_some_and(|c| unchanged(c, &row)) {
+        // budadmin sends the whole schedule back with any change: the same
+        // timing is no change (a one-time `run_at` that has passed included).
+        body.schedule = None;
+    }
     let mut fields = ScheduleFields::of(&row);
     let spec = apply(&mut fields, &body, false, now)?;
     if let Some(enabled) = body.enabled {
@@ -454,6 +460,30 @@ pub async fn update(
         .await?
         .map(|r| Json(r.into()))
         .ok_or_else(not_found)
+}
+
+/// Whether `config` is the stored timing of `row`.
+fn unchanged(config: &ScheduleConfig, row: &ScheduleRow) -> bool {
+    let tz_name = config
+        .timezone
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("UTC");
+    let Ok(tz) = tz_name.parse::<chrono_tz::Tz>() else {
+        return false;
+    };
+    let run_at = match config.run_at.as_deref() {
+        None => None,
+        Some(text) => match parse_instant(text, tz) {
+            Ok(at) => Some(at),
+            Err(_) => return false,
+        },
+    };
+    config.kind.as_deref() == Some(row.schedule_type.as_str())
+        && config.expression.as_deref().map(str::trim) == row.expression.as_deref()
+        && tz.name() == row.timezone
+        && run_at == row.run_at
 }
 
 #[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules",
