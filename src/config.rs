@@ -560,6 +560,35 @@ mod tests {
     }
 
     #[test]
+    fn trigger_settings_have_defaults_and_are_checked() {
+        let s = settings(&[("DATABASE_URL", "postgres://x/y")]).unwrap();
+        assert_eq!(s.schedule_poll_interval, Duration::from_secs(1));
+        assert_eq!(
+            (s.webhook_rate_per_second, s.webhook_rate_burst),
+            (10.0, 100)
+        );
+        assert!(s.webhook_trusted_proxies.is_empty());
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("WEBHOOK_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            ("WEBHOOK_RATE_PER_SECOND", "0.5"),
+        ])
+        .unwrap();
+        assert_eq!(s.webhook_trusted_proxies.len(), 2);
+        assert_eq!(s.webhook_rate_per_second, 0.5);
+        for (name, value) in [
+            ("WEBHOOK_TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
+            ("WEBHOOK_RATE_PER_SECOND", "0"),
+            ("WEBHOOK_RATE_PER_SECOND", "inf"),
+            ("WEBHOOK_RATE_BURST", "0"),
+            ("SCHEDULE_POLL_INTERVAL_MS", "0"),
+        ] {
+            let err = settings(&[("DATABASE_URL", "postgres://x/y"), (name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{name}:")), "{err}");
+        }
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable() {
         let err = settings(&[
             ("DATABASE_URL", "postgres://x/y"),
