@@ -144,6 +144,26 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "500",
         "how often timers, leases and retention are checked",
     ),
+    (
+        "SCHEDULE_POLL_INTERVAL_MS",
+        "1000",
+        "the longest a replica waits before looking for due schedules (it also wakes at the next due time it knows of)",
+    ),
+    (
+        "WEBHOOK_RATE_PER_SECOND",
+        "10",
+        "POST /trigger/{id} calls per second each webhook is allowed, per replica (token bucket); more are 429",
+    ),
+    (
+        "WEBHOOK_RATE_BURST",
+        "100",
+        "calls a webhook may make at once before WEBHOOK_RATE_PER_SECOND applies, per replica",
+    ),
+    (
+        "WEBHOOK_TRUSTED_PROXIES",
+        "-",
+        "comma-separated addresses or CIDR ranges of proxies whose X-Forwarded-For names the caller for a webhook's allowed_ips (unset: the connection's peer address is the caller)",
+    ),
 ];
 
 /// Upper bound of `RETENTION_DAYS` (a hundred years).
@@ -192,6 +212,13 @@ pub struct Settings {
     /// Attempts in a row that may end with their replica dying before the
     /// step fails (a step that kills its process must not take the fleet down).
     pub step_crash_limit: u32,
+    /// The longest a replica waits before looking for due schedules.
+    pub schedule_poll_interval: Duration,
+    /// Token bucket of each webhook on this replica.
+    pub webhook_rate_per_second: f64,
+    pub webhook_rate_burst: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub webhook_trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How progress events are handed to the sidecar.
@@ -363,6 +390,36 @@ impl Settings {
                 env.positive::<u32>("SWEEP_INTERVAL_MS", 500)? as u64
             ),
             step_crash_limit: env.positive("STEP_CRASH_LIMIT", 3)?,
+            schedule_poll_interval: Duration::from_millis(
+                env.positive::<u32>("SCHEDULE_POLL_INTERVAL_MS", 1000)? as u64,
+            ),
+            webhook_rate_per_second: {
+                let rate: f64 = env.positive("WEBHOOK_RATE_PER_SECOND", 10.0)?;
+                if !rate.is_finite() {
+                    return Err(invalid(
+                        "WEBHOOK_RATE_PER_SECOND",
+                        "must be a finite number",
+                    ));
+                }
+                rate
+            },
+            webhook_rate_burst: env.positive("WEBHOOK_RATE_BURST", 100)?,
+            webhook_trusted_proxies: match env.string("WEBHOOK_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        crate::http::webhooks::parse_net(s).ok_or_else(|| {
+                            invalid(
+                                "WEBHOOK_TRUSTED_PROXIES",
+                                format!("`{s}` is not an address or CIDR range"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
         };
         // The sweeper computes `now() - RETENTION_DAYS days` in Postgres
         // (an `int`); 0 would delete every finished execution at once, and a
@@ -548,6 +605,35 @@ mod tests {
             (s.database_url.as_str(), s.app_port),
             ("postgres://x/y", 8010)
         );
+    }
+
+    #[test]
+    fn trigger_settings_have_defaults_and_are_checked() {
+        let s = settings(&[("DATABASE_URL", "postgres://x/y")]).unwrap();
+        assert_eq!(s.schedule_poll_interval, Duration::from_secs(1));
+        assert_eq!(
+            (s.webhook_rate_per_second, s.webhook_rate_burst),
+            (10.0, 100)
+        );
+        assert!(s.webhook_trusted_proxies.is_empty());
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("WEBHOOK_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            ("WEBHOOK_RATE_PER_SECOND", "0.5"),
+        ])
+        .unwrap();
+        assert_eq!(s.webhook_trusted_proxies.len(), 2);
+        assert_eq!(s.webhook_rate_per_second, 0.5);
+        for (name, value) in [
+            ("WEBHOOK_TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
+            ("WEBHOOK_RATE_PER_SECOND", "0"),
+            ("WEBHOOK_RATE_PER_SECOND", "inf"),
+            ("WEBHOOK_RATE_BURST", "0"),
+            ("SCHEDULE_POLL_INTERVAL_MS", "0"),
+        ] {
+            let err = settings(&[("DATABASE_URL", "postgres://x/y"), (name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{name}:")), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 
 pub mod pipelines;
+pub mod triggers;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

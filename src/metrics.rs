@@ -88,6 +88,11 @@ pub struct Metrics {
     pub steps_running: Gauge,
     pub stale_results: Counter,
     pub combined_results: Counter,
+    pub schedules_fired: Counter,
+    pub schedules_failed: Counter,
+    pub schedules_due: Gauge,
+    pub webhook_triggers: Family<OutcomeLabels, Counter>,
+    pub event_triggers_fired: Counter,
     pub db_connections: Family<StateLabels, Gauge>,
 }
 
@@ -126,6 +131,11 @@ impl Metrics {
             steps_running: Gauge::default(),
             stale_results: Counter::default(),
             combined_results: Counter::default(),
+            schedules_fired: Counter::default(),
+            schedules_failed: Counter::default(),
+            schedules_due: Gauge::default(),
+            webhook_triggers: Family::default(),
+            event_triggers_fired: Counter::default(),
             db_connections: Family::default(),
             registry: Registry::default(),
         };
@@ -225,6 +235,31 @@ impl Metrics {
             m.combined_results.clone(),
         );
         registry.register(
+            "schedules_fired",
+            "Schedule due times that started their execution (once per due time across replicas)",
+            m.schedules_fired.clone(),
+        );
+        registry.register(
+            "schedules_failed",
+            "Schedule due times whose execution could not start (pipeline deleted, a draft, parameters refused)",
+            m.schedules_failed.clone(),
+        );
+        registry.register(
+            "schedules_due",
+            "Active schedules whose due time has passed and that have not fired yet",
+            m.schedules_due.clone(),
+        );
+        registry.register(
+            "webhook_triggers",
+            "POST /trigger/{id} answers, by outcome",
+            m.webhook_triggers.clone(),
+        );
+        registry.register(
+            "event_triggers_fired",
+            "Executions started by event triggers",
+            m.event_triggers_fired.clone(),
+        );
+        registry.register(
             "db_pool_connections",
             "Database pool connections by state",
             m.db_connections.clone(),
@@ -268,6 +303,14 @@ impl Metrics {
                 app_id: app_id.to_owned(),
             })
             .observe(seconds);
+    }
+
+    pub fn webhook(&self, outcome: &str) {
+        self.webhook_triggers
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn event(&self, outcome: &str) {

@@ -61,6 +61,10 @@ impl Application {
             started: Instant::now(),
             reads: Arc::default(),
             read_flights: Arc::default(),
+            webhook_limiter: Arc::new(http::webhooks::RateLimiter::new(
+                settings.webhook_rate_per_second,
+                settings.webhook_rate_burst,
+            )),
         };
         Ok(Self { listener, state })
     }
@@ -130,6 +134,7 @@ fn start_engine(state: AppState) -> JoinHandle<Vec<JoinHandle<()>>> {
             tokio::spawn(engine.clone().run_listener()),
             tokio::spawn(engine.clone().run_notifier()),
             tokio::spawn(engine.clone().run_sweeper()),
+            tokio::spawn(engine.clone().run_scheduler()),
             tokio::spawn(engine.clone().run_lease_renewal()),
             tokio::spawn(engine.clone().run_publisher(state.dapr.clone())),
         ]

@@ -133,6 +133,21 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/health", &["get"]),
     ("/ready", &["get"]),
     ("/metrics", &["get"]),
+    // COMPAT.md "Triggers".
+    ("/schedules", &["post", "get"]),
+    ("/schedules/{id}", &["get", "put", "delete"]),
+    ("/schedules/{id}/pause", &["post"]),
+    ("/schedules/{id}/resume", &["post"]),
+    ("/schedules/{id}/trigger", &["post"]),
+    ("/schedules/{id}/next-runs", &["get"]),
+    ("/internal/schedule-poll", &["post"]),
+    ("/webhooks", &["post", "get"]),
+    ("/webhooks/{id}", &["get", "put", "delete"]),
+    ("/webhooks/{id}/rotate-secret", &["post"]),
+    ("/trigger/{id}", &["post"]),
+    ("/event-triggers", &["post", "get"]),
+    ("/event-triggers/event-types", &["get"]),
+    ("/event-triggers/{id}", &["get", "put", "delete"]),
 ];
 
 /// Every `$ref` in `value`.
@@ -214,6 +229,11 @@ async fn openapi_documents_every_route(pool: sqlx::PgPool) {
         "{schemes:#?}"
     );
     // The open routes say so.
+    assert_eq!(
+        paths["/trigger/{id}"]["post"]["security"],
+        json!([]),
+        "a webhook's own secret protects it, not the token"
+    );
     for path in ["/health", "/ready", "/metrics", "/openapi.json", "/docs"] {
         assert_eq!(
             paths[path]["get"]["security"],

@@ -1,13 +1,17 @@
 //! Starting, cancelling and retrying executions.
 
+use std::sync::Arc;
+
 use chrono::Duration as ChronoDuration;
 use serde_json::{Map, Value};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Engine;
 use super::advance::{Finish, finish_row};
+use super::complete::Handoff;
 use super::model::{ExecutionRow, ExecutionStatus, SkipReason, StepRow, StepStatus};
-use super::transition::{EXEC_COLUMNS, Locked, STEP_COLUMNS};
+use super::transition::{AfterCommit, EXEC_COLUMNS, Locked, STEP_COLUMNS};
 use crate::dag::{self, Dag};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +76,97 @@ pub enum StartOutcome {
     Repeated(Started),
 }
 
+/// An execution checked against its pipeline (it exists, is not a draft,
+/// and the parameters fit), ready to be recorded by [`Engine::record_execution`].
+#[derive(Debug)]
+pub struct Prepared {
+    new: NewExecution,
+    version: i32,
+    dag: Arc<Dag>,
+    parameters: Map<String, Value>,
+}
+
+impl Prepared {
+    pub fn workflow_id(&self) -> Uuid {
+        self.new.workflow_id
+    }
+}
+
+/// What [`Engine::record_execution`] did inside the caller's transaction.
+pub enum Recorded {
+    /// The execution is written; once the transaction commits, [`Launch::go`].
+    Created {
+        tx: Transaction<'static, Postgres>,
+        started: Started,
+        launch: Launch,
+    },
+    /// Its idempotency key is already taken (a concurrent request won):
+    /// nothing was written.
+    KeyTaken { tx: Transaction<'static, Postgres> },
+}
+
+/// What a recorded execution still needs once its transaction committed:
+/// run the first steps it claimed here, wake the others.
+#[must_use = "call go() once the transaction has committed"]
+pub struct Launch {
+    effects: AfterCommit,
+    handoffs: Vec<Handoff>,
+}
+
+impl Launch {
+    pub fn go(self, engine: &Engine) {
+        self.effects.apply(engine);
+        engine.inner.metrics.executions_started.inc();
+        engine.spawn_handoffs(self.handoffs);
+    }
+}
+
 impl Engine {
     /// Durably record an execution and release its first steps. Returns once
     /// committed; the steps run in the background.
     pub async fn start(&self, new: NewExecution) -> Result<StartOutcome, ControlError> {
+        let version = self.live_version(new.workflow_id).await?;
+        if let Some(existing) = self.find_repeat(&new).await? {
+            return Ok(StartOutcome::Repeated(existing));
+        }
+        let prepared = self.prepare_version(new, version).await?;
+        let repeat_of = prepared.new.clone();
+        let tx = self.pool().begin().await?;
+        match self.record_execution(tx, prepared).await? {
+            Recorded::Created {
+                tx,
+                started,
+                launch,
+            } => {
+                tx.commit().await?;
+                launch.go(self);
+                Ok(StartOutcome::Created(started))
+            }
+            Recorded::KeyTaken { tx } => {
+                // A concurrent request with the same key won the race.
+                tx.rollback().await?;
+                match self.find_repeat(&repeat_of).await? {
+                    Some(existing) => Ok(StartOutcome::Repeated(existing)),
+                    None => Err(ControlError::Conflict(
+                        "the execution could not be recorded; retry".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Check an execution against its pipeline before recording it.
+    pub async fn prepare(&self, new: NewExecution) -> Result<Prepared, ControlError> {
+        let version = self.live_version(new.workflow_id).await?;
+        self.prepare_version(new, version).await
+    }
+
+    /// The current version of a runnable pipeline.
+    async fn live_version(&self, workflow_id: Uuid) -> Result<i32, ControlError> {
         let live: Option<(i32, String)> = sqlx::query_as(
             "SELECT version, status FROM workflows WHERE id = $1 AND deleted_at IS NULL",
         )
-        .bind(new.workflow_id)
+        .bind(workflow_id)
         .fetch_optional(self.pool())
         .await?;
         let Some((version, status)) = live else {
@@ -88,14 +175,41 @@ impl Engine {
         if status != "active" {
             return Err(ControlError::NotRunnable(status));
         }
-        if let Some(existing) = self.find_repeat(&new).await? {
-            return Ok(StartOutcome::Repeated(existing));
-        }
+        Ok(version)
+    }
+
+    async fn prepare_version(
+        &self,
+        new: NewExecution,
+        version: i32,
+    ) -> Result<Prepared, ControlError> {
         let dag = self.dag(new.workflow_id, version).await?;
         let parameters =
             dag::params::merge(&dag, &new.parameters).map_err(ControlError::Invalid)?;
+        Ok(Prepared {
+            new,
+            version,
+            dag,
+            parameters,
+        })
+    }
 
-        let mut tx = self.pool().begin().await?;
+    /// Write a prepared execution inside the caller's transaction (which may
+    /// hold more: a schedule's firing, a webhook's counters), claiming its
+    /// first steps for this replica. Nothing runs until the caller commits
+    /// and calls [`Launch::go`]; if the transaction is rolled back instead,
+    /// dropping the [`Launch`] gives the claimed slots back.
+    pub async fn record_execution(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        prepared: Prepared,
+    ) -> Result<Recorded, ControlError> {
+        let Prepared {
+            new,
+            version,
+            dag,
+            parameters,
+        } = prepared;
         let execution_id = Uuid::now_v7();
         // The new rows come back from the INSERTs themselves: nobody else can
         // see them before the commit, so there is nothing to lock or re-read.
@@ -125,14 +239,7 @@ impl Engine {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(inserted) = inserted else {
-            // A concurrent request with the same key won the race.
-            tx.rollback().await?;
-            return match self.find_repeat(&new).await? {
-                Some(existing) => Ok(StartOutcome::Repeated(existing)),
-                None => Err(ControlError::Conflict(
-                    "the execution could not be recorded; retry".into(),
-                )),
-            };
+            return Ok(Recorded::KeyTaken { tx });
         };
         let rows = self.insert_steps(&mut tx, execution_id, &dag).await?;
         let started = Started {
@@ -146,10 +253,12 @@ impl Engine {
         let mut locked = Locked::new(tx, inserted.exec, rows, dag, max_bytes);
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, None);
-        locked.commit(self).await?;
-        self.inner.metrics.executions_started.inc();
-        self.spawn_handoffs(handoffs);
-        Ok(StartOutcome::Created(started))
+        let (tx, effects) = locked.write_back(self).await?;
+        Ok(Recorded::Created {
+            tx,
+            started,
+            launch: Launch { effects, handoffs },
+        })
     }
 
     async fn insert_steps(

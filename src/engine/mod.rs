@@ -13,10 +13,13 @@ pub mod claim;
 pub mod combine;
 pub mod complete;
 pub mod control;
+pub mod cron;
 pub mod dispatch;
+pub mod event_triggers;
 pub mod events;
 pub mod model;
 pub mod outbox;
+pub mod schedule;
 pub mod sweep;
 pub mod transition;
 
@@ -58,6 +61,8 @@ pub(crate) struct Inner {
     /// Work became claimable that the other replicas should hear of.
     pub tell_others: Notify,
     pub outbox_wake: Notify,
+    /// A schedule was created or changed on this replica.
+    pub schedule_wake: Notify,
     /// One permit per step handler in flight on this replica.
     pub permits: Arc<Semaphore>,
     /// Handlers in flight, so a lost lease or shutdown can abort them.
@@ -96,6 +101,7 @@ impl Engine {
                 wake: Notify::new(),
                 tell_others: Notify::new(),
                 outbox_wake: Notify::new(),
+                schedule_wake: Notify::new(),
                 permits,
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),

@@ -219,6 +219,17 @@ impl Engine {
         .execute(self.pool())
         .await?;
         crate::db::pipelines::delete_orphaned_ephemeral(self.pool(), days as i32).await?;
+        // Firing rows past retention: their due times and events are long
+        // gone (a schedule's next due time only moves forward).
+        sqlx::query(
+            "WITH s AS (
+                 DELETE FROM schedule_firings WHERE fired_at < now() - make_interval(days => $1::int)
+             )
+             DELETE FROM event_trigger_firings WHERE fired_at < now() - make_interval(days => $1::int)",
+        )
+        .bind(days as i32)
+        .execute(self.pool())
+        .await?;
         sqlx::query("DELETE FROM outbox WHERE failed_at < now() - make_interval(days => $1::int)")
             .bind(days as i32)
             .execute(self.pool())

@@ -41,6 +41,43 @@ pub struct Locked {
     pub stage_reports: Vec<(usize, StageReport)>,
 }
 
+/// What a committed transition must still tell this process: the outbox
+/// publisher, the dispatchers (here and, through the notifier, elsewhere)
+/// and the metrics.
+#[must_use = "apply it once the transaction has committed"]
+pub struct AfterCommit {
+    published: bool,
+    released: usize,
+    finished: Option<ExecutionStatus>,
+    /// (action, outcome, seconds) of every attempt that ended.
+    ended: Vec<(String, String, f64)>,
+}
+
+impl AfterCommit {
+    pub fn apply(self, engine: &Engine) {
+        if self.published {
+            engine.inner.outbox_wake.notify_one();
+        }
+        if self.released > 0 {
+            // Work none of the replicas holds yet: wake ours, and the others
+            // through the notifier (see `dispatch::run_notifier`).
+            engine.inner.wake.notify_one();
+            engine.inner.tell_others.notify_one();
+        }
+        if let Some(status) = self.finished {
+            engine.inner.metrics.execution_finished(status);
+        }
+        // Every ended attempt, whichever path ended it (a handler, an event,
+        // a timer, a reclaim), by action and how it ended.
+        for (action, outcome, seconds) in self.ended {
+            engine
+                .inner
+                .metrics
+                .step_finished(&action, &outcome, seconds);
+        }
+    }
+}
+
 impl Locked {
     pub fn now(&self) -> DateTime<Utc> {
         self.exec.now
@@ -103,44 +140,50 @@ impl Locked {
     }
 
     /// Write everything back and commit.
-    pub async fn commit(mut self, engine: &Engine) -> Result<(), sqlx::Error> {
+    pub async fn commit(self, engine: &Engine) -> Result<(), sqlx::Error> {
+        let (tx, effects) = self.write_back(engine).await?;
+        tx.commit().await?;
+        effects.apply(engine);
+        Ok(())
+    }
+
+    /// Write everything back WITHOUT committing: the caller's transaction
+    /// goes on (a schedule firing, a webhook's counters) and commits; then
+    /// [`AfterCommit::apply`] wakes whoever must hear of the change.
+    pub async fn write_back(
+        mut self,
+        engine: &Engine,
+    ) -> Result<(Transaction<'static, Postgres>, AfterCommit), sqlx::Error> {
         let mut events = Vec::new();
         self.notifications(engine, &mut events);
         // Progress is read from the steps; the execution row is rewritten
         // only when the execution itself changes (one row write less a step).
         let attempts = self.attempts();
-        let ended: Vec<(usize, String, DateTime<Utc>)> = attempts
+        let ended: Vec<(String, String, f64)> = attempts
             .steps
             .iter()
             .zip(attempts.outcomes.iter().zip(&attempts.started))
             .filter_map(|(id, (outcome, started))| {
-                Some((self.index(id)?, outcome.clone(), *started))
+                let i = self.index(id)?;
+                let seconds =
+                    (self.exec.now - *started).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                Some((
+                    self.rows[i].action.clone(),
+                    outcome.clone(),
+                    seconds.max(0.0),
+                ))
             })
             .collect();
         self.write(&events, &attempts).await?;
-        self.tx.commit().await?;
-        if !events.is_empty() {
-            engine.inner.outbox_wake.notify_one();
-        }
-        if self.released > 0 {
-            // Work none of the replicas holds yet: wake ours, and the others
-            // through the notifier (see `dispatch::run_notifier`).
-            engine.inner.wake.notify_one();
-            engine.inner.tell_others.notify_one();
-        }
-        if self.exec_before != self.exec.status && self.exec.status.is_terminal() {
-            engine.inner.metrics.execution_finished(self.exec.status);
-        }
-        // Every ended attempt, whichever path ended it (a handler, an event,
-        // a timer, a reclaim), by action and how it ended.
-        for (i, outcome, started) in ended {
-            let seconds = (self.exec.now - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            engine
-                .inner
-                .metrics
-                .step_finished(&self.rows[i].action, &outcome, seconds.max(0.0));
-        }
-        Ok(())
+        let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
+            .then_some(self.exec.status);
+        let effects = AfterCommit {
+            published: !events.is_empty(),
+            released: self.released,
+            finished,
+            ended,
+        };
+        Ok((self.tx, effects))
     }
 
     /// Everything this transition changed, in ONE statement (its

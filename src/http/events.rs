@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::executions::hex;
 use crate::actions::seed::{MAX_WAIT_ID_BYTES, strip_nul};
+use crate::engine::event_triggers;
 use crate::engine::events::InboundEvent;
 
 /// The pub/sub subscription Dapr reads at start-up.
@@ -53,8 +54,41 @@ fn drop(state: &AppState, reason: &str) -> Response {
     responses((status = 200, description = "{\"status\": \"SUCCESS\" | \"DROP\"}"),
               (status = 503, description = "{\"status\": \"RETRY\"}: transient failure, redeliver")))]
 pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
-    let event = match parse(&body) {
+    let envelope = match unwrap(&body) {
         Ok(e) => e,
+        Err(reason) => return drop(&state, &reason),
+    };
+    // Event triggers first (each keyed by trigger and event, so a
+    // redelivery after a failure below starts nothing twice).
+    let is_trigger_event = envelope
+        .event_type()
+        .is_some_and(event_triggers::is_supported);
+    let triggers = if is_trigger_event {
+        let fired = state
+            .engine
+            .fire_event_triggers(&envelope.source, &envelope.id, &envelope.body)
+            .await;
+        match fired {
+            Ok(fired) => fired,
+            Err(e) if crate::db::unstorable(&e) => {
+                tracing::error!(error = %e, event_id = %envelope.id, "the database cannot store this event");
+                return drop(&state, "the event cannot be stored");
+            }
+            Err(e) => return retry(&state, &e, &envelope.id),
+        }
+    } else {
+        Vec::new()
+    };
+    let event = match envelope.correlate() {
+        Ok(e) => e,
+        Err(_) if is_trigger_event => {
+            // A platform event for triggers only (model.onboarded, …).
+            state.engine.metrics().event("SUCCESS");
+            return Json(
+                json!({ "status": "SUCCESS", "outcome": "triggers", "triggers": triggers }),
+            )
+            .into_response();
+        }
         Err(reason) => return drop(&state, &reason),
     };
     // The CloudEvent's own trace (Dapr copies the publisher's traceparent
@@ -81,7 +115,11 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
                 "SUCCESS"
             };
             state.engine.metrics().event(label);
-            Json(json!({ "status": "SUCCESS", "outcome": verdict.as_str() })).into_response()
+            let mut answer = json!({ "status": "SUCCESS", "outcome": verdict.as_str() });
+            if is_trigger_event {
+                answer["triggers"] = json!(triggers);
+            }
+            Json(answer).into_response()
         }
         Err(e) if crate::db::unstorable(&e) => {
             // Postgres refuses the event's data itself (a data exception or a
@@ -92,13 +130,17 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
                 "the database cannot store this event");
             drop(&state, "the event cannot be stored")
         }
-        Err(e) => {
-            tracing::warn!(error = %e, correlation_id = %event.correlation_id, "event not recorded; asking for redelivery");
-            state.engine.metrics().event("RETRY");
-            let body = json!({ "status": "RETRY", "detail": "the event could not be recorded now; redeliver" });
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
+        Err(e) => retry(&state, &e, &event.id),
     }
+}
+
+/// The event could not be recorded now: Dapr redelivers.
+fn retry(state: &AppState, e: &sqlx::Error, event_id: &str) -> Response {
+    tracing::warn!(error = %e, event_id, "event not recorded; asking for redelivery");
+    state.engine.metrics().event("RETRY");
+    let body =
+        json!({ "status": "RETRY", "detail": "the event could not be recorded now; redeliver" });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// A correlation id longer than this can never be waited on (see
@@ -118,10 +160,50 @@ fn storable_key(key: String) -> String {
     format!("sha256:{}", hex(&Sha256::digest(key.as_bytes())))
 }
 
+/// An event as delivered, unwrapped: its dedupe key and its body.
+pub struct Envelope {
+    pub source: String,
+    pub id: String,
+    /// The event itself (the CloudEvent's `data`, or the flat CloudEvent).
+    pub body: Value,
+    pub trace_id: Option<String>,
+}
+
+impl Envelope {
+    /// The event's own `type` (what event triggers match on).
+    pub fn event_type(&self) -> Option<&str> {
+        self.body.get("type").and_then(Value::as_str)
+    }
+
+    /// The event as the engine's waits see it: `Err` when it names no
+    /// correlation id a step could wait on.
+    pub fn correlate(self) -> Result<InboundEvent, String> {
+        let correlation_id =
+            correlation_id(&self.body).ok_or("the event has no correlation id (workflow_id)")?;
+        if correlation_id.len() > MAX_CORRELATION_ID_BYTES {
+            return Err(format!(
+                "the correlation id is longer than {MAX_CORRELATION_ID_BYTES} bytes: no step can wait on it"
+            ));
+        }
+        Ok(InboundEvent {
+            source: self.source,
+            id: self.id,
+            correlation_id,
+            body: self.body,
+            trace_id: self.trace_id,
+        })
+    }
+}
+
 /// Unwrap a CloudEvent envelope (or take a bare event, or an envelope
 /// without `data`, which is the event itself) and find its correlation id.
 /// `Err` is the reason to drop it.
 pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
+    unwrap(raw)?.correlate()
+}
+
+/// Unwrap an event as [`parse`] does, without asking for a correlation id.
+pub fn unwrap(raw: &[u8]) -> Result<Envelope, String> {
     let body: Value = serde_json::from_slice(raw).map_err(|e| {
         if super::extract::too_deep(&e) {
             format!(
@@ -174,21 +256,13 @@ pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
     // it in the ids they wait on, so such an event still matches its step.
     let mut data = data;
     strip_nul(&mut data);
-    let correlation_id =
-        correlation_id(&data).ok_or("the event has no correlation id (workflow_id)")?;
-    if correlation_id.len() > MAX_CORRELATION_ID_BYTES {
-        return Err(format!(
-            "the correlation id is longer than {MAX_CORRELATION_ID_BYTES} bytes: no step can wait on it"
-        ));
-    }
     let trace_id = envelope
         .get("traceparent")
         .and_then(Value::as_str)
         .and_then(crate::engine::model::trace_id_of);
-    Ok(InboundEvent {
+    Ok(Envelope {
         source: storable_key(source),
         id: storable_key(id),
-        correlation_id,
         body: data,
         trace_id,
     })

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod coalesce;
 pub mod docs;
 pub mod error;
+pub mod event_triggers;
 pub mod events;
 pub mod executions;
 pub mod extract;
@@ -12,7 +13,9 @@ pub mod openapi;
 pub mod ops;
 pub mod pipelines;
 pub mod runs;
+pub mod schedules;
 pub mod server;
+pub mod webhooks;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -44,6 +47,8 @@ pub struct AppState {
     pub reads: Arc<cache::ReadCache>,
     /// Concurrent `GET /executions/{id}` of one execution share a query.
     pub read_flights: Arc<coalesce::Coalescer<uuid::Uuid, Option<axum::body::Bytes>>>,
+    /// `POST /trigger/{id}` calls per webhook on this replica.
+    pub webhook_limiter: Arc<webhooks::RateLimiter>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,6 +81,43 @@ pub fn router(state: AppState) -> Router {
                 .put(pipelines::update)
                 .delete(pipelines::delete),
         )
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get)
+                .put(schedules::update)
+                .delete(schedules::delete),
+        )
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
+        .route("/schedules/{id}/trigger", post(schedules::trigger))
+        .route("/schedules/{id}/next-runs", get(schedules::next_runs))
+        .route("/internal/schedule-poll", post(schedules::poll))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .put(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/event-triggers",
+            post(event_triggers::create).get(event_triggers::list),
+        )
+        .route(
+            "/event-triggers/event-types",
+            get(event_triggers::event_types),
+        )
+        .route(
+            "/event-triggers/{id}",
+            get(event_triggers::get)
+                .put(event_triggers::update)
+                .delete(event_triggers::delete),
+        )
         .route("/workflow-events", post(events::receive))
         .route("/dapr/subscribe", get(events::subscribe))
         .route("/internal/status", get(ops::status))
@@ -88,7 +130,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::document))
-        .route("/docs", get(docs::page));
+        .route("/docs", get(docs::page))
+        // Callers outside the mesh: the webhook's own secret protects it.
+        .route("/trigger/{id}", post(webhooks::trigger));
     let limit = state.engine.settings().max_body_bytes;
     Router::new()
         .merge(protected)

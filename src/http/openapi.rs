@@ -3,7 +3,10 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{actions, docs, events, executions, ops, pipelines, runs, workflows};
+use super::{
+    actions, docs, event_triggers, events, executions, ops, pipelines, runs, schedules, webhooks,
+    workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +17,11 @@ use super::{actions, docs, events, executions, ops, pipelines, runs, workflows};
         executions::retry, actions::list, actions::get, actions::validate, events::receive, events::subscribe,
         pipelines::validate_dag, pipelines::create, pipelines::list, pipelines::get, pipelines::update,
         pipelines::delete, runs::create, runs::run, runs::progress,
+        schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
+        schedules::pause, schedules::resume, schedules::trigger, schedules::next_runs, schedules::poll,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, webhooks::trigger, event_triggers::create, event_triggers::list,
+        event_triggers::event_types, event_triggers::get, event_triggers::update, event_triggers::delete,
         ops::health, ops::ready, ops::metrics, ops::status, document, docs::page,
     ),
     modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),
@@ -101,7 +109,8 @@ impl utoipa::Modify for OperationIds {
 }
 
 /// The routes that need no token: the probes and metrics (API.md
-/// "Authentication") and the API's own description.
+/// "Authentication"), the API's own description, and `POST /trigger/{id}`
+/// (the webhook's secret protects it).
 struct OpenRoutes;
 
 /// Every route served without the token (all `GET`).
@@ -109,6 +118,14 @@ pub const OPEN_ROUTES: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.j
 
 impl utoipa::Modify for OpenRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut("/trigger/{id}")
+            .and_then(|item| item.post.as_mut())
+        {
+            op.security = Some(Vec::new());
+        }
         for path in OPEN_ROUTES {
             if let Some(op) = openapi
                 .paths

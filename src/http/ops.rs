@@ -64,6 +64,11 @@ struct Depths {
     outbox_oldest_seconds: Option<f64>,
     outbox_failed: i64,
     early_events: i64,
+    schedules_active: i64,
+    schedules_due: i64,
+    schedules_paused: i64,
+    schedule_runs_last_hour: i64,
+    schedule_failures_last_hour: i64,
 }
 
 async fn depths(state: &AppState) -> Option<Depths> {
@@ -77,7 +82,14 @@ async fn depths(state: &AppState) -> Option<Depths> {
             (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox WHERE failed_at IS NULL)
                 AS outbox_oldest_seconds,
             (SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL) AS outbox_failed,
-            (SELECT count(*) FROM inbound_events WHERE status = 'EARLY') AS early_events",
+            (SELECT count(*) FROM inbound_events WHERE status = 'EARLY') AS early_events,
+            (SELECT count(*) FROM schedules WHERE status = 'active') AS schedules_active,
+            (SELECT count(*) FROM schedules WHERE status = 'active' AND next_run_at <= now()) AS schedules_due,
+            (SELECT count(*) FROM schedules WHERE status = 'paused') AS schedules_paused,
+            (SELECT count(*) FROM schedule_firings
+              WHERE fired_at > now() - interval '1 hour' AND execution_id IS NOT NULL) AS schedule_runs_last_hour,
+            (SELECT count(*) FROM schedule_firings
+              WHERE fired_at > now() - interval '1 hour' AND error IS NOT NULL) AS schedule_failures_last_hour",
     )
     .fetch_one(state.engine.pool());
     match tokio::time::timeout(Duration::from_secs(2), query).await {
@@ -95,6 +107,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.steps_waiting.set(d.waiting);
         m.steps_running.set(d.running);
         m.outbox_backlog.set(d.outbox);
+        m.schedules_due.set(d.schedules_due);
     }
     let pool = state.engine.pool();
     let idle = pool.num_idle() as i64;
@@ -158,6 +171,15 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "backlog": d.outbox,
             "oldest_seconds": d.outbox_oldest_seconds,
             "failed": d.outbox_failed,
+        })),
+        "schedules": d.as_ref().map(|d| json!({
+            "active": d.schedules_active,
+            "due": d.schedules_due,
+            "paused": d.schedules_paused,
+            "fired_last_hour": d.schedule_runs_last_hour,
+            "failed_last_hour": d.schedule_failures_last_hour,
+            "fired_by_this_replica": engine.metrics().schedules_fired.get(),
+            "failed_on_this_replica": engine.metrics().schedules_failed.get(),
         })),
         "circuit_breakers": breakers,
         "pool": { "size": engine.pool().size(), "idle": engine.pool().num_idle() },

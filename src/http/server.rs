@@ -109,9 +109,9 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -121,6 +121,7 @@ pub async fn serve(
         };
         tokio::spawn(connection(
             stream,
+            peer,
             router.clone(),
             limits,
             stop_rx.clone(),
@@ -161,6 +162,7 @@ enum Expiry {
 
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -180,7 +182,11 @@ async fn connection(
             let guard = track.begin();
             let router = router.clone();
             async move {
-                let request = request.map(|body| Body::new(GapLimited::new(body, body_gap)));
+                let mut request = request.map(|body| Body::new(GapLimited::new(body, body_gap)));
+                // The caller's address, for a webhook's `allowed_ips`.
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 let Ok(response) = router.oneshot(request).await;
                 Ok::<_, Infallible>(response.map(|body| {
                     Body::new(Tracked {

@@ -1,0 +1,204 @@
+//! The trigger tables (COMPAT.md "Triggers"): schedules, webhooks, event
+//! triggers, and the firing rows that make each fire once.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// A stored schedule, with the status of its last execution.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub schedule_type: String,
+    pub expression: Option<String>,
+    pub timezone: String,
+    pub run_at: Option<DateTime<Utc>>,
+    pub params: Value,
+    pub enabled: bool,
+    pub status: String,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_execution_id: Option<Uuid>,
+    pub last_execution_status: Option<String>,
+    pub run_count: i32,
+    pub failure_count: i32,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub max_runs: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`ScheduleRow`] over `schedules s`.
+pub const SCHEDULE_COLUMNS: &str = "s.id, s.workflow_id, s.name, s.description, s.schedule_type, s.expression,
+    s.timezone, s.run_at, s.params, s.enabled, s.status, s.next_run_at, s.last_run_at, s.last_execution_id,
+    (SELECT e.status FROM executions e WHERE e.id = s.last_execution_id) AS last_execution_status,
+    s.run_count, s.failure_count, s.last_error, s.last_error_at, s.max_runs, s.expires_at, s.created_by,
+    s.created_at, s.updated_at";
+
+/// What a create or an update writes.
+#[derive(Debug, Clone)]
+pub struct ScheduleFields {
+    pub name: String,
+    pub description: Option<String>,
+    pub schedule_type: String,
+    pub expression: Option<String>,
+    pub timezone: String,
+    pub run_at: Option<DateTime<Utc>>,
+    pub params: Value,
+    pub enabled: bool,
+    pub status: String,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub max_runs: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl ScheduleFields {
+    pub fn of(row: &ScheduleRow) -> Self {
+        Self {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            schedule_type: row.schedule_type.clone(),
+            expression: row.expression.clone(),
+            timezone: row.timezone.clone(),
+            run_at: row.run_at,
+            params: row.params.clone(),
+            enabled: row.enabled,
+            status: row.status.clone(),
+            next_run_at: row.next_run_at,
+            max_runs: row.max_runs,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+/// Whether a live (not deleted, not a hidden one-off) pipeline has this id.
+pub async fn pipeline_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral)",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn insert_schedule(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    workflow_id: Uuid,
+    created_by: Option<&str>,
+    f: &ScheduleFields,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO schedules (id, workflow_id, created_by, name, description, schedule_type, expression,
+                                timezone, run_at, params, enabled, status, next_run_at, max_runs, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(id)
+    .bind(workflow_id)
+    .bind(created_by)
+    .bind(&f.name)
+    .bind(&f.description)
+    .bind(&f.schedule_type)
+    .bind(&f.expression)
+    .bind(&f.timezone)
+    .bind(f.run_at)
+    .bind(&f.params)
+    .bind(f.enabled)
+    .bind(&f.status)
+    .bind(f.next_run_at)
+    .bind(f.max_runs)
+    .bind(f.expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn update_schedule(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    f: &ScheduleFields,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE schedules SET name = $2, description = $3, schedule_type = $4, expression = $5, timezone = $6,
+                run_at = $7, params = $8, enabled = $9, status = $10, next_run_at = $11, max_runs = $12,
+                expires_at = $13, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&f.name)
+    .bind(&f.description)
+    .bind(&f.schedule_type)
+    .bind(&f.expression)
+    .bind(&f.timezone)
+    .bind(f.run_at)
+    .bind(&f.params)
+    .bind(f.enabled)
+    .bind(&f.status)
+    .bind(f.next_run_at)
+    .bind(f.max_runs)
+    .bind(f.expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_schedule(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ScheduleRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE s.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The schedule, locked for a change (`FOR UPDATE`: a firing holds it too).
+pub async fn lock_schedule(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ScheduleRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE s.id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list_schedules(
+    db: impl PgExecutor<'_>,
+    workflow_id: Option<Uuid>,
+    enabled: Option<bool>,
+    status: Option<&str>,
+) -> Result<Vec<ScheduleRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules s
+         WHERE ($1::uuid IS NULL OR s.workflow_id = $1)
+           AND ($2::bool IS NULL OR s.enabled = $2)
+           AND ($3::text IS NULL OR s.status = $3)
+         ORDER BY s.created_at, s.id"
+    ))
+    .bind(workflow_id)
+    .bind(enabled)
+    .bind(status)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn delete_schedule(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM schedules WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
+}

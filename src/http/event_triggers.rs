@@ -1,0 +1,280 @@
+//! The original's event-trigger routes (COMPAT.md "Triggers"):
+//! `/event-triggers` CRUD and `/event-triggers/event-types`. Triggers fire
+//! from `/workflow-events` ([`crate::engine::event_triggers`]).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{AppJson, AppQuery};
+use super::schedules::{check_name, check_pipeline, invalid, path_id};
+use crate::engine::event_triggers::{
+    EVENT_TRIGGER_COLUMNS, EventTriggerRow, SUPPORTED_EVENTS, is_supported,
+};
+
+/// The original's `EventTriggerConfig`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct EventTriggerConfig {
+    pub event_type: Option<String>,
+    /// Dot path into the event -> the value expected there.
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<Map<String, Value>>,
+}
+
+/// The original's `EventTriggerCreate` / `EventTriggerUpdate`; budadmin
+/// sends `event_type` and `filters` at the top level, read as well as
+/// `config.*`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct EventTriggerRequest {
+    pub workflow_id: Option<String>,
+    pub name: Option<String>,
+    pub config: Option<EventTriggerConfig>,
+    pub event_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<Map<String, Value>>,
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Map<String, Value>>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventTriggerConfigView {
+    pub event_type: String,
+    #[schema(value_type = Object)]
+    pub filters: Value,
+}
+
+/// The original's `EventTriggerResponse`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventTriggerView {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub name: String,
+    pub config: EventTriggerConfigView,
+    #[schema(value_type = Object)]
+    pub params: Value,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    pub trigger_count: i32,
+}
+
+impl From<EventTriggerRow> for EventTriggerView {
+    fn from(r: EventTriggerRow) -> Self {
+        Self {
+            id: r.id,
+            workflow_id: r.workflow_id,
+            name: r.name,
+            config: EventTriggerConfigView {
+                event_type: r.event_type,
+                filters: r.filters,
+            },
+            params: r.params,
+            enabled: r.enabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_triggered_at: r.last_triggered_at,
+            trigger_count: r.trigger_count,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventTriggerQuery {
+    pub event_type: Option<String>,
+    pub workflow_id: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventType {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub source: &'static str,
+    pub description: &'static str,
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Event trigger not found")
+}
+
+/// `event_type` and `filters` from the top level or `config`.
+fn type_and_filters(body: &EventTriggerRequest) -> (Option<String>, Option<Map<String, Value>>) {
+    let config = body.config.as_ref();
+    let kind = body
+        .event_type
+        .clone()
+        .or_else(|| config.and_then(|c| c.event_type.clone()));
+    let filters = body
+        .filters
+        .clone()
+        .or_else(|| config.and_then(|c| c.filters.clone()));
+    (kind, filters)
+}
+
+fn check_type(kind: Option<&str>, required: bool, errors: &mut Vec<String>) {
+    match kind {
+        None if required => errors.push("config.event_type: Field required".into()),
+        Some(k) if !is_supported(k) => errors.push(format!(
+            "config.event_type: Unsupported event type: {k} (supported: {})",
+            SUPPORTED_EVENTS
+                .iter()
+                .map(|(t, _, _)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => {}
+    }
+}
+
+#[utoipa::path(post, path = "/event-triggers", request_body = EventTriggerRequest, tag = "event_triggers",
+    responses((status = 201, body = EventTriggerView), (status = 400, description = "invalid, naming the field"),
+              (status = 404, description = "unknown pipeline")))]
+pub async fn create(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<EventTriggerRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut errors = Vec::new();
+    if body.workflow_id.is_none() {
+        errors.push("workflow_id: Field required".to_owned());
+    }
+    check_name(body.name.as_deref(), true, &mut errors);
+    let (kind, filters) = type_and_filters(&body);
+    check_type(kind.as_deref(), true, &mut errors);
+    if !errors.is_empty() {
+        return Err(invalid("Invalid event trigger", errors));
+    }
+    let workflow_id = check_pipeline(&state, body.workflow_id.as_deref()).await?;
+    let row: EventTriggerRow = sqlx::query_as(&format!(
+        "INSERT INTO event_triggers (id, workflow_id, name, event_type, filters, params, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_TRIGGER_COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(workflow_id)
+    .bind(body.name.as_deref().unwrap_or_default().trim())
+    .bind(kind)
+    .bind(Value::Object(filters.unwrap_or_default()))
+    .bind(Value::Object(body.params.clone().unwrap_or_default()))
+    .bind(body.enabled.unwrap_or(true))
+    .fetch_one(state.engine.pool())
+    .await?;
+    Ok((StatusCode::CREATED, Json(EventTriggerView::from(row))))
+}
+
+#[utoipa::path(get, path = "/event-triggers", params(EventTriggerQuery), tag = "event_triggers",
+    responses((status = 200, body = Vec<EventTriggerView>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<EventTriggerQuery>,
+) -> Result<Json<Vec<EventTriggerView>>, ApiError> {
+    let workflow_id = match q.workflow_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => match raw.parse::<Uuid>() {
+            Ok(id) => Some(id),
+            Err(_) => return Ok(Json(Vec::new())),
+        },
+    };
+    let rows: Vec<EventTriggerRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers
+         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
+           AND ($3::text IS NULL OR event_type = $3)
+         ORDER BY created_at, id"
+    ))
+    .bind(workflow_id)
+    .bind(q.enabled)
+    .bind(q.event_type)
+    .fetch_all(state.engine.pool())
+    .await?;
+    Ok(Json(rows.into_iter().map(EventTriggerView::from).collect()))
+}
+
+#[utoipa::path(get, path = "/event-triggers/event-types", tag = "event_triggers",
+    responses((status = 200, body = Vec<EventType>)))]
+pub async fn event_types() -> Json<Vec<EventType>> {
+    Json(
+        SUPPORTED_EVENTS
+            .iter()
+            .map(|(kind, source, description)| EventType {
+                kind,
+                source,
+                description,
+            })
+            .collect(),
+    )
+}
+
+#[utoipa::path(get, path = "/event-triggers/{id}", tag = "event_triggers",
+    responses((status = 200, body = EventTriggerView), (status = 404, description = "Event trigger not found")))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EventTriggerView>, ApiError> {
+    let id = path_id(&id).ok_or_else(not_found)?;
+    let row: Option<EventTriggerRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(state.engine.pool())
+    .await?;
+    row.map(|r| Json(r.into())).ok_or_else(not_found)
+}
+
+#[utoipa::path(put, path = "/event-triggers/{id}", request_body = EventTriggerRequest, tag = "event_triggers",
+    responses((status = 200, body = EventTriggerView), (status = 400, description = "invalid, naming the field"),
+              (status = 404, description = "Event trigger not found")))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<EventTriggerRequest>,
+) -> Result<Json<EventTriggerView>, ApiError> {
+    let id = path_id(&id).ok_or_else(not_found)?;
+    let mut errors = Vec::new();
+    check_name(body.name.as_deref(), false, &mut errors);
+    let (kind, filters) = type_and_filters(&body);
+    check_type(kind.as_deref(), false, &mut errors);
+    if !errors.is_empty() {
+        return Err(invalid("Invalid event trigger", errors));
+    }
+    let row: Option<EventTriggerRow> = sqlx::query_as(&format!(
+        "UPDATE event_triggers SET name = COALESCE($2, name), event_type = COALESCE($3, event_type),
+                filters = COALESCE($4, filters), params = COALESCE($5, params),
+                enabled = COALESCE($6, enabled), updated_at = now()
+         WHERE id = $1 RETURNING {EVENT_TRIGGER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(body.name.as_deref().map(str::trim))
+    .bind(kind)
+    .bind(filters.map(Value::Object))
+    .bind(body.params.clone().map(Value::Object))
+    .bind(body.enabled)
+    .fetch_optional(state.engine.pool())
+    .await?;
+    row.map(|r| Json(r.into())).ok_or_else(not_found)
+}
+
+#[utoipa::path(delete, path = "/event-triggers/{id}", tag = "event_triggers",
+    responses((status = 204, description = "deleted"), (status = 404, description = "Event trigger not found")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(&id).ok_or_else(not_found)?;
+    let gone = sqlx::query("DELETE FROM event_triggers WHERE id = $1")
+        .bind(id)
+        .execute(state.engine.pool())
+        .await?
+        .rows_affected();
+    if gone == 1 {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found())
+    }
+}
