@@ -214,20 +214,7 @@ impl FakeSidecar {
             "time": chrono::Utc::now().to_rfc3339(),
             "data": event_data,
         });
-        let url = format!("{}/workflow-events", app_url.trim_end_matches('/'));
-        let mut request = self
-            .shared
-            .http
-            .post(url)
-            .header(header::CONTENT_TYPE, "application/cloudevents+json")
-            .body(envelope.to_string());
-        if !app_token.is_empty() {
-            request = request.header("dapr-api-token", app_token);
-        }
-        let response = request.send().await.expect("deliver to the app");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        (status, parse_body(text.as_bytes()))
+        self.deliver_raw(app_url, app_token, &envelope).await
     }
 
     /// Post `event` to the app's `/workflow-events` exactly as given: how
