@@ -356,3 +356,63 @@ async fn a_database_that_does_not_exist_is_503_and_ready_says_why(pool: PgPool) 
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     task.abort();
 }
+
+#[sqlx::test]
+async fn retention_deletes_a_long_history_in_batches_and_keeps_what_is_recent(pool: PgPool) {
+    let app = TestApp::spawn_with(&pool, &[("RETENTION_DAYS", "1")]).await;
+    let wf = app
+        .api
+        .create_workflow(one_step(
+            "kept",
+            json!({"id": "a", "name": "A", "action": "log", "params": {"message": "hi"}}),
+        ))
+        .await;
+    let recent = app.api.execute(wf, json!({})).await;
+    app.api.wait_terminal(recent, WAIT).await;
+    // A history of 2,500 finished executions (with their steps) and 1,500
+    // recorded events, all past retention: more than one batch of each.
+    sqlx::query(
+        "WITH old AS (
+             INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, initiator,
+                                     total_steps, created_at, completed_at)
+             SELECT gen_random_uuid(), $1, 1, 'COMPLETED', '{}', 'api', 1,
+                    now() - interval '3 days', now() - interval '2 days'
+             FROM generate_series(1, 2500)
+             RETURNING id
+         )
+         INSERT INTO step_executions (execution_id, step_id, position, name, action, status)
+         SELECT id, 'a', 0, 'A', 'log', 'COMPLETED' FROM old",
+    )
+    .bind(wf)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO inbound_events (source, id, correlation_id, body, status, received_at)
+         SELECT 's', g::text, 'c', '{}', 'APPLIED', now() - interval '2 days'
+         FROM generate_series(1, 1500) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Each round is bounded; rounds go on until nothing past retention is left.
+    let mut rounds = 0;
+    while app.engine.housekeeping().await.unwrap() {
+        rounds += 1;
+        assert!(rounds < 50, "retention never caught up");
+    }
+    let (executions, steps, events): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM step_executions),
+                (SELECT count(*) FROM inbound_events)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (executions, steps, events),
+        (1, 1, 0),
+        "only the recent execution is kept"
+    );
+    let (status, body) = app.api.get(&format!("/executions/{recent}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -16,6 +16,12 @@ use crate::actions::StepOutcome;
 
 pub const EXECUTION_TIMEOUT: &str = "execution timed out";
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Rows one retention statement deletes: each batch is a short transaction,
+/// so a long history goes without holding locks for long.
+const RETENTION_BATCH: i64 = 1000;
+/// How long one round of retention may run before the timers that share
+/// this loop get their turn again.
+const RETENTION_ROUND: Duration = Duration::from_secs(2);
 
 impl Engine {
     pub async fn run_sweeper(self) {
@@ -31,8 +37,12 @@ impl Engine {
             }
             if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 last_retention = Some(Instant::now());
-                if let Err(e) = self.housekeeping().await {
-                    tracing::warn!(error = %e, "retention cleanup failed");
+                match self.housekeeping().await {
+                    // A backlog left: the next round comes after this
+                    // loop's timers, not a minute later.
+                    Ok(true) => last_retention = None,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),
                 }
             }
             tokio::time::sleep(self.settings().sweep_interval).await;
@@ -199,25 +209,45 @@ impl Engine {
 
     /// Expire early events and delete finished executions past retention.
     /// Never touches a running execution.
-    pub async fn housekeeping(&self) -> Result<(), sqlx::Error> {
+    /// Deletes in batches of [`RETENTION_BATCH`] for at most
+    /// [`RETENTION_ROUND`]; `true` when rows past retention are left.
+    pub async fn housekeeping(&self) -> Result<bool, sqlx::Error> {
         sqlx::query("UPDATE inbound_events SET status = 'EXPIRED' WHERE status = 'EARLY' AND expires_at < now()")
             .execute(self.pool())
             .await?;
         let days = self.settings().retention_days as f64;
-        let deleted = sqlx::query(
-            "DELETE FROM executions WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-               AND completed_at < now() - make_interval(days => $1::int)",
-        )
-        .bind(days as i32)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "DELETE FROM inbound_events WHERE status <> 'EARLY' AND received_at < now() - make_interval(days => $1::int)",
-        )
-        .bind(days as i32)
-        .execute(self.pool())
-        .await?;
+        let started = Instant::now();
+        let mut deleted = 0;
+        let mut more = true;
+        while more && started.elapsed() < RETENTION_ROUND {
+            // Oldest first, along the `executions_finished` index; rows
+            // another transaction holds are left for the next batch.
+            let executions = sqlx::query(
+                "DELETE FROM executions WHERE id IN (
+                     SELECT id FROM executions
+                     WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+                       AND completed_at < now() - make_interval(days => $1::int)
+                     ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(days as i32)
+            .bind(RETENTION_BATCH)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+            let events = sqlx::query(
+                "DELETE FROM inbound_events WHERE ctid IN (
+                     SELECT ctid FROM inbound_events
+                     WHERE status <> 'EARLY' AND received_at < now() - make_interval(days => $1::int)
+                     LIMIT $2)",
+            )
+            .bind(days as i32)
+            .bind(RETENTION_BATCH)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+            deleted += executions;
+            more = executions as i64 == RETENTION_BATCH || events as i64 == RETENTION_BATCH;
+        }
         crate::db::pipelines::delete_orphaned_ephemeral(self.pool(), days as i32).await?;
         // Firing rows past retention: their due times and events are long
         // gone (a schedule's next due time only moves forward).
@@ -235,8 +265,8 @@ impl Engine {
             .execute(self.pool())
             .await?;
         if deleted > 0 {
-            tracing::info!(deleted, "deleted finished executions past retention");
+            tracing::info!(deleted, more, "deleted finished executions past retention");
         }
-        Ok(())
+        Ok(more)
     }
 }
