@@ -11,13 +11,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::{FromRow, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, FromRow, Row};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppQuery, Id, OptionalJson, Page};
-use crate::engine::control::{NewExecution, StartOutcome, Started};
+use crate::engine::control::{ControlError, NewExecution, StartOutcome, Started};
 use crate::engine::model::ExecutionStatus;
 use crate::engine::outbox::{MAX_TOPIC_CHARS, valid_topic};
 
@@ -102,18 +103,28 @@ pub async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<ExecuteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let received = std::time::SystemTime::now();
     let new = new_execution(workflow_id, body, &headers)?;
-    let trace_id = new.trace_id.clone();
-    match state.engine.start(new).await? {
-        StartOutcome::Created(s) => {
-            // Stored as `trace_id` when no traceparent came (control.rs).
-            let trace = trace_id.unwrap_or_else(|| s.execution_id.simple().to_string());
-            crate::telemetry::record_execution(s.execution_id, s.workflow_id, &trace, received);
-            Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s))))
-        }
+    match start_traced(&state, new).await? {
+        StartOutcome::Created(s) => Ok((StatusCode::ACCEPTED, Json(ExecuteResponse::from(s)))),
         StartOutcome::Repeated(s) => Ok((StatusCode::OK, Json(ExecuteResponse::from(s)))),
     }
+}
+
+/// Start an execution and, when it is new, export its `execution` span
+/// (the parent of every later span of the execution, on any replica).
+pub(super) async fn start_traced(
+    state: &AppState,
+    new: NewExecution,
+) -> Result<StartOutcome, ControlError> {
+    let received = std::time::SystemTime::now();
+    let trace_id = new.trace_id.clone();
+    let outcome = state.engine.start(new).await?;
+    if let StartOutcome::Created(s) = &outcome {
+        // Stored as `trace_id` when no traceparent came (control.rs).
+        let trace = trace_id.unwrap_or_else(|| s.execution_id.simple().to_string());
+        crate::telemetry::record_execution(s.execution_id, s.workflow_id, &trace, received);
+    }
+    Ok(outcome)
 }
 
 /// Check an execute request and turn it into what the engine records: the
@@ -555,6 +566,23 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
 }
 
 /// List executions, newest first (without their steps).
+/// The values of `GET /executions`' filter, `$1` to `$5` in order.
+fn list_filter_args(
+    workflow_id: Option<Uuid>,
+    status: Option<&str>,
+    initiator: Option<&str>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+) -> Result<PgArguments, sqlx::error::BoxDynError> {
+    let mut args = PgArguments::default();
+    args.add(workflow_id)?;
+    args.add(status)?;
+    args.add(initiator)?;
+    args.add(start)?;
+    args.add(end)?;
+    Ok(args)
+}
+
 #[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
     responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter")))]
 pub async fn list(
@@ -609,41 +637,42 @@ pub async fn list(
     let filter = "($1::uuid IS NULL OR workflow_id = $1) AND ($2::text IS NULL OR status = $2)
         AND ($3::text IS NULL OR initiator = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
         AND ($5::timestamptz IS NULL OR created_at <= $5)";
-    let executions: Vec<ExecutionView> = sqlx::query_as(&format!(
-        "SELECT {EXEC_COLUMNS} FROM executions WHERE {filter}
-         ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
-    ))
-    .bind(q.workflow_id)
-    .bind(status)
-    .bind(&q.initiator)
-    .bind(start)
-    .bind(end)
-    .bind(limit)
-    .bind(offset)
+    // The filter's values ($1-$5), shared by the page, the count and the
+    // estimate.
+    let filter_args = || {
+        list_filter_args(q.workflow_id, status, q.initiator.as_deref(), start, end)
+            .map_err(ApiError::Internal)
+    };
+    let mut page_args = filter_args()?;
+    page_args
+        .add(limit)
+        .and_then(|()| page_args.add(offset))
+        .map_err(ApiError::Internal)?;
+    let executions: Vec<ExecutionView> = sqlx::query_as_with(
+        &format!(
+            "SELECT {EXEC_COLUMNS} FROM executions WHERE {filter}
+             ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
+        ),
+        page_args,
+    )
     .fetch_all(state.engine.pool())
     .await?;
     // Exact while the filter matches a bounded number of rows (an index
     // scan that stops at the cap); past it, the planner's estimate.
-    let mut total: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {filter} LIMIT {}) capped",
-        EXACT_COUNT_LIMIT + 1
-    ))
-    .bind(q.workflow_id)
-    .bind(status)
-    .bind(&q.initiator)
-    .bind(start)
-    .bind(end)
+    let mut total: i64 = sqlx::query_scalar_with(
+        &format!(
+            "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {filter} LIMIT {}) capped",
+            EXACT_COUNT_LIMIT + 1
+        ),
+        filter_args()?,
+    )
     .fetch_one(state.engine.pool())
     .await?;
     if total > EXACT_COUNT_LIMIT {
-        let plan: Value = sqlx::query_scalar(&format!(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {filter}"
-        ))
-        .bind(q.workflow_id)
-        .bind(status)
-        .bind(&q.initiator)
-        .bind(start)
-        .bind(end)
+        let plan: Value = sqlx::query_scalar_with(
+            &format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {filter}"),
+            filter_args()?,
+        )
         .fetch_one(state.engine.pool())
         .await?;
         let estimate = plan

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::executions::{ExecuteRequest, StepView, load, new_execution};
+use super::executions::{ExecuteRequest, StepView, load, new_execution, start_traced};
 use super::extract::{AppJson, Id};
 use crate::dag::validate::validate;
 use crate::db::pipelines::{self, Definition};
@@ -89,15 +89,8 @@ async fn start(
 ) -> Result<(StatusCode, Json<RunResponse>), ApiError> {
     let (request, params) = body.into_execute();
     let new = new_execution(workflow_id, request, headers).map_err(ApiError::for_budapp)?;
-    let received = std::time::SystemTime::now();
-    let trace_id = new.trace_id.clone();
-    let (status, started): (StatusCode, Started) = match state.engine.start(new).await {
-        Ok(StartOutcome::Created(s)) => {
-            // Stored as `trace_id` when no traceparent came (control.rs).
-            let trace = trace_id.unwrap_or_else(|| s.execution_id.simple().to_string());
-            crate::telemetry::record_execution(s.execution_id, s.workflow_id, &trace, received);
-            (StatusCode::CREATED, s)
-        }
+    let (status, started): (StatusCode, Started) = match start_traced(state, new).await {
+        Ok(StartOutcome::Created(s)) => (StatusCode::CREATED, s),
         Ok(StartOutcome::Repeated(s)) => (StatusCode::OK, s),
         Err(ControlError::WorkflowNotFound) => {
             return Err(ApiError::new(
