@@ -565,7 +565,6 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
     ))
 }
 
-/// List executions, newest first (without their steps).
 /// The values of `GET /executions`' filter, `$1` to `$5` in order.
 fn list_filter_args(
     workflow_id: Option<Uuid>,
@@ -583,6 +582,7 @@ fn list_filter_args(
     Ok(args)
 }
 
+/// List executions, newest first (without their steps).
 #[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
     responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter")))]
 pub async fn list(
