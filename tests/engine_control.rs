@@ -724,3 +724,49 @@ async fn ids_that_are_not_uuids_are_bad_requests_and_unknown_ids_not_found(pool:
     }
     app.stop().await;
 }
+
+// ------------------------------------------------- rows kept between moves
+
+/// A replica reuses the step rows it wrote last only while nobody else has
+/// changed them since: here the other replica cancels the execution, and
+/// the first one's next look at it sees the cancellation, not its own copy.
+#[sqlx::test]
+async fn a_replica_never_moves_an_execution_from_a_stale_copy_of_its_steps(pool: PgPool) {
+    let first = TestApp::spawn(&pool).await;
+    let second = TestApp::spawn(&pool).await;
+    let wf = first
+        .api
+        .create_workflow(json!({"name": "kept-rows", "steps": [
+            {"id": "a", "action": "log", "params": {"message": "a"}},
+            wait_step("long", 30.0, &["a"]),
+            {"id": "next", "action": "log", "depends_on": ["long"]}
+        ]}))
+        .await;
+    let ex = first.api.execute(wf, json!({})).await;
+    wait_awaiting(&first.api, ex, "long").await;
+    let revision = || async {
+        sqlx::query_scalar::<_, i64>("SELECT revision FROM executions WHERE id = $1")
+            .bind(ex)
+            .fetch_one(&pool)
+            .await
+            .expect("revision")
+    };
+    let waiting = revision().await;
+    assert!(waiting > 0, "every transition bumps the revision");
+
+    let (status, body) = control(&second.api, ex, "cancel").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(revision().await > waiting, "the cancel bumped it too");
+    for app in [&first, &second] {
+        let locked = app
+            .engine
+            .lock_cached(ex)
+            .await
+            .expect("lock")
+            .expect("the execution");
+        assert_eq!(locked.exec.status.as_str(), "CANCELLED");
+        let long = locked.rows.iter().find(|r| r.step_id == "long").unwrap();
+        assert_eq!(long.status.as_str(), "CANCELLED", "{long:?}");
+        assert!(!long.awaiting_event, "{long:?}");
+    }
+}

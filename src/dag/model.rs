@@ -22,6 +22,20 @@ pub struct Dag {
     pub steps: Vec<Step>,
     #[serde(default)]
     pub outputs: Map<String, Value>,
+    /// Step ids to positions, built on first use: the planner looks a
+    /// dependency up for every pending step of every transition.
+    #[serde(skip)]
+    index: StepIndex,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StepIndex(std::sync::OnceLock<std::collections::HashMap<String, usize>>);
+
+/// Derived from `steps`, so it never makes two DAGs differ.
+impl PartialEq for StepIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 fn default_doc_version() -> String {
@@ -208,6 +222,14 @@ impl Step {
 
 impl Dag {
     pub fn step_index(&self, id: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.id == id)
+        let index = self.index.0.get_or_init(|| {
+            self.steps
+                .iter()
+                .enumerate()
+                .rev() // the first of duplicate ids wins, as a scan would find it
+                .map(|(i, s)| (s.id.clone(), i))
+                .collect()
+        });
+        index.get(id).copied()
     }
 }

@@ -227,7 +227,9 @@ pub fn resolve(value: &Value, context: &Value, budget: &Budget) -> Result<Value,
     resolve_in(value, &jinja_context(context))
 }
 
-fn contains_template(value: &Value) -> bool {
+/// Whether any string inside `value` renders ([`is_template`]): when none
+/// does, resolving it needs no context at all.
+pub fn contains_template(value: &Value) -> bool {
     match value {
         Value::String(s) => is_template(s),
         Value::Array(items) => items.iter().any(contains_template),

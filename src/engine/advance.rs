@@ -130,11 +130,13 @@ fn settle_pending(
 ) -> bool {
     let mut changed = false;
     let mut context: Option<Value> = None;
+    // Skips complete no `conditional` step, so this holds for the whole pass.
+    let untaken = untaken_branches(rows);
     for i in 0..rows.len() {
         if rows[i].status != StepStatus::Pending || rows[i].available_at.is_some() {
             continue;
         }
-        if branch_skipped(rows, &rows[i].step_id) {
+        if untaken.contains(rows[i].step_id.as_str()) {
             skip(&mut rows[i], SkipReason::Branch, now);
             changed = true;
             continue;
@@ -203,17 +205,16 @@ fn dependency_state(dag: &Dag, rows: &[StepRow], d: usize) -> DepState {
     }
 }
 
-/// A completed `conditional` step lists the branch targets it did not take.
-fn branch_skipped(rows: &[StepRow], step_id: &str) -> bool {
-    rows.iter().any(|r| {
-        r.status == StepStatus::Completed
-            && r.action == "conditional"
-            && r.outputs
-                .as_ref()
-                .and_then(|o| o.get("skipped_targets"))
-                .and_then(Value::as_array)
-                .is_some_and(|targets| targets.iter().any(|t| t.as_str() == Some(step_id)))
-    })
+/// The branch targets completed `conditional` steps did not take (they
+/// list them as `skipped_targets`). Gathered once per pass, not once per
+/// pending step: a pass over a big DAG stays linear.
+fn untaken_branches(rows: &[StepRow]) -> std::collections::HashSet<String> {
+    rows.iter()
+        .filter(|r| r.status == StepStatus::Completed && r.action == "conditional")
+        .filter_map(|r| r.outputs.as_ref()?.get("skipped_targets")?.as_array())
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Make satisfied pending steps claimable while the execution has room.

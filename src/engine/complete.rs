@@ -192,12 +192,16 @@ impl Locked {
                     Err(_) => break,
                 },
             };
-            let ctx = context.get_or_insert_with(|| template_context(&params, &self.rows));
-            let resolved = resolve_params(
-                &self.dag.steps[i].params,
-                ctx,
-                engine.settings().template_max_bytes,
-            );
+            let step_params = &self.dag.steps[i].params;
+            // The context holds every step's outputs: build it only for
+            // params that read it, so a plain step costs the same in a DAG
+            // of 10 or of 1,000.
+            let resolved = if params_render(step_params) {
+                let ctx = context.get_or_insert_with(|| template_context(&params, &self.rows));
+                resolve_params(step_params, ctx, engine.settings().template_max_bytes)
+            } else {
+                Ok(step_params.clone())
+            };
             let row = &mut self.rows[i];
             row.status = StepStatus::Running;
             row.attempt += 1;
@@ -239,6 +243,11 @@ fn seconds(s: f64) -> ChronoDuration {
     ChronoDuration::microseconds((s * 1e6) as i64)
 }
 
+/// Whether a step's params hold anything to render.
+pub fn params_render(params: &Map<String, Value>) -> bool {
+    params.values().any(template::contains_template)
+}
+
 /// Resolve a step's params; an error (a template that does not render, or
 /// builds more than `max_bytes`, `TEMPLATE_MAX_BYTES`) becomes the step's
 /// (permanent) failure.
@@ -278,7 +287,7 @@ impl Engine {
         results: Vec<(&ClaimedStep, StepOutcome)>,
         own: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Handoff>, sqlx::Error> {
-        let Some(mut locked) = self.lock(execution_id).await? else {
+        let Some(mut locked) = self.lock_cached(execution_id).await? else {
             return Ok(Vec::new());
         };
         let mut applied = 0;

@@ -130,7 +130,7 @@ impl Engine {
         execution_id: Uuid,
         step_id: &str,
     ) -> Result<Option<EventVerdict>, sqlx::Error> {
-        let Some(mut locked) = self.lock(execution_id).await? else {
+        let Some(mut locked) = self.lock_cached(execution_id).await? else {
             return Ok(None);
         };
         lock_correlation(&mut locked.tx, &event.correlation_id).await?;

@@ -9,6 +9,7 @@
 //! a due time fired by whichever replica's [`sweep`] sees them first.
 
 pub mod advance;
+mod cache;
 pub mod claim;
 pub mod combine;
 pub mod complete;
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     /// Executions whose handler results a leader is recording, with the
     /// results handed to it meanwhile ([`combine`]).
     pub combining: Mutex<HashMap<Uuid, Vec<combine::Handed>>>,
+    /// The step rows of executions this replica moved last ([`cache`]).
+    pub steps: cache::StepCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +109,7 @@ impl Engine {
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 combining: Mutex::new(HashMap::new()),
+                steps: cache::StepCache::default(),
             }),
         }
     }

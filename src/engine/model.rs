@@ -124,6 +124,23 @@ impl StepRow {
         }
     }
 
+    /// Every timestamp at the microsecond Postgres stores.
+    pub fn truncate_to_micros(&mut self) {
+        use chrono::SubsecRound;
+        for t in [
+            &mut self.available_at,
+            &mut self.lease_expires_at,
+            &mut self.timeout_at,
+            &mut self.started_at,
+            &mut self.completed_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *t = t.trunc_subsecs(6);
+        }
+    }
+
     /// Waiting for an external event or a timer.
     pub fn is_waiting(&self) -> bool {
         self.status == StepStatus::Running && self.awaiting_event
@@ -155,6 +172,9 @@ pub struct ExecutionRow {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub trace_id: Option<String>,
+    /// Bumped by every transaction that changes the step rows (see
+    /// [`super::cache`]).
+    pub revision: i64,
     /// The database's clock at the start of the transaction; every time the
     /// engine writes is derived from it so replicas agree on time.
     pub now: DateTime<Utc>,

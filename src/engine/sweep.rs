@@ -115,7 +115,8 @@ impl Engine {
                    AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
                  RETURNING 1
              )
-             UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL
+             UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
+                    revision = revision + 1
              WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
         )
         .bind(execution_id)

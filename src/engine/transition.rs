@@ -51,10 +51,18 @@ pub struct AfterCommit {
     finished: Option<ExecutionStatus>,
     /// (action, outcome, seconds) of every attempt that ended.
     ended: Vec<(String, String, f64)>,
+    execution_id: Uuid,
+    /// The rows as committed and their revision, for the next transition
+    /// ([`super::cache`]); `None` once the execution has finished.
+    keep: Option<(Uuid, i64, Vec<StepRow>)>,
 }
 
 impl AfterCommit {
     pub fn apply(self, engine: &Engine) {
+        match self.keep {
+            Some((id, revision, rows)) => engine.inner.steps.put(id, revision, rows),
+            None => engine.inner.steps.forget(self.execution_id),
+        }
         if self.published {
             engine.inner.outbox_wake.notify_one();
         }
@@ -84,7 +92,11 @@ impl Locked {
     }
 
     pub fn index(&self, step_id: &str) -> Option<usize> {
-        self.rows.iter().position(|r| r.step_id == step_id)
+        // Rows are in declaration order (`rows[i]` is `dag.steps[i]`).
+        self.dag
+            .step_index(step_id)
+            .filter(|&i| self.rows.get(i).is_some_and(|r| r.step_id == step_id))
+            .or_else(|| self.rows.iter().position(|r| r.step_id == step_id))
     }
 
     pub fn params(&self) -> serde_json::Map<String, Value> {
@@ -174,14 +186,25 @@ impl Locked {
                 ))
             })
             .collect();
-        self.write(&events, &attempts).await?;
+        let revision = self.write(&events, &attempts).await?;
         let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
             .then_some(self.exec.status);
+        // What this transaction leaves in the database, to reuse once it has
+        // committed: nothing more will change these rows before then.
+        let keep = (self.exec.status == ExecutionStatus::Running).then(|| {
+            let mut rows = std::mem::take(&mut self.rows);
+            for row in &mut rows {
+                row.dirty = false;
+            }
+            (self.exec.id, revision, rows)
+        });
         let effects = AfterCommit {
             published: !events.is_empty(),
             released: self.released,
             finished,
             ended,
+            execution_id: self.exec.id,
+            keep,
         };
         Ok((self.tx, effects))
     }
@@ -191,14 +214,23 @@ impl Locked {
     /// conflict with each other): the changed step rows, the attempts that
     /// ended and began, the outbox rows, and the execution row. One round
     /// trip instead of five keeps a chain of steps at one commit per step.
+    ///
+    /// Returns the execution's revision after the write: bumped when a step
+    /// row or the execution changed, so copies of the old rows go stale.
     async fn write(
         &mut self,
         events: &[OutboxEvent],
         attempts: &Attempts,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<i64, sqlx::Error> {
+        for row in self.rows.iter_mut().filter(|r| r.dirty) {
+            // Postgres keeps microseconds: the rows kept in memory must read
+            // exactly as the database would give them back.
+            row.truncate_to_micros();
+        }
         let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
+        let bump = !dirty.is_empty() || self.exec_dirty;
         if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
-            return Ok(());
+            return Ok(self.exec.revision);
         }
         sqlx::query(
             "WITH steps AS (
@@ -232,7 +264,8 @@ impl Locked {
                 RETURNING 1
              )
              UPDATE executions SET status = $9, outputs = $10, error = $11,
-                    started_at = $12, completed_at = $13, deadline_at = $14
+                    started_at = $12, completed_at = $13, deadline_at = $14,
+                    revision = revision + 1
              WHERE id = $1 AND $15",
         )
         .bind(self.exec.id)
@@ -249,10 +282,10 @@ impl Locked {
         .bind(self.exec.started_at)
         .bind(self.exec.completed_at)
         .bind(self.exec.deadline_at)
-        .bind(self.exec_dirty)
+        .bind(bump)
         .execute(&mut *self.tx)
         .await?;
-        Ok(())
+        Ok(self.exec.revision + i64::from(bump))
     }
 
     /// The attempts that ended in this transition. An attempt's row is
@@ -430,12 +463,21 @@ impl Engine {
         self.lock_in(tx, execution_id).await
     }
 
+    /// [`Engine::lock`] that reuses the rows this replica wrote last when
+    /// they are still current ([`super::cache`]): for recording a handler's
+    /// result or an event, which never read `lease_expires_at`.
+    pub async fn lock_cached(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+        let tx = self.inner.pool.begin().await?;
+        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE", true)
+            .await
+    }
+
     /// [`Engine::lock`] that gives up at once (`None`) when another
     /// transaction holds the execution: for background work (timers,
     /// reclaims) that must never queue behind a stalled replica.
     pub async fn try_lock(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
         let tx = self.inner.pool.begin().await?;
-        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE SKIP LOCKED")
+        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE SKIP LOCKED", false)
             .await
     }
 
@@ -446,7 +488,8 @@ impl Engine {
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
     ) -> Result<Option<Locked>, sqlx::Error> {
-        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE").await
+        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE", false)
+            .await
     }
 
     async fn lock_with(
@@ -454,6 +497,7 @@ impl Engine {
         mut tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
         locking: &str,
+        cached: bool,
     ) -> Result<Option<Locked>, sqlx::Error> {
         let exec: Option<ExecutionRow> = sqlx::query_as(&format!(
             "SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1 {locking}"
@@ -462,12 +506,20 @@ impl Engine {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(exec) = exec else { return Ok(None) };
-        let rows: Vec<StepRow> = sqlx::query_as(&format!(
-            "SELECT {STEP_COLUMNS} FROM step_executions WHERE execution_id = $1 ORDER BY position"
-        ))
-        .bind(execution_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let kept = cached
+            .then(|| self.inner.steps.take(execution_id, exec.revision))
+            .flatten();
+        let rows: Vec<StepRow> = match kept {
+            Some(rows) => rows,
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {STEP_COLUMNS} FROM step_executions WHERE execution_id = $1 ORDER BY position"
+                ))
+                .bind(execution_id)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
         let max_bytes = self.settings().template_max_bytes;
         Ok(Some(Locked::new(tx, exec, rows, dag, max_bytes)))
@@ -535,7 +587,8 @@ impl Attempts {
 /// The columns of [`ExecutionRow`], with the transaction's clock.
 pub const EXEC_COLUMNS: &str =
     "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
-    subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id, now() AS now";
+    subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id,
+    revision, now() AS now";
 
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,

@@ -1,0 +1,152 @@
+//! The step rows a replica last wrote, kept so the next transition of the
+//! same execution does not load them again.
+//!
+//! A transition locks the execution row and reads its `revision`; when the
+//! rows kept here carry that revision they are exactly what the database
+//! holds, so only the execution row was read. Every transaction that changes
+//! step rows bumps the revision (a transition's write, a claim, a
+//! quarantine), whichever replica runs it, so a stale copy never matches.
+//! An entry is taken out while a transition uses it and put back only once
+//! its transaction has committed: a rolled-back transition leaves nothing
+//! behind, and the next one loads from the database.
+//!
+//! Lease renewals change `lease_expires_at` without bumping the revision;
+//! only the paths that trust a kept copy (recording a handler's result, an
+//! event) use it, and they never read that column. Timers, reclaims and
+//! control actions always load afresh.
+//!
+//! Bounded by rows, not entries: a 1,000-step DAG costs as much as a hundred
+//! 10-step ones. Finished executions are dropped at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use super::model::StepRow;
+
+/// At most this many step rows are kept (a few hundred bytes each).
+const MAX_ROWS: usize = 50_000;
+
+#[derive(Default)]
+pub(crate) struct StepCache {
+    inner: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Uuid, (i64, Vec<StepRow>)>,
+    rows: usize,
+}
+
+impl StepCache {
+    /// The rows of `execution_id` at `revision`, if kept; the entry is
+    /// removed either way (a mismatch means it is stale).
+    pub(crate) fn take(&self, execution_id: Uuid, revision: i64) -> Option<Vec<StepRow>> {
+        let mut entries = self.inner.lock().expect("step cache lock");
+        let (kept, rows) = entries.map.remove(&execution_id)?;
+        entries.rows -= rows.len();
+        (kept == revision).then_some(rows)
+    }
+
+    /// Keep `rows` as the state of `execution_id` at `revision` (written
+    /// and committed). Evicts arbitrary entries to stay within bounds.
+    pub(crate) fn put(&self, execution_id: Uuid, revision: i64, rows: Vec<StepRow>) {
+        if rows.len() > MAX_ROWS / 4 {
+            return;
+        }
+        let mut entries = self.inner.lock().expect("step cache lock");
+        if let Some((_, old)) = entries.map.remove(&execution_id) {
+            entries.rows -= old.len();
+        }
+        while entries.rows + rows.len() > MAX_ROWS {
+            let Some(victim) = entries.map.keys().next().copied() else {
+                break;
+            };
+            if let Some((_, old)) = entries.map.remove(&victim) {
+                entries.rows -= old.len();
+            }
+        }
+        entries.rows += rows.len();
+        entries.map.insert(execution_id, (revision, rows));
+    }
+
+    pub(crate) fn forget(&self, execution_id: Uuid) {
+        let mut entries = self.inner.lock().expect("step cache lock");
+        if let Some((_, old)) = entries.map.remove(&execution_id) {
+            entries.rows -= old.len();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        let entries = self.inner.lock().expect("step cache lock");
+        (entries.map.len(), entries.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::model::StepStatus;
+
+    fn rows(n: usize) -> Vec<StepRow> {
+        (0..n)
+            .map(|i| StepRow {
+                execution_id: Uuid::nil(),
+                step_id: format!("s{i}"),
+                position: i as i32,
+                name: String::new(),
+                action: "log".into(),
+                status: StepStatus::Pending,
+                available_at: None,
+                attempt: 0,
+                failures: 0,
+                crashes: 0,
+                lease_owner: None,
+                lease_expires_at: None,
+                awaiting_event: false,
+                external_workflow_id: None,
+                timeout_at: None,
+                timeout_seconds: None,
+                outputs: None,
+                error: None,
+                skip_reason: None,
+                progress: None,
+                stage: None,
+                started_at: None,
+                completed_at: None,
+                dirty: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kept_copy_is_used_only_at_its_revision_and_only_once() {
+        let cache = StepCache::default();
+        let id = Uuid::new_v4();
+        cache.put(id, 3, rows(2));
+        assert!(cache.take(id, 4).is_none(), "another revision is stale");
+        assert!(cache.take(id, 3).is_none(), "a stale entry is dropped");
+        cache.put(id, 5, rows(2));
+        assert_eq!(cache.take(id, 5).map(|r| r.len()), Some(2));
+        assert!(cache.take(id, 5).is_none(), "taken out while in use");
+        assert_eq!(cache.len(), (0, 0));
+    }
+
+    #[test]
+    fn the_row_bound_holds() {
+        let cache = StepCache::default();
+        for _ in 0..(MAX_ROWS / 1000 + 10) {
+            cache.put(Uuid::new_v4(), 1, rows(1000));
+        }
+        let (_, kept) = cache.len();
+        assert!(kept <= MAX_ROWS, "{kept} rows kept");
+        cache.put(Uuid::new_v4(), 1, rows(MAX_ROWS));
+        assert!(cache.len().1 <= MAX_ROWS);
+        let id = Uuid::new_v4();
+        cache.put(id, 1, rows(3));
+        cache.forget(id);
+        assert!(cache.take(id, 1).is_none());
+    }
+}
