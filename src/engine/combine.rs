@@ -13,7 +13,7 @@
 //! recorded on its own ([`Engine::complete`]), so an error (a value Postgres
 //! refuses, say) stays with the result that caused it.
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use uuid::Uuid;
 
 use super::Engine;
@@ -36,6 +36,7 @@ impl Engine {
         &self,
         step: &ClaimedStep,
         outcome: StepOutcome,
+        own: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Handoff>, sqlx::Error> {
         let execution_id = step.execution_id;
         let handed = {
@@ -57,6 +58,9 @@ impl Engine {
             }
         };
         if let Some(done) = handed {
+            // The leader claims what the results made ready with slots of
+            // its own; ours is free again.
+            drop(own);
             return match done.await {
                 Ok(true) => Ok(Vec::new()),
                 // The leader's transaction failed (or it went away).
@@ -69,7 +73,7 @@ impl Engine {
         // nothing is waiting. Steps claimed by those rounds start at once
         // (ours too): held back until the leader steps down, their leases,
         // which only running handlers renew, could run out.
-        let mut handoffs = match self.complete(step, outcome, None).await {
+        let mut handoffs = match self.complete(step, outcome, own).await {
             Ok(handoffs) => handoffs,
             Err(e) => {
                 self.release_leadership(execution_id);

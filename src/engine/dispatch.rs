@@ -62,11 +62,13 @@ impl Engine {
             }
             retry_soon = RETRY_SOON_FIRST;
             // With every slot busy, a finishing step wakes us; otherwise sleep
-            // until the next scheduled retry at most.
+            // until the next retry this replica scheduled at most. Retries
+            // scheduled elsewhere are their replica's to wake for; if it is
+            // gone, the poll finds them.
             let idle = if self.inner.permits.available_permits() == 0 {
                 POLL
             } else {
-                self.next_due().await.unwrap_or(POLL).min(POLL)
+                self.next_retry().unwrap_or(POLL).min(POLL)
             };
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
@@ -75,18 +77,28 @@ impl Engine {
         }
     }
 
-    /// How long until the next scheduled retry is due, so a backoff ends on
-    /// time instead of at the next poll. `None` when nothing is scheduled.
-    async fn next_due(&self) -> Option<Duration> {
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM min(available_at) - now())::float8 FROM step_executions
-             WHERE status = 'PENDING' AND available_at > now()",
-        )
-        .fetch_one(self.pool())
-        .await
-        .ok()
-        .flatten();
-        seconds.map(|s| Duration::from_secs_f64(s.max(0.005)))
+    /// How long until the next retry this replica scheduled is due, so a
+    /// backoff ends on time instead of at the next poll; `None` when none
+    /// is pending. Known from the transitions themselves (see
+    /// [`Engine::retry_at`]), not asked of the database at every idle turn:
+    /// that query ran once per finished step.
+    fn next_retry(&self) -> Option<Duration> {
+        let mut due = self.inner.retries.lock().expect("retries lock");
+        let now = Instant::now();
+        // Past ones were just claimed (or will be, by this very round).
+        due.retain(|at| *at > now);
+        due.iter().min().map(|at| at.duration_since(now))
+    }
+
+    /// A transition here scheduled a step's retry `delay` from now.
+    pub(crate) fn retry_at(&self, delay: Duration) {
+        let mut due = self.inner.retries.lock().expect("retries lock");
+        // Bounded: beyond a few hundred pending retries the 1 s poll is as good.
+        if due.len() < 1024 {
+            due.push(Instant::now() + delay.max(Duration::from_millis(1)));
+        }
+        drop(due);
+        self.inner.wake.notify_one();
     }
 
     /// Claim one batch for the free slots.
@@ -153,30 +165,43 @@ impl Engine {
                 Some(step.execution_id),
                 step.trace_id.as_deref(),
             );
-            let handoffs = self.run_attempt(&step, &key, &abort).instrument(span).await;
+            let handoffs = self
+                .run_attempt(&step, &key, &abort, permit)
+                .instrument(span)
+                .await;
             self.inner
                 .inflight
                 .lock()
                 .expect("inflight lock")
                 .remove(&key);
-            drop(permit);
             let mut handoffs = handoffs.into_iter();
             if let Some(next) = handoffs.next() {
                 current = Some((next.step, next.permit));
             }
             self.spawn_handoffs(handoffs.collect());
-            self.inner.wake.notify_one();
+            if current.is_none() {
+                // The chain ends and its slot is free: ready steps that found
+                // every slot busy can be claimed now. (While the chain goes
+                // on, its slot passes to the next step: no wake-up, and no
+                // claim round, per step.)
+                self.inner.wake.notify_one();
+            }
         }
     }
 
     /// One attempt: the handler (unless its lease is lost meanwhile), then
     /// its result recorded. Returns the steps the result made ready here.
+    /// The attempt's slot goes to the first of them: with every slot busy,
+    /// a freed one would otherwise leave the next step to the dispatcher's
+    /// next claim round.
     async fn run_attempt(
         &self,
         step: &ClaimedStep,
         key: &super::AttemptKey,
         abort: &Notify,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Vec<Handoff> {
+        let mut permit = permit;
         let span = tracing::Span::current();
         let outcome = tokio::select! {
             outcome = self.run_handler(step) => outcome,
@@ -192,7 +217,10 @@ impl Engine {
         }
         let mut outcome = outcome;
         loop {
-            match self.complete_combined(step, outcome.clone()).await {
+            match self
+                .complete_combined(step, outcome.clone(), permit.take())
+                .await
+            {
                 Ok(handoffs) => return handoffs,
                 Err(e)
                     if crate::db::unstorable(&e)

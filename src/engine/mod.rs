@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     /// Executions whose handler results a leader is recording, with the
     /// results handed to it meanwhile ([`combine`]).
     pub combining: Mutex<HashMap<Uuid, Vec<combine::Handed>>>,
+    /// When retries scheduled by this replica's transitions fall due.
+    pub retries: Mutex<Vec<std::time::Instant>>,
     /// The step rows of executions this replica moved last ([`cache`]).
     pub steps: cache::StepCache,
 }
@@ -109,6 +111,7 @@ impl Engine {
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 combining: Mutex::new(HashMap::new()),
+                retries: Mutex::new(Vec::new()),
                 steps: cache::StepCache::default(),
             }),
         }

@@ -51,6 +51,8 @@ pub struct AfterCommit {
     finished: Option<ExecutionStatus>,
     /// (action, outcome, seconds) of every attempt that ended.
     ended: Vec<(String, String, f64)>,
+    /// The earliest retry this transition scheduled, from now.
+    retry_in: Option<std::time::Duration>,
     execution_id: Uuid,
     /// The rows as committed and their revision, for the next transition
     /// ([`super::cache`]); `None` once the execution has finished.
@@ -65,6 +67,9 @@ impl AfterCommit {
         }
         if self.published {
             engine.inner.outbox_wake.notify_one();
+        }
+        if let Some(delay) = self.retry_in {
+            engine.retry_at(delay);
         }
         if self.released > 0 {
             // Work none of the replicas holds yet: wake ours, and the others
@@ -186,7 +191,16 @@ impl Locked {
                 ))
             })
             .collect();
-        let revision = self.write(&events, &attempts).await?;
+        // Retries this transition scheduled, so the dispatcher wakes for
+        // them on time (both times are the database's clock).
+        let now = self.exec.now;
+        let retry_in = self
+            .rows
+            .iter()
+            .filter(|r| r.dirty && r.status == StepStatus::Pending)
+            .filter_map(|r| r.available_at.filter(|at| *at > now))
+            .min()
+            .and_then(|at| (at - now).to_std().ok());        let revision = self.write(&events, &attempts).await?;
         let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
             .then_some(self.exec.status);
         // What this transaction leaves in the database, to reuse once it has
@@ -200,6 +214,7 @@ impl Locked {
         });
         let effects = AfterCommit {
             published: !events.is_empty(),
+            retry_in,
             released: self.released,
             finished,
             ended,
@@ -248,7 +263,10 @@ impl Locked {
                     external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
                     skip_reason text, progress float8, stage jsonb, started_at timestamptz,
                     completed_at timestamptz)
-                WHERE s.execution_id = $1 AND s.step_id = r.step_id
+                -- The ids again as an array, so the rows are found through the
+                -- primary key: joined on the record set alone, the planner
+                -- reads every step of the execution (O(steps) a transition).
+                WHERE s.execution_id = $1 AND s.step_id = ANY($16) AND s.step_id = r.step_id
                 RETURNING 1
              ), ended AS (
                 INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
@@ -283,6 +301,7 @@ impl Locked {
         .bind(self.exec.completed_at)
         .bind(self.exec.deadline_at)
         .bind(bump)
+        .bind(dirty.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>())
         .execute(&mut *self.tx)
         .await?;
         Ok(self.exec.revision + i64::from(bump))
