@@ -3,6 +3,7 @@
 //! a slow poll as a safety net).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -108,20 +109,34 @@ impl Engine {
             passed_over: false,
         };
         let free = self.inner.permits.available_permits().min(BATCH);
-        if free == 0 {
-            return Ok(none);
-        }
-        let Ok(permits) = self
-            .inner
-            .permits
-            .clone()
-            .try_acquire_many_owned(free as u32)
+        let Some(mut permits) = (free > 0)
+            .then(|| {
+                self.inner
+                    .permits
+                    .clone()
+                    .try_acquire_many_owned(free as u32)
+                    .ok()
+            })
+            .flatten()
         else {
+            // Woken with every slot busy: whatever woke us waits for a slot.
+            self.inner.backlog.store(true, Ordering::SeqCst);
             return Ok(none);
         };
-        let mut permits = permits;
-        let claim = self.claim(free).await?;
+        // Cleared before the claim reads: work released after this point is
+        // either seen by this claim or announced by a wake-up of its own.
+        self.inner.backlog.store(false, Ordering::SeqCst);
+        let claim = match self.claim(free).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                self.inner.backlog.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
         let full = claim.steps.len() == free;
+        if full || claim.passed_over > 0 {
+            self.inner.backlog.store(true, Ordering::SeqCst);
+        }
         for step in claim.steps {
             let permit = permits.split(1).expect("one permit per claimed step");
             self.spawn_step(step, Some(permit));
@@ -179,11 +194,11 @@ impl Engine {
                 current = Some((next.step, next.permit));
             }
             self.spawn_handoffs(handoffs.collect());
-            if current.is_none() {
-                // The chain ends and its slot is free: ready steps that found
-                // every slot busy can be claimed now. (While the chain goes
-                // on, its slot passes to the next step: no wake-up, and no
-                // claim round, per step.)
+            if current.is_none() && self.inner.backlog.load(Ordering::SeqCst) {
+                // The chain ends and its slot is free, and ready steps were
+                // left for want of one: claim them now. (While a chain goes
+                // on, its slot passes to the next step; and with no backlog a
+                // freed slot has nothing to claim: no claim round per step.)
                 self.inner.wake.notify_one();
             }
         }

@@ -72,6 +72,10 @@ pub(crate) struct Inner {
     /// Executions whose handler results a leader is recording, with the
     /// results handed to it meanwhile ([`combine`]).
     pub combining: Mutex<HashMap<Uuid, Vec<combine::Handed>>>,
+    /// The last claim round may have left claimable steps behind (a full
+    /// batch, executions held elsewhere, or no free slot): a slot freed by
+    /// a finished chain should start a claim round.
+    pub backlog: AtomicBool,
     /// When retries scheduled by this replica's transitions fall due.
     pub retries: Mutex<Vec<std::time::Instant>>,
     /// The step rows of executions this replica moved last ([`cache`]).
@@ -111,6 +115,7 @@ impl Engine {
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 combining: Mutex::new(HashMap::new()),
+                backlog: AtomicBool::new(true),
                 retries: Mutex::new(Vec::new()),
                 steps: cache::StepCache::default(),
             }),
