@@ -32,6 +32,7 @@ pub struct PipelineRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PipelineQuery {
     /// With `X-User-ID`: list system-owned pipelines too.
     #[serde(default)]
