@@ -61,6 +61,7 @@ impl Application {
             started: Instant::now(),
             reads: Arc::default(),
             read_flights: Arc::default(),
+            totals: Arc::default(),
             webhook_limiter: Arc::new(http::webhooks::RateLimiter::new(
                 settings.webhook_rate_per_second,
                 settings.webhook_rate_burst,

@@ -777,3 +777,65 @@ async fn unknown_ids_are_404_with_a_detail(pool: sqlx::PgPool) {
     }
     app.stop().await;
 }
+
+/// A `cursor` this service did not issue (or one combined with `offset` /
+/// `page`, which say where a page starts too) is a 400 naming the cursor,
+/// on every list that pages by cursor.
+#[sqlx::test]
+async fn a_malformed_cursor_is_400(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let good = budpipeline::http::paging::Cursor {
+        created_at: chrono::Utc::now(),
+        id: Uuid::now_v7(),
+    }
+    .encode();
+    for list in ["/executions", "/workflows", "/pipelines"] {
+        for query in [
+            "cursor=nope",
+            "cursor=%27%20OR%201%3D1%20--",
+            "cursor=AAAA",
+            &format!("cursor={good}x"),
+            &format!("cursor={}", "A".repeat(500)),
+        ] {
+            let path = format!("{list}?{query}");
+            let answer = call(&app, &Method::GET, &path, &None, Token::Value(TOKEN)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{path}: {}",
+                answer.text
+            );
+            let detail = answer.detail();
+            assert!(detail.starts_with("cursor: "), "{path}: {detail}");
+            assert!(detail.chars().count() < 200, "{path}: {detail}");
+        }
+        let answer = call(
+            &app,
+            &Method::GET,
+            &format!("{list}?cursor={good}"),
+            &None,
+            Token::Value(TOKEN),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{list}: {}", answer.text);
+    }
+    for path in [
+        format!("/executions?cursor={good}&offset=0"),
+        format!("/executions?cursor={good}&page=2"),
+        format!("/workflows?cursor={good}&offset=5"),
+    ] {
+        let answer = call(&app, &Method::GET, &path, &None, Token::Value(TOKEN)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.text
+        );
+        assert!(
+            answer.detail().contains("cursor"),
+            "{path}: {}",
+            answer.text
+        );
+    }
+    app.stop().await;
+}

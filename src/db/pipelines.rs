@@ -63,19 +63,28 @@ impl Definition<'_> {
     }
 }
 
+/// The pipelines `viewer` sees, newest first: after `after` when given
+/// (keyset paging), at most `limit` when given.
 pub async fn list(
     db: impl PgExecutor<'_>,
     viewer: &Viewer,
     include_system: bool,
+    after: Option<&crate::http::paging::Cursor>,
+    limit: Option<i64>,
 ) -> Result<Vec<Pipeline>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM workflows w
          WHERE w.deleted_at IS NULL AND NOT w.ephemeral
            AND ($1::text IS NULL OR w.created_by = $1 OR ($2 AND w.system_owned))
-         ORDER BY w.created_at DESC, w.id DESC"
+           AND ($3::timestamptz IS NULL OR (w.created_at, w.id) < ($3, $4::uuid))
+         ORDER BY w.created_at DESC, w.id DESC
+         LIMIT $5"
     ))
     .bind(&viewer.user_id)
     .bind(include_system)
+    .bind(after.map(|c| c.created_at))
+    .bind(after.map(|c| c.id))
+    .bind(limit)
     .fetch_all(db)
     .await
 }

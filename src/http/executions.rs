@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppQuery, Id, OptionalJson, Page};
+use super::paging::{Cursor, cursor_alone, split_page};
 use crate::engine::control::{ControlError, NewExecution, StartOutcome, Started};
 use crate::engine::model::ExecutionStatus;
 use crate::engine::outbox::{MAX_TOPIC_CHARS, valid_topic};
@@ -514,14 +515,20 @@ pub struct ListQuery {
     pub page: Option<i64>,
     /// 1 to 100, default 20.
     pub page_size: Option<i64>,
+    /// The page after this one: the `next_cursor` of the previous page, as
+    /// it came. Keyset paging: each page costs the same however deep, and
+    /// rows inserted meanwhile never shift a row onto two pages. Not with
+    /// `offset` or `page`; every filter applies.
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Pagination {
     pub page: i64,
     pub page_size: i64,
-    /// Exact up to [`EXACT_COUNT_LIMIT`] matching executions; above that
-    /// Postgres' estimate for the filter (budadmin only shows it).
+    /// Exact while the filter matches up to [`EXACT_COUNT_LIMIT`]
+    /// executions; above that Postgres' estimate for the filter (README,
+    /// "Paging").
     pub total_count: i64,
     pub total_pages: i64,
 }
@@ -529,16 +536,29 @@ pub struct Pagination {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExecutionList {
     pub executions: Vec<ExecutionView>,
-    /// The same figure as `pagination.total_count`.
-    pub total: i64,
+    /// The same figure as `pagination.total_count`. Not on a page read
+    /// with `cursor` (nothing is counted then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
     pub limit: i64,
-    pub offset: i64,
-    pub pagination: Pagination,
+    /// Not on a page read with `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// Not on a page read with `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 /// Counting more matching rows than this scans history for a figure the
 /// caller only shows: past it the planner's estimate is given instead.
 pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+
+/// Totals from this size on are kept for a few seconds per filter: below
+/// it, counting costs less than reading the page, and is done every time.
+pub const CACHED_TOTAL_FROM: i64 = 1_000;
 
 /// `start_date` / `end_date`: an RFC 3339 instant, or a date (its start, or
 /// for an end, its end).
@@ -565,30 +585,81 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
     ))
 }
 
-/// The values of `GET /executions`' filter, `$1` to `$5` in order.
-fn list_filter_args(
+/// Add `value` to `args` and answer its placeholder (`$n`).
+fn arg<'q, T>(args: &mut PgArguments, value: T) -> Result<String, ApiError>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    args.add(value).map_err(ApiError::Internal)?;
+    Ok(format!("${}", args.len()))
+}
+
+/// `GET /executions`' filter. Its SQL holds only the conditions asked for,
+/// so that each combination is its own statement, planned for its own
+/// index (migrations/20261216000001): one statement with `$1 IS NULL OR …`
+/// for every filter may be given a generic plan that serves all of them
+/// with a scan of history.
+#[derive(Debug)]
+struct ListFilter<'a> {
     workflow_id: Option<Uuid>,
-    status: Option<&str>,
-    initiator: Option<&str>,
+    status: Option<&'static str>,
+    initiator: Option<&'a str>,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
-) -> Result<PgArguments, sqlx::error::BoxDynError> {
-    let mut args = PgArguments::default();
-    args.add(workflow_id)?;
-    args.add(status)?;
-    args.add(initiator)?;
-    args.add(start)?;
-    args.add(end)?;
-    Ok(args)
+}
+
+impl ListFilter<'_> {
+    /// The WHERE clause and its values; with `after`, only the rows that
+    /// come after that cursor (older, in the list's order).
+    fn to_sql(&self, after: Option<&Cursor>) -> Result<(String, PgArguments), ApiError> {
+        let mut args = PgArguments::default();
+        let mut clauses = vec!["TRUE".to_owned()];
+        if let Some(id) = self.workflow_id {
+            clauses.push(format!("workflow_id = {}", arg(&mut args, id)?));
+        }
+        if let Some(status) = self.status {
+            clauses.push(format!("status = {}", arg(&mut args, status)?));
+        }
+        if let Some(initiator) = self.initiator {
+            clauses.push(format!(
+                "initiator = {}",
+                arg(&mut args, initiator.to_owned())?
+            ));
+        }
+        if let Some(start) = self.start {
+            clauses.push(format!("created_at >= {}", arg(&mut args, start)?));
+        }
+        if let Some(end) = self.end {
+            clauses.push(format!("created_at <= {}", arg(&mut args, end)?));
+        }
+        if let Some(c) = after {
+            let at = arg(&mut args, c.created_at)?;
+            let id = arg(&mut args, c.id)?;
+            clauses.push(format!("(created_at, id) < ({at}, {id})"));
+        }
+        Ok((clauses.join(" AND "), args))
+    }
+
+    /// The filter's identity for [`super::paging::TotalCache`].
+    fn key(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 /// List executions, newest first (without their steps).
+///
+/// Three ways to page, combinable with every filter: `page` / `page_size`
+/// (the original's), `limit` / `offset`, or `cursor` (each answer's
+/// `next_cursor`), which costs the same on every page and is stable while
+/// executions are added.
 #[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
-    responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter")))]
+    responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter or cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<ExecutionList>, ApiError> {
+    let cursor = Cursor::from_query(q.cursor.as_deref())?;
+    cursor_alone(cursor.as_ref(), q.offset, q.page)?;
     let (limit, offset) = if q.page.is_some() || q.page_size.is_some() {
         let page = q.page.unwrap_or(1);
         let size = q.page_size.unwrap_or(20);
@@ -634,53 +705,67 @@ pub async fn list(
         .filter(|s| !s.is_empty())
         .map(|s| instant("end_date", s, true))
         .transpose()?;
-    let filter = "($1::uuid IS NULL OR workflow_id = $1) AND ($2::text IS NULL OR status = $2)
-        AND ($3::text IS NULL OR initiator = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
-        AND ($5::timestamptz IS NULL OR created_at <= $5)";
-    // The filter's values ($1-$5), shared by the page, the count and the
-    // estimate.
-    let filter_args = || {
-        list_filter_args(q.workflow_id, status, q.initiator.as_deref(), start, end)
-            .map_err(ApiError::Internal)
+    let filter = ListFilter {
+        workflow_id: q.workflow_id,
+        status,
+        initiator: q.initiator.as_deref(),
+        start,
+        end,
     };
-    let mut page_args = filter_args()?;
-    page_args
-        .add(limit)
-        .and_then(|()| page_args.add(offset))
-        .map_err(ApiError::Internal)?;
-    let executions: Vec<ExecutionView> = sqlx::query_as_with(
-        &format!(
-            "SELECT {EXEC_COLUMNS} FROM executions WHERE {filter}
-             ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
-        ),
-        page_args,
-    )
-    .fetch_all(state.engine.pool())
-    .await?;
-    // Exact while the filter matches a bounded number of rows (an index
-    // scan that stops at the cap); past it, the planner's estimate.
-    let mut total: i64 = sqlx::query_scalar_with(
-        &format!(
-            "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {filter} LIMIT {}) capped",
-            EXACT_COUNT_LIMIT + 1
-        ),
-        filter_args()?,
-    )
-    .fetch_one(state.engine.pool())
-    .await?;
-    if total > EXACT_COUNT_LIMIT {
-        let plan: Value = sqlx::query_scalar_with(
-            &format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {filter}"),
-            filter_args()?,
-        )
-        .fetch_one(state.engine.pool())
-        .await?;
-        let estimate = plan
-            .pointer("/0/Plan/Plan Rows")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0) as i64;
-        total = estimate.max(total);
-    }
+    // One row more than the page: whether a next page exists.
+    let (clause, mut args) = filter.to_sql(cursor.as_ref())?;
+    let take = arg(&mut args, limit + 1)?;
+    let skip = arg(&mut args, offset)?;
+    // The page's ids first, from the index alone, then their columns: an
+    // OFFSET passes over index entries, not over rows whose progress and
+    // workflow name would be computed only to be thrown away.
+    let sql = format!(
+        "SELECT {EXEC_COLUMNS} FROM executions
+         WHERE id = ANY(ARRAY(SELECT id FROM executions WHERE {clause}
+                              ORDER BY created_at DESC, id DESC LIMIT {take} OFFSET {skip}))
+         ORDER BY created_at DESC, id DESC"
+    );
+    let page = async {
+        sqlx::query_as_with::<_, ExecutionView, _>(&sql, args)
+            .fetch_all(state.engine.pool())
+            .await
+            .map_err(ApiError::from)
+    };
+    // The total is found on another connection while the page is read (a
+    // cursor page counts nothing); it is used only when the page does not
+    // reach the end of the list by itself.
+    let counted = async {
+        match cursor {
+            Some(_) => Ok(None),
+            None => total(&state, &filter).await.map(Some),
+        }
+    };
+    let (rows, counted) = tokio::try_join!(page, counted)?;
+    let (executions, next_cursor) = split_page(rows, limit, |e| Cursor {
+        created_at: e.created_at,
+        id: e.execution_id,
+    });
+    let Some(counted) = counted else {
+        return Ok(Json(ExecutionList {
+            executions,
+            total: None,
+            limit,
+            offset: None,
+            pagination: None,
+            next_cursor,
+        }));
+    };
+    let shown = offset + executions.len() as i64;
+    let total = if next_cursor.is_none() && (shown > offset || offset == 0) {
+        // The page reached the end: it says how many there are.
+        shown
+    } else if executions.is_empty() {
+        // Past the end.
+        counted
+    } else {
+        // At least what this page shows (the count ran in its own snapshot).
+        counted.max(shown + i64::from(next_cursor.is_some()))
+    };
     let total_pages = if total == 0 {
         0
     } else {
@@ -688,16 +773,60 @@ pub async fn list(
     };
     Ok(Json(ExecutionList {
         executions,
-        total,
+        total: Some(total),
         limit,
-        offset,
-        pagination: Pagination {
+        offset: Some(offset),
+        pagination: Some(Pagination {
             page: offset / limit + 1,
             page_size: limit,
             total_count: total,
             total_pages,
-        },
+        }),
+        next_cursor,
     }))
+}
+
+/// How many executions `filter` matches: exact up to [`EXACT_COUNT_LIMIT`]
+/// (an index-only scan that stops past it), else Postgres' estimate. A
+/// total of [`CACHED_TOTAL_FROM`] or more is kept for
+/// [`super::paging::TOTAL_TTL`] on this replica and given again for the same
+/// filter meanwhile (README, "Paging"): counting it costs more than the page
+/// itself, and with a long history most pages would pay it.
+async fn total(state: &AppState, filter: &ListFilter<'_>) -> Result<i64, ApiError> {
+    let key = filter.key();
+    if let Some(total) = state.totals.get(&key) {
+        return Ok(total);
+    }
+    let (clause, args) = filter.to_sql(None)?;
+    let counted: i64 = sqlx::query_scalar_with(
+        &format!(
+            "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {clause} LIMIT {}) capped",
+            EXACT_COUNT_LIMIT + 1
+        ),
+        args,
+    )
+    .fetch_one(state.engine.pool())
+    .await?;
+    let total = if counted <= EXACT_COUNT_LIMIT {
+        counted
+    } else {
+        let (clause, args) = filter.to_sql(None)?;
+        let plan: Value = sqlx::query_scalar_with(
+            &format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {clause}"),
+            args,
+        )
+        .fetch_one(state.engine.pool())
+        .await?;
+        let estimate = plan
+            .pointer("/0/Plan/Plan Rows")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0) as i64;
+        estimate.max(counted)
+    };
+    if total >= CACHED_TOTAL_FROM {
+        state.totals.put(key, total);
+    }
+    Ok(total)
 }
 
 /// Cancel a pending or running execution.

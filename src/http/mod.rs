@@ -11,6 +11,7 @@ pub mod executions;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod paging;
 pub mod pipelines;
 pub mod runs;
 pub mod schedules;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub reads: Arc<cache::ReadCache>,
     /// Concurrent `GET /executions/{id}` of one execution share a query.
     pub read_flights: Arc<coalesce::Coalescer<uuid::Uuid, Option<axum::body::Bytes>>>,
+    /// `GET /executions`' large totals, kept a few seconds per filter.
+    pub totals: Arc<paging::TotalCache>,
     /// `POST /trigger/{id}` calls per webhook on this replica.
     pub webhook_limiter: Arc<webhooks::RateLimiter>,
 }

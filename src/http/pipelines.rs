@@ -5,14 +5,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AppJson, AppQuery, Id};
+use super::extract::{AppJson, AppQuery, Id, Page};
+use super::paging::{Cursor, split_page};
 use crate::dag::validate::{MAX_NAME_LEN, validate};
 use crate::db::pipelines::{self, Definition, Pipeline, Viewer};
 
@@ -31,11 +32,23 @@ pub struct PipelineRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PipelineQuery {
     /// With `X-User-ID`: list system-owned pipelines too.
     #[serde(default)]
     pub include_system: bool,
+    /// At most this many, 1 to 1000 (default: all). With it or `cursor`,
+    /// the `X-Next-Cursor` response header carries the cursor of the next
+    /// page (absent on the last page); the body stays a JSON array.
+    pub limit: Option<i64>,
+    /// The page after this one: the `X-Next-Cursor` of the previous page,
+    /// as it came (keyset paging, newest first).
+    pub cursor: Option<String>,
 }
+
+/// The response header that carries `GET /pipelines`' next cursor (its
+/// body is the original's bare JSON array).
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DagBody {
@@ -232,14 +245,41 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/pipelines", params(PipelineQuery,
         ("X-User-ID" = Option<String>, Header, description = "only this user's (and system) pipelines")),
-    tag = "pipelines", responses((status = 200, body = Vec<Pipeline>)))]
+    tag = "pipelines", responses((status = 200, body = Vec<Pipeline>,
+        headers(("x-next-cursor" = String, description = "with `limit` or `cursor`: the `cursor` of the next page; absent on the last page"))),
+        (status = 400, description = "bad limit or cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppQuery(q): AppQuery<PipelineQuery>,
-) -> Result<Json<Vec<Pipeline>>, ApiError> {
-    let rows = pipelines::list(state.engine.pool(), &viewer(&headers), q.include_system).await?;
-    Ok(Json(rows))
+) -> Result<Response, ApiError> {
+    let cursor = Cursor::from_query(q.cursor.as_deref())?;
+    let limit = match q.limit {
+        None if cursor.is_some() => Some(Page::bounds(None, None)?.0),
+        None => None,
+        Some(_) => Some(Page::bounds(q.limit, None)?.0),
+    };
+    let rows = pipelines::list(
+        state.engine.pool(),
+        &viewer(&headers),
+        q.include_system,
+        cursor.as_ref(),
+        limit.map(|l| l + 1),
+    )
+    .await?;
+    let (rows, next) = match limit {
+        Some(limit) => split_page(rows, limit, |p| Cursor {
+            created_at: p.created_at,
+            id: p.id,
+        }),
+        None => (rows, None),
+    };
+    let mut response = Json(rows).into_response();
+    // Only a paged list (`limit` or `cursor`) can have a next page.
+    if let Some(value) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(NEXT_CURSOR_HEADER, value);
+    }
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/pipelines/{id}", tag = "pipelines",

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, Id, Page};
+use super::paging::{Cursor, cursor_alone, split_page};
 use crate::dag::Dag;
 use crate::dag::validate::{MAX_NAME_LEN, validate};
 use crate::db::pipelines::insert_version;
@@ -57,9 +58,17 @@ pub struct Workflow {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkflowList {
     pub workflows: Vec<Workflow>,
-    pub total: i64,
+    /// How many live workflows the filter matches. Not on a page read with
+    /// `cursor` (nothing is counted then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
     pub limit: i64,
-    pub offset: i64,
+    /// Not on a page read with `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -73,6 +82,10 @@ pub struct ListQuery {
     pub created_by: Option<String>,
     /// Only the workflows with exactly this name.
     pub name: Option<String>,
+    /// The page after this one: the `next_cursor` of the previous page, as
+    /// it came (keyset paging, stable while workflows are added). Not with
+    /// `offset`.
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -173,35 +186,91 @@ pub async fn create(
 }
 
 /// List the live workflows, newest first (`name` and `created_by` filter).
+///
+/// Pages by `limit` / `offset`, or by `cursor` (each answer's `next_cursor`).
 #[utoipa::path(get, path = "/workflows", params(ListQuery), tag = "workflows",
-    responses((status = 200, body = WorkflowList)))]
+    responses((status = 200, body = WorkflowList), (status = 400, description = "bad paging or cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<WorkflowList>, ApiError> {
+    let cursor = Cursor::from_query(q.cursor.as_deref())?;
+    cursor_alone(cursor.as_ref(), q.offset, None)?;
     let (limit, offset) = Page::bounds(q.limit, q.offset)?;
-    let filter = "deleted_at IS NULL AND NOT ephemeral AND ($1::text IS NULL OR created_by = $1)
-                  AND ($2::text IS NULL OR name = $2)";
-    let workflows: Vec<Workflow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM workflows WHERE {filter}
-         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
-    ))
-    .bind(&q.created_by)
-    .bind(&q.name)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(state.engine.pool())
-    .await?;
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM workflows WHERE {filter}"))
-        .bind(&q.created_by)
-        .bind(&q.name)
-        .fetch_one(state.engine.pool())
+    // Only the conditions asked for (see `executions::ListFilter`), along
+    // the `workflows_page*` indexes.
+    let mut clauses = vec!["deleted_at IS NULL AND NOT ephemeral".to_owned()];
+    let mut binds = 0;
+    let mut next = || {
+        binds += 1;
+        format!("${binds}")
+    };
+    if q.created_by.is_some() {
+        clauses.push(format!("created_by = {}", next()));
+    }
+    if q.name.is_some() {
+        clauses.push(format!("name = {}", next()));
+    }
+    let filter = clauses.join(" AND ");
+    let keyset = match cursor {
+        Some(_) => format!(" AND (created_at, id) < ({}, {})", next(), next()),
+        None => String::new(),
+    };
+    let page_sql = format!(
+        "SELECT {COLUMNS} FROM workflows WHERE {filter}{keyset}
+         ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
+        next(),
+        next()
+    );
+    let mut page = sqlx::query_as::<_, Workflow>(&page_sql);
+    if let Some(owner) = &q.created_by {
+        page = page.bind(owner);
+    }
+    if let Some(name) = &q.name {
+        page = page.bind(name);
+    }
+    if let Some(c) = &cursor {
+        page = page.bind(c.created_at).bind(c.id);
+    }
+    let rows = page
+        .bind(limit + 1)
+        .bind(offset)
+        .fetch_all(state.engine.pool())
         .await?;
+    let (workflows, next_cursor) = split_page(rows, limit, |w| Cursor {
+        created_at: w.created_at,
+        id: w.id,
+    });
+    if cursor.is_some() {
+        return Ok(Json(WorkflowList {
+            workflows,
+            total: None,
+            limit,
+            offset: None,
+            next_cursor,
+        }));
+    }
+    let shown = offset + workflows.len() as i64;
+    let total = if next_cursor.is_none() && (shown > offset || offset == 0) {
+        // The page reached the end: it says how many there are.
+        shown
+    } else {
+        let sql = format!("SELECT count(*) FROM workflows WHERE {filter}");
+        let mut count = sqlx::query_scalar::<_, i64>(&sql);
+        if let Some(owner) = &q.created_by {
+            count = count.bind(owner);
+        }
+        if let Some(name) = &q.name {
+            count = count.bind(name);
+        }
+        count.fetch_one(state.engine.pool()).await?
+    };
     Ok(Json(WorkflowList {
         workflows,
-        total,
+        total: Some(total),
         limit,
-        offset,
+        offset: Some(offset),
+        next_cursor,
     }))
 }
 
