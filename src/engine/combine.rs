@@ -1,17 +1,23 @@
-//! Handler results of one execution recorded together.
+//! Handler results recorded together, across executions.
 //!
-//! Every result takes the execution's lock, so the results of a fan-out (say
-//! eight parallel steps that finish within a millisecond) would queue on it
-//! and commit one after another, each transaction loading the same steps
-//! again. Instead, the first handler to finish becomes the execution's
-//! leader and records its result; the results that arrive meanwhile are
-//! handed to it and recorded in its next transaction, together. Each one
-//! passes the same attempt fence as alone, and its handler returns only once
-//! the transaction holding its result has committed.
+//! Alone, every result is one transaction: lock its execution, write, and
+//! commit. Under load that is a commit (and its round trips) per step, and
+//! results of one execution (a fan-out finishing together) would queue on
+//! its lock. Instead, at most [`LEADERS`] results at a time are recorded
+//! directly; a result that arrives while they are busy is handed to one of
+//! them and recorded in its next transaction together with everything else
+//! that arrived meanwhile: each execution locked in id order (so two such
+//! transactions never wait on each other in a cycle), its results applied
+//! through the same attempt fence as alone, one commit for all. A lone
+//! chain never waits: with nothing in flight, its result goes straight in.
 //!
-//! If a combined transaction fails, every result in it falls back to being
-//! recorded on its own ([`Engine::complete`]), so an error (a value Postgres
-//! refuses, say) stays with the result that caused it.
+//! The steps a combined transaction makes ready go back to the handler
+//! whose result readied them, so a chain goes on on its own task. If a
+//! combined transaction fails, every result in it is recorded alone
+//! ([`Engine::complete`]), so an error (a value Postgres refuses, say) stays
+//! with the result that caused it.
+
+use std::collections::BTreeMap;
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use uuid::Uuid;
@@ -21,131 +27,172 @@ use super::complete::Handoff;
 use super::model::ClaimedStep;
 use crate::actions::StepOutcome;
 
-/// A result handed to the execution's leader.
+/// Results recorded directly at once. More would only queue on the
+/// database's two cores; fewer would leave one core idle.
+const LEADERS: usize = 2;
+/// At most this many results in one combined transaction.
+const BATCH: usize = 64;
+
+/// A result handed to a leader.
 pub(crate) struct Handed {
     step: ClaimedStep,
     outcome: StepOutcome,
-    /// `true` once committed; `false` to record it alone after all.
-    recorded: oneshot::Sender<bool>,
+    /// The slot its handler ran in, for the first step it makes ready.
+    own: Option<OwnedSemaphorePermit>,
+    /// The steps it made ready once committed; `None`: record it alone.
+    recorded: oneshot::Sender<Option<Vec<Handoff>>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Combiner {
+    leaders: usize,
+    queue: Vec<Handed>,
 }
 
 impl Engine {
-    /// Record a handler's result, with any other results of its execution
-    /// that arrive meanwhile. Returns the steps made ready here, to run.
+    /// Record a handler's result, directly or together with others that
+    /// arrive meanwhile. Returns the steps made ready here, to run.
     pub async fn complete_combined(
         &self,
         step: &ClaimedStep,
         outcome: StepOutcome,
         own: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Handoff>, sqlx::Error> {
-        let execution_id = step.execution_id;
-        let handed = {
-            let mut leaders = self.inner.combining.lock().expect("combining lock");
-            match leaders.get_mut(&execution_id) {
-                Some(queue) => {
-                    let (recorded, done) = oneshot::channel();
-                    queue.push(Handed {
-                        step: step.clone(),
-                        outcome: outcome.clone(),
-                        recorded,
-                    });
-                    Some(done)
-                }
-                None => {
-                    leaders.insert(execution_id, Vec::new());
-                    None
-                }
+        let mut own = own;
+        let waiting = {
+            let mut combiner = self.inner.combining.lock().expect("combining lock");
+            if combiner.leaders < LEADERS {
+                combiner.leaders += 1;
+                None
+            } else {
+                let (recorded, done) = oneshot::channel();
+                combiner.queue.push(Handed {
+                    step: step.clone(),
+                    outcome: outcome.clone(),
+                    own: own.take(),
+                    recorded,
+                });
+                Some(done)
             }
         };
-        if let Some(done) = handed {
-            // The leader claims what the results made ready with slots of
-            // its own; ours is free again.
-            drop(own);
+        if let Some(done) = waiting {
             return match done.await {
-                Ok(true) => Ok(Vec::new()),
-                // The leader's transaction failed (or it went away).
+                Ok(Some(handoffs)) => Ok(handoffs),
+                // The combined transaction failed (or its leader went away).
                 _ => self.complete(step, outcome, None).await,
             };
         }
 
-        // Our own result first, the usual way; what arrives meanwhile is
-        // recorded together in the next transaction, and so on until
-        // nothing is waiting. Steps claimed by those rounds start at once
-        // (ours too): held back until the leader steps down, their leases,
-        // which only running handlers renew, could run out.
-        let mut handoffs = match self.complete(step, outcome, own).await {
-            Ok(handoffs) => handoffs,
-            Err(e) => {
-                self.release_leadership(execution_id);
-                return Err(e);
-            }
-        };
+        // Ours first, the usual way; then whatever was handed over meanwhile,
+        // until nothing is waiting. Steps made ready by our own result start
+        // at once when more work follows: held back until we step down,
+        // their leases, which only running handlers renew, could run out.
+        let leading = Leading(self);
+        let mine = self.complete(step, outcome, own).await;
+        let mut mine = Some(mine);
         loop {
-            let queue = {
-                let mut leaders = self.inner.combining.lock().expect("combining lock");
-                let queue = leaders
-                    .get_mut(&execution_id)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
-                if queue.is_empty() {
-                    leaders.remove(&execution_id);
+            let batch = {
+                let mut combiner = self.inner.combining.lock().expect("combining lock");
+                if combiner.queue.is_empty() {
+                    combiner.leaders -= 1;
+                    std::mem::forget(leading);
+                    break;
                 }
-                queue
+                let take = combiner.queue.len().min(BATCH);
+                combiner.queue.drain(..take).collect::<Vec<_>>()
             };
-            if queue.is_empty() {
-                return Ok(handoffs);
+            if let Some(Ok(handoffs)) = mine.as_mut() {
+                self.spawn_handoffs(std::mem::take(handoffs));
             }
-            self.spawn_handoffs(std::mem::take(&mut handoffs));
-            let (batch, senders): (Vec<_>, Vec<_>) = queue
-                .into_iter()
-                .map(|h| ((h.step, h.outcome), h.recorded))
-                .unzip();
-            let recorded = match self.complete_many(execution_id, &batch).await {
-                Ok(more) => {
-                    self.spawn_handoffs(more);
-                    true
+            self.record_handed(batch).await;
+        }
+        mine.unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Record handed results in one transaction and tell each how it went.
+    async fn record_handed(&self, batch: Vec<Handed>) {
+        let count = batch.len() as u64;
+        // Grouped by execution, in id order: the order locks are taken in.
+        let mut groups: BTreeMap<Uuid, Vec<Handed>> = BTreeMap::new();
+        for handed in batch {
+            groups
+                .entry(handed.step.execution_id)
+                .or_default()
+                .push(handed);
+        }
+        match self.record_groups(&mut groups).await {
+            Ok(mut handoffs) => {
+                self.inner.metrics.combined_results.inc_by(count);
+                for (execution_id, handeds) in groups {
+                    let mut ready = handoffs.remove(&execution_id);
+                    for handed in handeds {
+                        // The steps go to the first result of the execution.
+                        let _ = handed.recorded.send(Some(ready.take().unwrap_or_default()));
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(%execution_id, error = %e, results = batch.len(),
-                        "recording results together failed; each is recorded alone");
-                    false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, results = count,
+                    "recording results together failed; each is recorded alone");
+                for handed in groups.into_values().flatten() {
+                    let _ = handed.recorded.send(None);
                 }
-            };
-            for sender in senders {
-                let _ = sender.send(recorded);
             }
         }
     }
 
-    /// Step down as the execution's leader; results handed over since are
-    /// told to record themselves.
-    fn release_leadership(&self, execution_id: Uuid) {
-        let queue = self
-            .inner
-            .combining
-            .lock()
-            .expect("combining lock")
-            .remove(&execution_id);
-        for handed in queue.unwrap_or_default() {
-            let _ = handed.recorded.send(false);
-        }
-    }
-
-    /// Several results of one execution in one transaction.
-    async fn complete_many(
+    async fn record_groups(
         &self,
-        execution_id: Uuid,
-        batch: &[(ClaimedStep, StepOutcome)],
-    ) -> Result<Vec<Handoff>, sqlx::Error> {
-        let results = batch
-            .iter()
-            .map(|(step, outcome)| (step, outcome.clone()))
-            .collect();
-        let handoffs = self.record(execution_id, results, None).await?;
-        self.inner
-            .metrics
-            .combined_results
-            .inc_by(batch.len() as u64);
+        groups: &mut BTreeMap<Uuid, Vec<Handed>>,
+    ) -> Result<BTreeMap<Uuid, Vec<Handoff>>, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        let mut effects = Vec::with_capacity(groups.len());
+        let mut handoffs = BTreeMap::new();
+        for (&execution_id, handeds) in groups.iter_mut() {
+            let mut locked = match self.lock_next(tx, execution_id).await? {
+                Ok(locked) => locked,
+                Err(back) => {
+                    tx = back;
+                    continue;
+                }
+            };
+            // A plain Vec, not a lazy map: a closure held across the await
+            // would make this future not `Send`.
+            let mut results: Vec<(&ClaimedStep, StepOutcome)> = Vec::with_capacity(handeds.len());
+            for handed in handeds.iter() {
+                results.push((&handed.step, handed.outcome.clone()));
+            }
+            if locked.apply_results(self, results).await? > 0 {
+                let ready = locked.advance();
+                let own = handeds.iter_mut().find_map(|h| h.own.take());
+                handoffs.insert(execution_id, locked.claim_locally(self, &ready, own));
+            }
+            let (back, effect) = locked.write_back(self).await?;
+            tx = back;
+            effects.push(effect);
+        }
+        tx.commit().await?;
+        for effect in effects {
+            effect.apply(self);
+        }
         Ok(handoffs)
+    }
+}
+
+/// A leader's place, given back if its task ends early (a panic, or the
+/// runtime shutting down): the results handed to it are told to record
+/// themselves, and the place is free for the next result.
+struct Leading<'a>(&'a Engine);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let queue = {
+            let mut combiner = self.0.inner.combining.lock().unwrap_or_else(|e| e.into_inner());
+            combiner.leaders = combiner.leaders.saturating_sub(1);
+            std::mem::take(&mut combiner.queue)
+        };
+        for handed in queue {
+            let _ = handed.recorded.send(None);
+        }
     }
 }

@@ -290,25 +290,37 @@ impl Engine {
         let Some(mut locked) = self.lock_cached(execution_id).await? else {
             return Ok(Vec::new());
         };
-        let mut applied = 0;
-        for (step, outcome) in results {
-            let Some(i) = locked.index(&step.step_id) else {
-                continue;
-            };
-            if !locked.holds(i, step.attempt) {
-                self.stale_result(step);
-                continue;
-            }
-            locked.apply_outcome(self, i, outcome).await?;
-            applied += 1;
-        }
-        if applied == 0 {
+        if locked.apply_results(self, results).await? == 0 {
             return Ok(Vec::new());
         }
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, own);
         locked.commit(self).await?;
         Ok(handoffs)
+    }
+}
+
+impl Locked {
+    /// Apply handler results, each through the attempt fence; how many
+    /// still held their step (the rest are counted stale and dropped).
+    pub(crate) async fn apply_results<'s>(
+        &mut self,
+        engine: &Engine,
+        results: impl IntoIterator<Item = (&'s ClaimedStep, StepOutcome)>,
+    ) -> Result<usize, sqlx::Error> {
+        let mut applied = 0;
+        for (step, outcome) in results {
+            let Some(i) = self.index(&step.step_id) else {
+                continue;
+            };
+            if !self.holds(i, step.attempt) {
+                engine.stale_result(step);
+                continue;
+            }
+            self.apply_outcome(engine, i, outcome).await?;
+            applied += 1;
+        }
+        Ok(applied)
     }
 }
 

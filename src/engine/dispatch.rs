@@ -333,12 +333,30 @@ impl Engine {
         let executions: Vec<uuid::Uuid> = held.iter().map(|k| k.0).collect();
         let steps: Vec<String> = held.iter().map(|k| k.1.clone()).collect();
         let attempts: Vec<i32> = held.iter().map(|k| k.2).collect();
+        // Never waits for a row lock: a transition holding a step's row (one
+        // recording results of several executions, say) would otherwise be
+        // able to wait on this statement while it waits on that transition,
+        // a deadlock that fails the renewal. A row locked at this moment is
+        // being finished or was just claimed; it is still ours (the snapshot
+        // says so) and its lease is extended at the next round.
         sqlx::query_as(
-            "UPDATE step_executions s SET lease_expires_at = now() + make_interval(secs => $2)
-             FROM UNNEST($3::uuid[], $4::text[], $5::int[]) AS h(execution_id, step_id, attempt)
-             WHERE s.execution_id = h.execution_id AND s.step_id = h.step_id AND s.attempt = h.attempt
-               AND s.status = 'RUNNING' AND NOT s.awaiting_event AND s.lease_owner = $1
-             RETURNING s.execution_id, s.step_id, s.attempt",
+            "WITH mine AS (
+                 SELECT s.execution_id, s.step_id, s.attempt FROM step_executions s
+                 JOIN UNNEST($3::uuid[], $4::text[], $5::int[]) AS h(execution_id, step_id, attempt)
+                   ON s.execution_id = h.execution_id AND s.step_id = h.step_id AND s.attempt = h.attempt
+                 WHERE s.status = 'RUNNING' AND NOT s.awaiting_event AND s.lease_owner = $1
+             ), free AS (
+                 SELECT s.execution_id, s.step_id FROM step_executions s
+                 JOIN mine m ON s.execution_id = m.execution_id AND s.step_id = m.step_id
+                 WHERE s.attempt = m.attempt AND s.status = 'RUNNING' AND NOT s.awaiting_event
+                   AND s.lease_owner = $1
+                 FOR NO KEY UPDATE OF s SKIP LOCKED
+             ), renewed AS (
+                 UPDATE step_executions s SET lease_expires_at = now() + make_interval(secs => $2)
+                 FROM free f WHERE s.execution_id = f.execution_id AND s.step_id = f.step_id
+                 RETURNING 1
+             )
+             SELECT execution_id, step_id, attempt FROM mine",
         )
         .bind(self.replica_id())
         .bind(self.settings().lease.as_secs_f64())

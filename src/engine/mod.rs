@@ -71,7 +71,7 @@ pub(crate) struct Inner {
     pub draining: AtomicBool,
     /// Executions whose handler results a leader is recording, with the
     /// results handed to it meanwhile ([`combine`]).
-    pub combining: Mutex<HashMap<Uuid, Vec<combine::Handed>>>,
+    pub combining: Mutex<combine::Combiner>,
     /// The last claim round may have left claimable steps behind (a full
     /// batch, executions held elsewhere, or no free slot): a slot freed by
     /// a finished chain should start a claim round.
@@ -114,7 +114,7 @@ impl Engine {
                 permits,
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
-                combining: Mutex::new(HashMap::new()),
+                combining: Mutex::new(combine::Combiner::default()),
                 backlog: AtomicBool::new(true),
                 retries: Mutex::new(Vec::new()),
                 steps: cache::StepCache::default(),

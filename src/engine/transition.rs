@@ -513,18 +513,44 @@ impl Engine {
 
     async fn lock_with(
         &self,
-        mut tx: Transaction<'static, Postgres>,
+        tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
         locking: &str,
         cached: bool,
     ) -> Result<Option<Locked>, sqlx::Error> {
+        Ok(self
+            .load(tx, execution_id, locking, cached)
+            .await?
+            .ok())
+    }
+
+    /// Lock one more execution inside a transaction that may already hold
+    /// others (results of several executions recorded together, locked in
+    /// id order), reusing kept rows. The transaction comes back when the
+    /// execution does not exist.
+    pub(crate) async fn lock_next(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        execution_id: Uuid,
+    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, sqlx::Error> {
+        self.load(tx, execution_id, "FOR NO KEY UPDATE", true)
+            .await
+    }
+
+    async fn load(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        execution_id: Uuid,
+        locking: &str,
+        cached: bool,
+    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, sqlx::Error> {
         let exec: Option<ExecutionRow> = sqlx::query_as(&format!(
             "SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1 {locking}"
         ))
         .bind(execution_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(exec) = exec else { return Ok(None) };
+        let Some(exec) = exec else { return Ok(Err(tx)) };
         let kept = cached
             .then(|| self.inner.steps.take(execution_id, exec.revision))
             .flatten();
@@ -541,7 +567,7 @@ impl Engine {
         };
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
         let max_bytes = self.settings().template_max_bytes;
-        Ok(Some(Locked::new(tx, exec, rows, dag, max_bytes)))
+        Ok(Ok(Locked::new(tx, exec, rows, dag, max_bytes)))
     }
 }
 
