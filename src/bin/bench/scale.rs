@@ -439,10 +439,14 @@ pub async fn retention(
     history_workflow: Uuid,
 ) -> Result<Service> {
     let count_left = |db: sqlx::PgPool| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM executions WHERE workflow_id = $1")
-            .bind(history_workflow)
-            .fetch_one(&db)
-            .await
+        // The seeded copies; not their template, which finished today.
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM executions
+             WHERE workflow_id = $1 AND completed_at < now() - interval '1 day'",
+        )
+        .bind(history_workflow)
+        .fetch_one(&db)
+        .await
     };
     let before = count_left(ctx.db.clone()).await?;
     let (mut svc, ready) = restart(ctx, svc, service, &[("RETENTION_DAYS", "1")]).await?;
