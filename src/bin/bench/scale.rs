@@ -262,7 +262,7 @@ pub async fn quiesce(ctx: &Ctx) -> Result<()> {
             .await?;
     let gate = Arc::new(Semaphore::new(16));
     let mut set = JoinSet::new();
-    for id in running.iter().copied() {
+    for &id in &running {
         let permit = gate.clone().acquire_owned().await?;
         let api = ctx.api.clone();
         set.spawn(async move {
