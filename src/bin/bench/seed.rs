@@ -270,7 +270,7 @@ pub async fn waiting(
 /// A real database reaches this size over months, with autovacuum running
 /// all along; after a bulk insert, vacuum and analyze at once so that the
 /// planner's statistics and the visibility map are what they would be.
-async fn settle(db: &PgPool) -> Result<()> {
+pub async fn settle(db: &PgPool) -> Result<()> {
     sqlx::raw_sql("VACUUM (ANALYZE) executions, step_executions, step_attempts")
         .execute(db)
         .await?;
