@@ -19,10 +19,15 @@
 //! event to resume; reads of `GET /executions/{id}` (a COMPLETED execution);
 //! RSS with many steps waiting for events; reads again, of one of those
 //! RUNNING executions (a finished execution may be served from a cache).
+//! Then the scale scenarios of `scale.rs` (how cost grows with the DAG's
+//! size, the history, and the number of waiting steps), which seed rows in
+//! bulk (`seed.rs`) and restart the service.
 
 mod api;
 mod cpu;
+mod scale;
 mod scenarios;
+mod seed;
 mod service;
 mod sidecar;
 mod stats;
@@ -74,6 +79,25 @@ pub struct Config {
     pub read_duration: Duration,
     pub waiting_steps: usize,
     pub waiting_timeout: Duration,
+    /// DAG size: the chain lengths measured (the first is the baseline,
+    /// the last the one compared with it).
+    pub chain_sizes: Vec<usize>,
+    /// DAG size: the fan-out widths (root -> width `log` steps -> join).
+    pub fanout_widths: Vec<usize>,
+    /// Measured runs per DAG size (after one warm-up run).
+    pub size_runs: usize,
+    /// `GET /executions?limit=20` requests per latency sample.
+    pub list_requests: usize,
+    /// History: finished executions seeded in bulk, and step rows per execution.
+    pub history_executions: usize,
+    pub history_steps_per_execution: usize,
+    /// How long retention may take to work off the seeded history.
+    pub retention_timeout: Duration,
+    /// Waiting at scale: steps waiting in total, how many of them started
+    /// through the API (the rest seeded), and events sent afterwards.
+    pub scale_waiting: usize,
+    pub scale_waiting_api: usize,
+    pub scale_events: usize,
 }
 
 impl Config {
@@ -95,6 +119,17 @@ impl Config {
             read_duration: Duration::from_secs(10),
             waiting_steps: 10_000,
             waiting_timeout: Duration::from_secs(900),
+            chain_sizes: vec![50, 200, 500, 1000],
+            // 998: DAG.md allows 1,000 steps per document, root and join included.
+            fanout_widths: vec![50, 200, 500, 998],
+            size_runs: 3,
+            list_requests: 500,
+            history_executions: 200_000,
+            history_steps_per_execution: 5,
+            retention_timeout: Duration::from_secs(600),
+            scale_waiting: 100_000,
+            scale_waiting_api: 1000,
+            scale_events: 200,
         }
     }
 
@@ -112,6 +147,15 @@ impl Config {
             read_duration: Duration::from_secs(2),
             waiting_steps: 500,
             waiting_timeout: Duration::from_secs(120),
+            chain_sizes: vec![50, 200],
+            fanout_widths: vec![50, 200],
+            size_runs: 2,
+            list_requests: 100,
+            history_executions: 10_000,
+            retention_timeout: Duration::from_secs(120),
+            scale_waiting: 5000,
+            scale_waiting_api: 200,
+            scale_events: 40,
             ..Self::full()
         }
     }
@@ -121,6 +165,8 @@ impl Config {
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
     Below(f64),
+    /// `<=`: the scale ratios of ENGINE.md ("at most 1.3x").
+    AtMost(f64),
     AtLeast(f64),
 }
 
@@ -128,6 +174,7 @@ impl Target {
     fn met(self, value: f64) -> bool {
         match self {
             Self::Below(limit) => value < limit,
+            Self::AtMost(limit) => value <= limit,
             Self::AtLeast(limit) => value >= limit,
         }
     }
@@ -135,6 +182,7 @@ impl Target {
     fn describe(self) -> String {
         match self {
             Self::Below(limit) => format!("< {limit}"),
+            Self::AtMost(limit) => format!("<= {limit}"),
             Self::AtLeast(limit) => format!(">= {limit}"),
         }
     }
@@ -184,7 +232,7 @@ impl Report {
     fn table(&self, quick: bool) -> String {
         let mut out = String::new();
         let line = format!(
-            "{:<22} {:<32} {:>12} {:>10} {:>5}\n",
+            "{:<24} {:<36} {:>12} {:>10} {:>5}\n",
             "scenario", "figure", "value", "target", "met"
         );
         out.push_str(&line);
@@ -195,7 +243,7 @@ impl Report {
                 None => (String::new(), ""),
             };
             out.push_str(&format!(
-                "{:<22} {:<32} {:>12.3} {:>10} {:>5}\n",
+                "{:<24} {:<36} {:>12.3} {:>10} {:>5}\n",
                 row.scenario, row.key, row.value, target, met
             ));
         }
@@ -534,7 +582,7 @@ async fn run_scenarios(
     }
     progress("start-up: migrate, start, restart");
     let mut svc = scenarios::startup(&cfg, &service, &report).await?;
-    let ctx = scenarios::Ctx {
+    let mut ctx = scenarios::Ctx {
         api: Api::new(&svc.base, &service.token)?,
         db,
         db_url: service.database_url.clone(),
@@ -558,6 +606,19 @@ async fn run_scenarios(
     let waiting = scenarios::memory_waiting(&ctx, &mut svc).await?;
     progress("reads of a RUNNING execution (10 steps waiting)");
     scenarios::reads(&ctx, waiting, svc.pid, "reads_running", "reads (running)").await?;
+    // The scale scenarios (ENGINE.md "How cost grows with the work"),
+    // after the original ones so that those keep their conditions.
+    scale::quiesce(&ctx).await?;
+    progress("DAG size: chains and fan-outs");
+    scale::dag_size(&ctx, &mut svc).await?;
+    progress("GET /executions page, before any history");
+    scale::list_empty(&ctx).await?;
+    progress("history: seed in bulk, then measure again");
+    let history = scale::history(&ctx, &mut svc).await?;
+    progress("retention of the seeded history");
+    svc = scale::retention(&mut ctx, svc, &service, history).await?;
+    progress("waiting at scale");
+    svc = scale::waiting_at_scale(&mut ctx, svc, &service).await?;
     svc.alive()?;
     let stopping = Instant::now();
     let stopped = svc.stop(Duration::from_secs(30)).await?;

@@ -39,12 +39,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+    pub fn report(&self) -> std::sync::MutexGuard<'_, Report> {
         self.report.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -94,12 +94,12 @@ pub async fn startup(
     Ok(svc)
 }
 
-fn step(id: &str, action: &str, deps: &[String], params: Value) -> Value {
+pub fn step(id: &str, action: &str, deps: &[String], params: Value) -> Value {
     json!({"id": id, "name": id, "action": action, "depends_on": deps, "params": params})
 }
 
 /// s0 -> s1 -> ... -> s{n-1}, all `log`.
-fn chain_dag(name: &str, n: usize) -> Value {
+pub fn chain_dag(name: &str, n: usize) -> Value {
     let steps: Vec<Value> = (0..n)
         .map(|i| {
             let deps = if i == 0 {
@@ -137,7 +137,7 @@ fn deploy_params() -> Value {
 }
 
 /// deploy (waits for its event) -> after (`log`).
-fn event_dag(name: &str) -> Value {
+pub fn event_dag(name: &str) -> Value {
     json!({"name": name, "steps": [
         step("deploy", "deploy_model", &[], deploy_params()),
         step("after", "log", &["deploy".to_owned()],
@@ -154,7 +154,12 @@ fn parallel_deploy_dag(name: &str, k: usize) -> Value {
 }
 
 /// Start `n` executions of `workflow`, `concurrency` requests in flight.
-async fn submit_many(api: &Api, workflow: Uuid, n: usize, concurrency: usize) -> Result<Vec<Uuid>> {
+pub async fn submit_many(
+    api: &Api,
+    workflow: Uuid,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<Uuid>> {
     let gate = Arc::new(Semaphore::new(concurrency));
     let mut set = JoinSet::new();
     for _ in 0..n {
@@ -175,7 +180,7 @@ async fn submit_many(api: &Api, workflow: Uuid, n: usize, concurrency: usize) ->
 
 /// Poll the database (cheap, and no load on the service) until the
 /// execution is terminal; its status.
-async fn wait_terminal(
+pub async fn wait_terminal(
     ctx: &Ctx,
     svc: &mut Service,
     id: Uuid,
@@ -536,112 +541,12 @@ pub async fn floor(ctx: &Ctx, service_pid: u32) -> Result<()> {
 /// shows the execution (one `log` step after it) COMPLETED, polling GETs
 /// back to back. Events are sent one at a time.
 pub async fn event_to_resume(ctx: &Ctx, svc: &mut Service) -> Result<()> {
-    const WARMUP: usize = 5;
-    let workflow = ctx.api.create_workflow(&event_dag("bench-event")).await?;
-    let total = WARMUP + ctx.cfg.events;
-    let mut resume = Vec::new();
-    let mut ack = Vec::new();
-    let mut polls = Vec::new();
-    let mut measured: Vec<Uuid> = Vec::new();
-    let mut sent = 0;
-    let mut cpu_before = None;
-    while sent < total {
-        let batch = ctx.cfg.event_batch.min(total - sent);
-        let ids = submit_many(&ctx.api, workflow, batch, 16).await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let waiting: Vec<(Uuid, String)> = loop {
-            let rows: Vec<(Uuid, String)> = sqlx::query_as(
-                "SELECT execution_id, external_workflow_id FROM step_executions
-                 WHERE execution_id = ANY($1) AND step_id = 'deploy'
-                   AND status = 'RUNNING' AND awaiting_event",
-            )
-            .bind(&ids)
-            .fetch_all(&ctx.db)
-            .await?;
-            if rows.len() == batch {
-                break rows;
-            }
-            svc.alive()?;
-            if Instant::now() > deadline {
-                return Err(fail(format!(
-                    "event: only {} of {batch} deploy steps were waiting after 60 s",
-                    rows.len()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        // Let the service go quiet before timing anything.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for (execution, correlation) in waiting {
-            let envelope = json!({
-                "specversion": "1.0",
-                "id": Uuid::new_v4().to_string(),
-                "source": "budcluster",
-                "type": "com.dapr.event.sent",
-                "datacontenttype": "application/json",
-                "data": {
-                    "event_type": "deployment_status",
-                    "workflow_id": correlation,
-                    "status": "COMPLETED",
-                    "content": {"deployment_id": "d1"},
-                },
-            });
-            if sent == WARMUP {
-                cpu_before = cpu::snapshot(svc.pid, &ctx.db_name);
-            }
-            let t = Instant::now();
-            let verdict = ctx.api.post_event(&envelope).await?;
-            let acked = t.elapsed();
-            if verdict != "SUCCESS" {
-                return Err(fail(format!("event for {correlation} answered {verdict}")));
-            }
-            let mut n = 0u32;
-            loop {
-                let exec = ctx.api.execution(execution).await?;
-                n += 1;
-                match exec["status"].as_str() {
-                    Some("COMPLETED") => break,
-                    Some(s @ ("FAILED" | "CANCELLED")) => {
-                        return Err(fail(format!(
-                            "event: execution {execution} ended {s}: {}",
-                            exec["error"]
-                        )));
-                    }
-                    _ => {}
-                }
-                if t.elapsed() > Duration::from_secs(10) {
-                    return Err(fail(format!(
-                        "event: execution {execution} not COMPLETED 10 s after its event"
-                    )));
-                }
-            }
-            let took = t.elapsed();
-            sent += 1;
-            if sent > WARMUP {
-                resume.push(ms(took));
-                ack.push(ms(acked));
-                polls.push(f64::from(n));
-                measured.push(execution);
-            }
-        }
-    }
-    let cpu_after = cpu::snapshot(svc.pid, &ctx.db_name);
-    // The same interval from the service's own clock: the event's
-    // received_at (its transaction) to the execution's completed_at.
-    let server: Vec<f64> = sqlx::query_scalar(
-        "SELECT (extract(epoch FROM e.completed_at - i.received_at) * 1000)::float8
-         FROM executions e
-         JOIN step_executions s ON s.execution_id = e.id AND s.step_id = 'deploy'
-         JOIN inbound_events i ON i.correlation_id = s.external_workflow_id
-         WHERE e.id = ANY($1)",
-    )
-    .bind(&measured)
-    .fetch_all(&ctx.db)
-    .await?;
-    let c = summarize(&resume);
-    let a = summarize(&ack);
+    let e = event_samples(ctx, svc, "bench-event", ctx.cfg.events).await?;
+    let server = server_side_resume_ms(ctx, &e.measured).await?;
+    let c = summarize(&e.resume);
+    let a = summarize(&e.ack);
     let s = summarize(&server);
-    let p = summarize(&polls);
+    let p = summarize(&e.polls);
     progress(&format!(
         "event to resume: {} events; p50 {:.2} ms, p99 {:.2} ms (server side p50 {:.2}, p99 {:.2})",
         c.n, c.p50, c.p99, s.p50, s.p99
@@ -661,8 +566,163 @@ pub async fn event_to_resume(ctx: &Ctx, svc: &mut Service) -> Result<()> {
     rep.figure(EVENT, "event_to_resume_server_ms_p99", s.p99, None);
     rep.info("event_polls_per_event_p50", p.p50);
     rep.info("event_count", c.n);
-    cpu::record(&mut rep, "event", cpu_before, cpu_after);
+    cpu::record(&mut rep, "event", e.cpu_before, e.cpu_after);
     Ok(())
+}
+
+/// The samples of one run of events (warm-up excluded).
+pub struct EventSamples {
+    /// POST of the event until a GET shows the execution COMPLETED (ms).
+    pub resume: Vec<f64>,
+    /// The POST alone (ms).
+    pub ack: Vec<f64>,
+    /// GETs until COMPLETED.
+    pub polls: Vec<f64>,
+    pub measured: Vec<Uuid>,
+    pub cpu_before: Option<cpu::Snapshot>,
+    pub cpu_after: Option<cpu::Snapshot>,
+}
+
+/// `count` executions of a new [`event_dag`] workflow, started in batches
+/// through the API; each batch waits, then its events go one at a time.
+pub async fn event_samples(
+    ctx: &Ctx,
+    svc: &mut Service,
+    name: &str,
+    count: usize,
+) -> Result<EventSamples> {
+    const WARMUP: usize = 5;
+    let workflow = ctx.api.create_workflow(&event_dag(name)).await?;
+    let total = WARMUP + count;
+    let mut out = EventSamples {
+        resume: Vec::new(),
+        ack: Vec::new(),
+        polls: Vec::new(),
+        measured: Vec::new(),
+        cpu_before: None,
+        cpu_after: None,
+    };
+    let mut sent = 0;
+    while sent < total {
+        let batch = ctx.cfg.event_batch.min(total - sent);
+        let ids = submit_many(&ctx.api, workflow, batch, 16).await?;
+        let waiting = wait_for_waiting(ctx, svc, &ids, Duration::from_secs(60)).await?;
+        // Let the service go quiet before timing anything.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (execution, correlation) in waiting {
+            if sent == WARMUP {
+                out.cpu_before = cpu::snapshot(svc.pid, &ctx.db_name);
+            }
+            let (took, acked, n) = resume_one(ctx, execution, &correlation).await?;
+            sent += 1;
+            if sent > WARMUP {
+                out.resume.push(ms(took));
+                out.ack.push(ms(acked));
+                out.polls.push(f64::from(n));
+                out.measured.push(execution);
+            }
+        }
+    }
+    out.cpu_after = cpu::snapshot(svc.pid, &ctx.db_name);
+    Ok(out)
+}
+
+/// Until the `deploy` step of every execution of `ids` waits for its
+/// event; their (execution, correlation id) pairs.
+pub async fn wait_for_waiting(
+    ctx: &Ctx,
+    svc: &mut Service,
+    ids: &[Uuid],
+    timeout: Duration,
+) -> Result<Vec<(Uuid, String)>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT execution_id, external_workflow_id FROM step_executions
+             WHERE execution_id = ANY($1) AND step_id = 'deploy'
+               AND status = 'RUNNING' AND awaiting_event",
+        )
+        .bind(ids)
+        .fetch_all(&ctx.db)
+        .await?;
+        if rows.len() == ids.len() {
+            return Ok(rows);
+        }
+        svc.alive()?;
+        if Instant::now() > deadline {
+            return Err(fail(format!(
+                "event: only {} of {} deploy steps were waiting after {timeout:?}",
+                rows.len(),
+                ids.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// POST budcluster's "deployment COMPLETED" event for the step waiting on
+/// `correlation`, then GET the execution back to back until COMPLETED.
+/// (POST to COMPLETED, the POST alone, the number of GETs.)
+pub async fn resume_one(
+    ctx: &Ctx,
+    execution: Uuid,
+    correlation: &str,
+) -> Result<(Duration, Duration, u32)> {
+    let envelope = json!({
+        "specversion": "1.0",
+        "id": Uuid::new_v4().to_string(),
+        "source": "budcluster",
+        "type": "com.dapr.event.sent",
+        "datacontenttype": "application/json",
+        "data": {
+            "event_type": "deployment_status",
+            "workflow_id": correlation,
+            "status": "COMPLETED",
+            "content": {"deployment_id": "d1"},
+        },
+    });
+    let t = Instant::now();
+    let verdict = ctx.api.post_event(&envelope).await?;
+    let acked = t.elapsed();
+    if verdict != "SUCCESS" {
+        return Err(fail(format!("event for {correlation} answered {verdict}")));
+    }
+    let mut n = 0u32;
+    loop {
+        let exec = ctx.api.execution(execution).await?;
+        n += 1;
+        match exec["status"].as_str() {
+            Some("COMPLETED") => break,
+            Some(s @ ("FAILED" | "CANCELLED")) => {
+                return Err(fail(format!(
+                    "event: execution {execution} ended {s}: {}",
+                    exec["error"]
+                )));
+            }
+            _ => {}
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err(fail(format!(
+                "event: execution {execution} not COMPLETED 10 s after its event"
+            )));
+        }
+    }
+    Ok((t.elapsed(), acked, n))
+}
+
+/// The same interval from the service's own clock: the event's
+/// received_at (its transaction) to the execution's completed_at.
+pub async fn server_side_resume_ms(ctx: &Ctx, measured: &[Uuid]) -> Result<Vec<f64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT (extract(epoch FROM e.completed_at - i.received_at) * 1000)::float8
+         FROM executions e
+         JOIN step_executions s ON s.execution_id = e.id AND s.step_id = 'deploy'
+         JOIN inbound_events i ON i.correlation_id = s.external_workflow_id
+         WHERE e.id = ANY($1)",
+    )
+    .bind(measured)
+    .fetch_all(&ctx.db)
+    .await?)
 }
 
 /// GET /executions/{id} (a finished 10-step execution) from concurrent

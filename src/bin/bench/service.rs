@@ -180,11 +180,20 @@ impl ServiceConfig {
 
     /// `budpipeline serve` on a free port.
     pub fn spawn(&self) -> Result<Service> {
+        self.spawn_with(&[])
+    }
+
+    /// `budpipeline serve` on a free port, with more environment variables
+    /// (the retention scenario sets RETENTION_DAYS).
+    pub fn spawn_with(&self, env: &[(&str, &str)]) -> Result<Service> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let mut cmd = self.command(&["serve"])?;
         cmd.env("APP_PORT", port.to_string());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         let spawned_at = Instant::now();
         let child = cmd.spawn()?;
         let pid = child
