@@ -102,15 +102,23 @@ fmt:
 docs:
 	$(CARGO) run -q $(CARGO_FLAGS) --bin budpipeline -- docs write docs
 
+# Both binaries in one cargo invocation, then the bench without rebuilding:
+# built apart (`cargo run --bin bench`, then the bench's own build of the
+# service), cargo resolves their dependency units differently and rebuilds
+# much of the tree on every run.
+BENCH_BIN = "$${CARGO_TARGET_DIR:-target}/release/bench"
+
 bench:
 	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
 	echo "bench database: $$DATABASE_URL"; \
-	$(CARGO) run $(CARGO_FLAGS) --release --bin bench
+	$(CARGO) build $(CARGO_FLAGS) --release --bin budpipeline --bin bench; \
+	$(BENCH_BIN) --no-build
 
 bench-quick:
 	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
 	echo "bench database: $$DATABASE_URL"; \
-	$(CARGO) run $(CARGO_FLAGS) --release --bin bench -- --quick
+	$(CARGO) build $(CARGO_FLAGS) --release --bin budpipeline --bin bench; \
+	$(BENCH_BIN) --quick --no-build
 
 pg-status:
 	@$(DEV_PG) status || true

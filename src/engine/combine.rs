@@ -37,7 +37,7 @@ const BATCH: usize = 64;
 pub(crate) struct Handed {
     step: ClaimedStep,
     outcome: StepOutcome,
-    /// The slot its handler ran in, for the first step it makes ready.
+    /// The slot its handler ran in, for a step the results make ready.
     own: Option<OwnedSemaphorePermit>,
     /// The steps it made ready once committed; `None`: record it alone.
     recorded: oneshot::Sender<Option<Vec<Handoff>>>,
@@ -124,10 +124,16 @@ impl Engine {
             Ok(mut handoffs) => {
                 self.inner.metrics.combined_results.inc_by(count);
                 for (execution_id, handeds) in groups {
-                    let mut ready = handoffs.remove(&execution_id);
-                    for handed in handeds {
-                        // The steps go to the first result of the execution.
-                        let _ = handed.recorded.send(Some(ready.take().unwrap_or_default()));
+                    // One step for each result's handler, so each chain goes on
+                    // in the slot it had; any more go to the first.
+                    let mut shares: Vec<Vec<Handoff>> = handeds.iter().map(|_| Vec::new()).collect();
+                    let ready = handoffs.remove(&execution_id).unwrap_or_default();
+                    let results = shares.len();
+                    for (k, handoff) in ready.into_iter().enumerate() {
+                        shares[if k < results { k } else { 0 }].push(handoff);
+                    }
+                    for (handed, share) in handeds.into_iter().zip(shares) {
+                        let _ = handed.recorded.send(Some(share));
                     }
                 }
             }
@@ -164,7 +170,7 @@ impl Engine {
             }
             if locked.apply_results(self, results).await? > 0 {
                 let ready = locked.advance();
-                let own = handeds.iter_mut().find_map(|h| h.own.take());
+                let own = handeds.iter_mut().filter_map(|h| h.own.take()).collect();
                 handoffs.insert(execution_id, locked.claim_locally(self, &ready, own));
             }
             let (back, effect) = locked.write_back(self).await?;

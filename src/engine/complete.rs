@@ -167,13 +167,13 @@ impl Locked {
     }
 
     /// Claim steps this transition made ready, for this replica, in the same
-    /// transaction (one commit per step on a chain). `own` is the caller's
-    /// slot, reused for the first one.
+    /// transaction (one commit per step on a chain). `own` are the slots of
+    /// the handlers whose results these are, used before any other.
     pub fn claim_locally(
         &mut self,
         engine: &Engine,
         ready: &[usize],
-        own: Option<OwnedSemaphorePermit>,
+        own: Vec<OwnedSemaphorePermit>,
     ) -> Vec<Handoff> {
         let mut handoffs = Vec::new();
         if engine.is_draining() || ready.is_empty() {
@@ -185,7 +185,7 @@ impl Locked {
         let params = self.params();
         let mut context: Option<Value> = None;
         for &i in ready {
-            let permit = match own.take() {
+            let permit = match own.pop() {
                 Some(p) => p,
                 None => match engine.inner.permits.clone().try_acquire_owned() {
                     Ok(p) => p,
@@ -214,7 +214,8 @@ impl Locked {
                 .timeout_seconds
                 .map(|s| now + ChronoDuration::milliseconds((s * 1000.0) as i64));
             row.dirty = true;
-            self.released -= 1;
+            // Steps released by an earlier transition are claimed here too.
+            self.released = self.released.saturating_sub(1);
             handoffs.push(Handoff {
                 step: ClaimedStep {
                     execution_id: self.exec.id,
@@ -294,7 +295,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         let ready = locked.advance();
-        let handoffs = locked.claim_locally(self, &ready, own);
+        let handoffs = locked.claim_locally(self, &ready, own.into_iter().collect());
         locked.commit(self).await?;
         Ok(handoffs)
     }

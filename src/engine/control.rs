@@ -252,7 +252,7 @@ impl Engine {
         let max_bytes = self.settings().template_max_bytes;
         let mut locked = Locked::new(tx, inserted.exec, rows, dag, max_bytes);
         let ready = locked.advance();
-        let handoffs = locked.claim_locally(self, &ready, None);
+        let handoffs = locked.claim_locally(self, &ready, Vec::new());
         let (tx, effects) = locked.write_back(self).await?;
         Ok(Recorded::Created {
             tx,
@@ -417,7 +417,7 @@ impl Engine {
         locked.exec.deadline_at = Some(now + ChronoDuration::seconds(limit));
         locked.touch_execution();
         let ready = locked.advance();
-        let handoffs = locked.claim_locally(self, &ready, None);
+        let handoffs = locked.claim_locally(self, &ready, Vec::new());
         locked.commit(self).await?;
         self.spawn_handoffs(handoffs);
         Ok(())

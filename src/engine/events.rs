@@ -157,7 +157,7 @@ impl Engine {
             .await?;
         }
         let ready = locked.advance();
-        let handoffs = locked.claim_locally(self, &ready, None);
+        let handoffs = locked.claim_locally(self, &ready, Vec::new());
         locked.commit(self).await?;
         self.spawn_handoffs(handoffs);
         Ok(Some(verdict))

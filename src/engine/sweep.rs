@@ -90,7 +90,7 @@ impl Engine {
             let fire = async move {
                 self.fire_due(&mut locked).await;
                 let ready = locked.advance();
-                let handoffs = locked.claim_locally(self, &ready, None);
+                let handoffs = locked.claim_locally(self, &ready, Vec::new());
                 locked.commit(self).await?;
                 Ok::<_, sqlx::Error>(handoffs)
             };

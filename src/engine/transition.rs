@@ -125,7 +125,21 @@ impl Locked {
             self.finish(finish);
         }
         self.released += plan.ready_now.len();
-        plan.ready_now
+        // Steps released earlier that nobody has claimed yet (every slot was
+        // busy then) come first: this transition holds the execution, so it
+        // can claim them now instead of leaving them to a claim round, whose
+        // claim would also make the kept rows stale.
+        let now = self.exec.now;
+        let mut ready: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| {
+                let row = &self.rows[i];
+                row.status == StepStatus::Pending
+                    && row.available_at.is_some_and(|at| at <= now)
+                    && plan.ready_now.binary_search(&i).is_err()
+            })
+            .collect();
+        ready.extend(plan.ready_now);
+        ready
     }
 
     /// Put the execution in a terminal state (outputs resolved on success).
@@ -323,10 +337,18 @@ impl Locked {
                 out.attempts.push(b.attempt);
                 out.owners.push(owner);
                 out.started.push(started_at);
-                let outcome = if row.status == StepStatus::Pending && row.error.is_none() {
+                // Claimed again in this very transition (a released step, or
+                // a retry due at once): the attempt ended as the step stood
+                // just before that claim, PENDING.
+                let status = if claimed_again {
+                    StepStatus::Pending
+                } else {
+                    row.status
+                };
+                let outcome = if status == StepStatus::Pending && row.error.is_none() {
                     "RELEASED"
                 } else {
-                    row.status.as_str()
+                    status.as_str()
                 };
                 out.outcomes.push(outcome.to_owned());
             }

@@ -273,6 +273,9 @@ USAGE: cargo run --release --bin bench -- [--quick] [--no-build] [--keep-db]
   --no-build   do not run `cargo build` for the service binary first
   --keep-db    keep the run's database at the end (it is dropped otherwise)
 
+BENCH_UNTIL=floor stops after the throughput and floor scenarios (to iterate
+on throughput without the rest).
+
 Needs DATABASE_URL (a server where the user may CREATE DATABASE); a fresh
 database is created for the run and dropped at the end (also on error,
 Ctrl-C or SIGTERM; databases left by a killed run are dropped by the next). Writes
@@ -598,6 +601,12 @@ async fn run_scenarios(
     let finished = scenarios::throughput(&ctx, &mut svc).await?;
     progress("floor (bare job-queue SQL)");
     scenarios::floor(&ctx, svc.pid).await?;
+    if std::env::var("BENCH_UNTIL").is_ok_and(|v| v == "floor") {
+        // A developer's shortcut to the throughput figures (see USAGE).
+        svc.stop(Duration::from_secs(30)).await?;
+        ctx.db.close().await;
+        return Ok(());
+    }
     progress("event to resume");
     scenarios::event_to_resume(&ctx, &mut svc).await?;
     progress("reads of a COMPLETED execution");
