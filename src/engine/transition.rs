@@ -56,12 +56,12 @@ pub struct AfterCommit {
     execution_id: Uuid,
     /// The rows as committed and their revision, for the next transition
     /// ([`super::cache`]); `None` once the execution has finished.
-    keep: Option<(Uuid, i64, Vec<StepRow>)>,
+    keep: Option<Box<(Uuid, i64, Vec<StepRow>)>>,
 }
 
 impl AfterCommit {
     pub fn apply(self, engine: &Engine) {
-        match self.keep {
+        match self.keep.map(|kept| *kept) {
             Some((id, revision, rows)) => engine.inner.steps.put(id, revision, rows),
             None => engine.inner.steps.forget(self.execution_id),
         }
@@ -214,7 +214,8 @@ impl Locked {
             .filter(|r| r.dirty && r.status == StepStatus::Pending)
             .filter_map(|r| r.available_at.filter(|at| *at > now))
             .min()
-            .and_then(|at| (at - now).to_std().ok());        let revision = self.write(&events, &attempts).await?;
+            .and_then(|at| (at - now).to_std().ok());
+        let revision = self.write(&events, &attempts).await?;
         let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
             .then_some(self.exec.status);
         // What this transaction leaves in the database, to reuse once it has
@@ -224,7 +225,7 @@ impl Locked {
             for row in &mut rows {
                 row.dirty = false;
             }
-            (self.exec.id, revision, rows)
+            Box::new((self.exec.id, revision, rows))
         });
         let effects = AfterCommit {
             published: !events.is_empty(),
@@ -540,10 +541,7 @@ impl Engine {
         locking: &str,
         cached: bool,
     ) -> Result<Option<Locked>, sqlx::Error> {
-        Ok(self
-            .load(tx, execution_id, locking, cached)
-            .await?
-            .ok())
+        Ok(self.load(tx, execution_id, locking, cached).await?.ok())
     }
 
     /// Lock one more execution inside a transaction that may already hold
@@ -555,8 +553,7 @@ impl Engine {
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
     ) -> Result<Result<Locked, Transaction<'static, Postgres>>, sqlx::Error> {
-        self.load(tx, execution_id, "FOR NO KEY UPDATE", true)
-            .await
+        self.load(tx, execution_id, "FOR NO KEY UPDATE", true).await
     }
 
     async fn load(
