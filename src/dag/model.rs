@@ -29,7 +29,11 @@ pub struct Dag {
 }
 
 #[derive(Debug, Clone, Default)]
-struct StepIndex(std::sync::OnceLock<std::collections::HashMap<String, usize>>);
+struct StepIndex {
+    ids: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
+    /// Each step's dependencies as positions (unknown ids left out).
+    deps: std::sync::OnceLock<Vec<Vec<usize>>>,
+}
 
 /// Derived from `steps`, so it never makes two DAGs differ.
 impl PartialEq for StepIndex {
@@ -221,8 +225,26 @@ impl Step {
 }
 
 impl Dag {
+    /// The positions of step `i`'s dependencies, computed once per DAG: the
+    /// planner reads them for every pending step of every transition, and a
+    /// join of 1,000 branches has 1,000 of them.
+    pub fn dependencies(&self, i: usize) -> &[usize] {
+        let deps = self.index.deps.get_or_init(|| {
+            self.steps
+                .iter()
+                .map(|s| {
+                    s.depends_on
+                        .iter()
+                        .filter_map(|d| self.step_index(d))
+                        .collect()
+                })
+                .collect()
+        });
+        deps.get(i).map_or(&[], Vec::as_slice)
+    }
+
     pub fn step_index(&self, id: &str) -> Option<usize> {
-        let index = self.index.0.get_or_init(|| {
+        let index = self.index.ids.get_or_init(|| {
             self.steps
                 .iter()
                 .enumerate()

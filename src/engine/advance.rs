@@ -136,7 +136,7 @@ fn settle_pending(
         if rows[i].status != StepStatus::Pending || rows[i].available_at.is_some() {
             continue;
         }
-        if untaken.contains(rows[i].step_id.as_str()) {
+        if !untaken.is_empty() && untaken.contains(rows[i].step_id.as_str()) {
             skip(&mut rows[i], SkipReason::Branch, now);
             changed = true;
             continue;
@@ -144,10 +144,7 @@ fn settle_pending(
         let step = &dag.steps[i];
         let mut all_satisfied = true;
         let mut blocked = false;
-        for dep in &step.depends_on {
-            let Some(d) = dag.step_index(dep) else {
-                continue;
-            };
+        for &d in dag.dependencies(i) {
             match dependency_state(dag, rows, d) {
                 DepState::Satisfied => {}
                 DepState::Waiting => all_satisfied = false,
@@ -234,10 +231,10 @@ fn release_ready(dag: &Dag, rows: &mut [StepRow], now: DateTime<Utc>, ready: &mu
         if rows[i].status != StepStatus::Pending || rows[i].available_at.is_some() {
             continue;
         }
-        let satisfied = dag.steps[i].depends_on.iter().all(|dep| {
-            dag.step_index(dep)
-                .is_none_or(|d| matches!(dependency_state(dag, rows, d), DepState::Satisfied))
-        });
+        let satisfied = dag
+            .dependencies(i)
+            .iter()
+            .all(|&d| matches!(dependency_state(dag, rows, d), DepState::Satisfied));
         if satisfied {
             rows[i].available_at = Some(now);
             rows[i].dirty = true;
