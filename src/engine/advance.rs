@@ -331,32 +331,7 @@ mod tests {
         dag.steps
             .iter()
             .enumerate()
-            .map(|(i, s)| StepRow {
-                execution_id: Uuid::nil(),
-                step_id: s.id.clone(),
-                position: i as i32,
-                name: s.name.clone(),
-                action: s.action.clone(),
-                status: StepStatus::Pending,
-                available_at: None,
-                attempt: 0,
-                failures: 0,
-                crashes: 0,
-                lease_owner: None,
-                lease_expires_at: None,
-                awaiting_event: false,
-                external_workflow_id: None,
-                timeout_at: None,
-                timeout_seconds: None,
-                outputs: None,
-                error: None,
-                skip_reason: None,
-                progress: None,
-                stage: None,
-                started_at: None,
-                completed_at: None,
-                dirty: false,
-            })
+            .map(|(i, s)| StepRow::fresh(&s.id, i, &s.name, &s.action))
             .collect()
     }
 

@@ -88,36 +88,10 @@ impl StepCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::model::StepStatus;
 
     fn rows(n: usize) -> Vec<StepRow> {
         (0..n)
-            .map(|i| StepRow {
-                execution_id: Uuid::nil(),
-                step_id: format!("s{i}"),
-                position: i as i32,
-                name: String::new(),
-                action: "log".into(),
-                status: StepStatus::Pending,
-                available_at: None,
-                attempt: 0,
-                failures: 0,
-                crashes: 0,
-                lease_owner: None,
-                lease_expires_at: None,
-                awaiting_event: false,
-                external_workflow_id: None,
-                timeout_at: None,
-                timeout_seconds: None,
-                outputs: None,
-                error: None,
-                skip_reason: None,
-                progress: None,
-                stage: None,
-                started_at: None,
-                completed_at: None,
-                dirty: false,
-            })
+            .map(|i| StepRow::fresh(&format!("s{i}"), i, "", "log"))
             .collect()
     }
 

@@ -214,8 +214,7 @@ impl Locked {
                 .timeout_seconds
                 .map(|s| now + ChronoDuration::milliseconds((s * 1000.0) as i64));
             row.dirty = true;
-            // Steps released by an earlier transition are claimed here too.
-            self.released = self.released.saturating_sub(1);
+            self.released -= 1;
             handoffs.push(Handoff {
                 step: ClaimedStep {
                     execution_id: self.exec.id,

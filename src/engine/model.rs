@@ -152,6 +152,39 @@ impl StepRow {
     }
 }
 
+#[cfg(test)]
+impl StepRow {
+    /// A step as its execution starts: PENDING, never released (tests).
+    pub(crate) fn fresh(step_id: &str, position: usize, name: &str, action: &str) -> Self {
+        StepRow {
+            execution_id: Uuid::nil(),
+            step_id: step_id.to_owned(),
+            position: position as i32,
+            name: name.to_owned(),
+            action: action.to_owned(),
+            status: StepStatus::Pending,
+            available_at: None,
+            attempt: 0,
+            failures: 0,
+            crashes: 0,
+            lease_owner: None,
+            lease_expires_at: None,
+            awaiting_event: false,
+            external_workflow_id: None,
+            timeout_at: None,
+            timeout_seconds: None,
+            outputs: None,
+            error: None,
+            skip_reason: None,
+            progress: None,
+            stage: None,
+            started_at: None,
+            completed_at: None,
+            dirty: false,
+        }
+    }
+}
+
 /// The columns of `executions` the engine needs while it holds the row lock.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExecutionRow {

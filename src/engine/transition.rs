@@ -124,7 +124,6 @@ impl Locked {
         if let Some(finish) = plan.finish {
             self.finish(finish);
         }
-        self.released += plan.ready_now.len();
         // Steps released earlier that nobody has claimed yet (every slot was
         // busy then) come first: this transition holds the execution, so it
         // can claim them now instead of leaving them to a claim round, whose
@@ -139,6 +138,10 @@ impl Locked {
             })
             .collect();
         ready.extend(plan.ready_now);
+        // Every claimable step of the execution nobody holds, whenever it was
+        // released: [`Locked::claim_locally`] counts down what it takes, and
+        // what is left wakes the dispatchers.
+        self.released = ready.len();
         ready
     }
 
