@@ -43,6 +43,16 @@ impl StepContext {
     pub fn idempotency_hint(&self) -> String {
         format!("{}:{}:{}", self.execution_id, self.step_id, self.attempt)
     }
+
+    /// The hints for a call this run of the step makes: the same
+    /// idempotency key on every retry of the call, and the step's trace.
+    pub fn call_hints(&self) -> crate::dapr::CallHints {
+        crate::dapr::CallHints {
+            idempotency_key: Some(self.idempotency_hint()),
+            traceparent: self.traceparent.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// The result of one run of a handler.

@@ -102,8 +102,16 @@ fn tojson(
 }
 
 /// Whether a string is rendered at all: it holds an expression or a block.
+/// The one test of "is this a template" in the service: validation, the
+/// renderer and the actions' submit-time checks all ask it.
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
+}
+
+/// Whether a raw param value is a string that will be rendered: submit-time
+/// checks see raw params and must let these through.
+pub fn is_template_value(value: &Value) -> bool {
+    value.as_str().is_some_and(is_template)
 }
 
 /// The source of the single expression when `s` (trimmed) is exactly one

@@ -18,7 +18,6 @@ use tokio::time::Instant;
 
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::encode_segment;
-use crate::actions::StepContext;
 use crate::config::{PublishFormat, Settings};
 use crate::metrics::Metrics;
 
@@ -42,17 +41,6 @@ pub struct CallHints {
     /// this much even when `SERVICE_INVOKE_TIMEOUT` is shorter (budsim's
     /// synchronous simulation, budapp starting a workflow).
     pub min_timeout: Option<Duration>,
-}
-
-impl CallHints {
-    /// The hints for a call made by one run of a step.
-    pub fn for_step(ctx: &StepContext) -> Self {
-        Self {
-            idempotency_key: Some(ctx.idempotency_hint()),
-            traceparent: ctx.traceparent.clone(),
-            ..Self::default()
-        }
-    }
 }
 
 /// Why an invocation failed.

@@ -112,9 +112,9 @@ fn failure_message(row: &StepRow) -> String {
 fn stop_everything(rows: &mut [StepRow], now: DateTime<Utc>) {
     for row in rows.iter_mut() {
         if row.status == StepStatus::Pending {
-            skip(row, SkipReason::UpstreamFailed, now);
+            row.skip(SkipReason::UpstreamFailed, now);
         } else if row.is_waiting() {
-            finish_row(row, StepStatus::Cancelled, now);
+            row.finish(StepStatus::Cancelled, now);
         }
     }
 }
@@ -137,7 +137,7 @@ fn settle_pending(
             continue;
         }
         if !untaken.is_empty() && untaken.contains(rows[i].step_id.as_str()) {
-            skip(&mut rows[i], SkipReason::Branch, now);
+            rows[i].skip(SkipReason::Branch, now);
             changed = true;
             continue;
         }
@@ -152,7 +152,7 @@ fn settle_pending(
             }
         }
         if blocked {
-            skip(&mut rows[i], SkipReason::UpstreamFailed, now);
+            rows[i].skip(SkipReason::UpstreamFailed, now);
             changed = true;
         } else if all_satisfied {
             let Some(condition) = step.condition.as_deref() else {
@@ -162,12 +162,12 @@ fn settle_pending(
             match template::condition(condition, ctx, &Budget::new(template_max_bytes)) {
                 Ok(true) => {}
                 Ok(false) => {
-                    skip(&mut rows[i], SkipReason::Condition, now);
+                    rows[i].skip(SkipReason::Condition, now);
                     changed = true;
                 }
                 Err(e) => {
                     rows[i].error = Some(format!("condition: {e}"));
-                    finish_row(&mut rows[i], StepStatus::Failed, now);
+                    rows[i].finish(StepStatus::Failed, now);
                     changed = true;
                 }
             }
@@ -236,29 +236,11 @@ fn release_ready(dag: &Dag, rows: &mut [StepRow], now: DateTime<Utc>, ready: &mu
             .iter()
             .all(|&d| matches!(dependency_state(dag, rows, d), DepState::Satisfied));
         if satisfied {
-            rows[i].available_at = Some(now);
-            rows[i].dirty = true;
+            rows[i].make_ready(now);
             ready.push(i);
             room -= 1;
         }
     }
-}
-
-pub fn skip(row: &mut StepRow, reason: SkipReason, now: DateTime<Utc>) {
-    row.skip_reason = Some(reason.as_str().to_owned());
-    finish_row(row, StepStatus::Skipped, now);
-}
-
-/// Put a row in a terminal status and drop everything that keeps it alive.
-pub fn finish_row(row: &mut StepRow, status: StepStatus, now: DateTime<Utc>) {
-    row.status = status;
-    row.available_at = None;
-    row.lease_owner = None;
-    row.lease_expires_at = None;
-    row.awaiting_event = false;
-    row.timeout_at = None;
-    row.completed_at = Some(now);
-    row.dirty = true;
 }
 
 /// The execution's `outputs`: the DAG's templates resolved, or every step's
@@ -764,7 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn finish_row_ends_the_row_and_drops_what_kept_it_alive() {
+    fn finish_ends_the_row_and_drops_what_kept_it_alive() {
         let dag = dag(json!([log("a", &[])]));
         let mut rows = rows(&dag);
         waiting(&mut rows, "a");
@@ -773,7 +755,7 @@ mod tests {
         r.lease_owner = Some(Uuid::nil());
         r.lease_expires_at = Some(now());
         r.outputs = Some(json!({"deployment_id": "d1"}));
-        finish_row(r, StepStatus::Timeout, now());
+        r.finish(StepStatus::Timeout, now());
         assert_eq!(r.status, StepStatus::Timeout);
         assert_eq!(
             (
@@ -802,7 +784,7 @@ mod tests {
             SkipReason::UpstreamFailed,
         ] {
             let r = &mut rows[0];
-            skip(r, reason, now());
+            r.skip(reason, now());
             assert_eq!(r.status, StepStatus::Skipped);
             assert_eq!(r.skip_reason.as_deref(), Some(reason.as_str()));
             assert_eq!(

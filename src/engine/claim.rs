@@ -79,7 +79,7 @@ impl Engine {
     /// were passed over because another transaction held their execution
     /// (a transition, or another replica's claim): they are claimable again
     /// in a moment, so the caller should look again soon, not at its poll.
-    pub async fn claim(&self, limit: usize) -> Result<Claim, sqlx::Error> {
+    pub async fn claim(&self, limit: usize) -> Result<Claim, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
         let rows: Vec<Claimed> = sqlx::query_as(
             "WITH candidate AS (

@@ -59,7 +59,7 @@ impl Engine {
         step: &ClaimedStep,
         outcome: StepOutcome,
         own: Option<OwnedSemaphorePermit>,
-    ) -> Result<Vec<Handoff>, sqlx::Error> {
+    ) -> Result<Vec<Handoff>, crate::engine::Error> {
         let mut own = own;
         let waiting = {
             let mut combiner = self.inner.combining.lock().expect("combining lock");
@@ -153,7 +153,7 @@ impl Engine {
     async fn record_groups(
         &self,
         groups: &mut BTreeMap<Uuid, Vec<Handed>>,
-    ) -> Result<BTreeMap<Uuid, Vec<Handoff>>, sqlx::Error> {
+    ) -> Result<BTreeMap<Uuid, Vec<Handoff>>, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
         let mut effects = Vec::with_capacity(groups.len());
         let mut handoffs = BTreeMap::new();

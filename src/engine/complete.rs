@@ -7,7 +7,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::Engine;
-use super::advance::{finish_row, template_context};
+use super::advance::template_context;
 use super::model::{ClaimedStep, ExecutionStatus, StepRow, StepStatus};
 use super::transition::Locked;
 use crate::actions::StepOutcome;
@@ -27,26 +27,18 @@ impl Locked {
         engine: &Engine,
         i: usize,
         outcome: StepOutcome,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), crate::engine::Error> {
         let now = self.now();
         // The attempt ended with a result: its process survived it.
-        if self.rows[i].crashes != 0 {
-            self.rows[i].crashes = 0;
-            self.rows[i].dirty = true;
-        }
+        self.rows[i].survived();
         if self.exec.status != ExecutionStatus::Running {
             // Cancelled, failed or timed out meanwhile: the result is discarded.
-            let timed_out = self
-                .exec
-                .error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(super::sweep::EXECUTION_TIMEOUT));
-            let status = if timed_out {
+            let status = if self.exec.timed_out {
                 StepStatus::Timeout
             } else {
                 StepStatus::Cancelled
             };
-            finish_row(&mut self.rows[i], status, now);
+            self.rows[i].finish(status, now);
             return Ok(());
         }
         match outcome {
@@ -87,7 +79,7 @@ impl Locked {
         row.error = None;
         row.progress = Some(100.0);
         row.crashes = 0;
-        finish_row(row, StepStatus::Completed, now);
+        row.finish(StepStatus::Completed, now);
     }
 
     /// A failed attempt: retry later (a due time, not a sleep) while the
@@ -100,15 +92,9 @@ impl Locked {
         row.error = Some(error);
         if retryable && (row.failures as u32) < policy.max_attempts {
             let delay = policy.backoff(row.failures as u32);
-            row.status = StepStatus::Pending;
-            row.available_at = Some(now + ChronoDuration::from_std(delay).unwrap_or_default());
-            row.lease_owner = None;
-            row.lease_expires_at = None;
-            row.awaiting_event = false;
-            row.timeout_at = None;
-            row.dirty = true;
+            row.retry_at(now + ChronoDuration::from_std(delay).unwrap_or_default());
         } else {
-            finish_row(row, status, now);
+            row.finish(status, now);
         }
     }
 
@@ -120,7 +106,7 @@ impl Locked {
         external_id: String,
         outputs: Map<String, Value>,
         timeout: Option<std::time::Duration>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), crate::engine::Error> {
         let now = self.now();
         // Serialises with /workflow-events on this correlation id, so an
         // event that arrives while the wait is being recorded is either seen
@@ -151,18 +137,11 @@ impl Locked {
         // (wait_until's wake-up time) can only bring the deadline forward.
         let own = own_deadline(row).or_else(|| row.timeout_seconds.map(|s| now + seconds(s)));
         let action = timeout.map(|t| now + ChronoDuration::from_std(t).unwrap_or_default());
-        row.awaiting_event = true;
-        row.external_workflow_id = Some(external_id.clone());
-        row.stage = None;
-        row.outputs = Some(Value::Object(outputs));
-        row.timeout_at = match (own, action) {
+        let timeout_at = match (own, action) {
             (Some(own), Some(action)) => Some(own.min(action)),
             (own, action) => own.or(action),
         };
-        // A waiting step holds no lease, but keeps `lease_owner` as the
-        // replica that ran this attempt (for its `step_attempts` row).
-        row.lease_expires_at = None;
-        row.dirty = true;
+        row.start_waiting(external_id.clone(), outputs, timeout_at);
         self.consume_early_events(engine, i, &external_id).await
     }
 
@@ -203,17 +182,7 @@ impl Locked {
                 Ok(step_params.clone())
             };
             let row = &mut self.rows[i];
-            row.status = StepStatus::Running;
-            row.attempt += 1;
-            row.available_at = None;
-            row.lease_owner = Some(engine.replica_id());
-            row.lease_expires_at = Some(now + lease);
-            row.started_at = Some(now);
-            row.awaiting_event = false;
-            row.timeout_at = row
-                .timeout_seconds
-                .map(|s| now + ChronoDuration::milliseconds((s * 1000.0) as i64));
-            row.dirty = true;
+            row.claim(engine.replica_id(), now, lease);
             self.released -= 1;
             handoffs.push(Handoff {
                 step: ClaimedStep {
@@ -273,7 +242,7 @@ impl Engine {
         step: &ClaimedStep,
         outcome: StepOutcome,
         own: Option<OwnedSemaphorePermit>,
-    ) -> Result<Vec<Handoff>, sqlx::Error> {
+    ) -> Result<Vec<Handoff>, crate::engine::Error> {
         self.record(step.execution_id, vec![(step, outcome)], own)
             .await
     }
@@ -286,7 +255,7 @@ impl Engine {
         execution_id: Uuid,
         results: Vec<(&ClaimedStep, StepOutcome)>,
         own: Option<OwnedSemaphorePermit>,
-    ) -> Result<Vec<Handoff>, sqlx::Error> {
+    ) -> Result<Vec<Handoff>, crate::engine::Error> {
         let Some(mut locked) = self.lock_cached(execution_id).await? else {
             return Ok(Vec::new());
         };
@@ -307,7 +276,7 @@ impl Locked {
         &mut self,
         engine: &Engine,
         results: impl IntoIterator<Item = (&'s ClaimedStep, StepOutcome)>,
-    ) -> Result<usize, sqlx::Error> {
+    ) -> Result<usize, crate::engine::Error> {
         let mut applied = 0;
         for (step, outcome) in results {
             let Some(i) = self.index(&step.step_id) else {

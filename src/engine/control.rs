@@ -8,7 +8,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Engine;
-use super::advance::{Finish, finish_row};
+use super::advance::Finish;
 use super::complete::Handoff;
 use super::model::{ExecutionRow, ExecutionStatus, SkipReason, StepRow, StepStatus};
 use super::transition::{AfterCommit, EXEC_COLUMNS, Locked, STEP_COLUMNS};
@@ -31,7 +31,13 @@ pub enum ControlError {
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Engine(#[from] crate::engine::Error),
+}
+
+impl From<sqlx::Error> for ControlError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Engine(e.into())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -266,7 +272,7 @@ impl Engine {
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         execution_id: Uuid,
         dag: &Dag,
-    ) -> Result<Vec<StepRow>, sqlx::Error> {
+    ) -> Result<Vec<StepRow>, crate::engine::Error> {
         let ids: Vec<&str> = dag.steps.iter().map(|s| s.id.as_str()).collect();
         let positions: Vec<i32> = (0..dag.steps.len() as i32).collect();
         let names: Vec<&str> = dag
@@ -334,7 +340,7 @@ impl Engine {
     /// The acceptance answer. Its status is the one the execution was
     /// accepted with, so a repeated request gets the original answer even
     /// when the execution has moved on since.
-    async fn started(&self, id: Uuid) -> Result<Option<Started>, sqlx::Error> {
+    async fn started(&self, id: Uuid) -> Result<Option<Started>, crate::engine::Error> {
         sqlx::query_as(
             "SELECT id AS execution_id, workflow_id, workflow_version, 'RUNNING' AS status, created_at
              FROM executions WHERE id = $1",
@@ -342,6 +348,7 @@ impl Engine {
         .bind(id)
         .fetch_optional(self.pool())
         .await
+        .map_err(Into::into)
     }
 
     /// Cancel a running execution: pending and waiting steps are cancelled;
@@ -360,7 +367,7 @@ impl Engine {
         let now = locked.now();
         for row in locked.rows.iter_mut() {
             if row.status == StepStatus::Pending || row.is_waiting() {
-                finish_row(row, StepStatus::Cancelled, now);
+                row.finish(StepStatus::Cancelled, now);
             }
         }
         locked.finish(Finish {
@@ -394,18 +401,7 @@ impl Engine {
                 StepStatus::Failed | StepStatus::Timeout | StepStatus::Cancelled
             ) || (row.status == StepStatus::Skipped && upstream);
             if again {
-                row.status = StepStatus::Pending;
-                row.available_at = None;
-                row.failures = 0;
-                row.error = None;
-                row.skip_reason = None;
-                row.outputs = None;
-                row.awaiting_event = false;
-                row.timeout_at = None;
-                row.progress = None;
-                row.stage = None;
-                row.completed_at = None;
-                row.dirty = true;
+                row.rerun();
             }
         }
         let now = locked.now();

@@ -103,7 +103,7 @@ impl Engine {
     }
 
     /// Claim one batch for the free slots.
-    async fn dispatch_once(&self) -> Result<Dispatched, sqlx::Error> {
+    async fn dispatch_once(&self) -> Result<Dispatched, crate::engine::Error> {
         let none = Dispatched {
             full: false,
             passed_over: false,
@@ -238,7 +238,7 @@ impl Engine {
             {
                 Ok(handoffs) => return handoffs,
                 Err(e)
-                    if crate::db::unstorable(&e)
+                    if e.is_unstorable()
                         && !matches!(
                             outcome,
                             StepOutcome::Failed {
@@ -329,7 +329,7 @@ impl Engine {
     async fn renew(
         &self,
         held: &[super::AttemptKey],
-    ) -> Result<Vec<super::AttemptKey>, sqlx::Error> {
+    ) -> Result<Vec<super::AttemptKey>, crate::engine::Error> {
         let executions: Vec<uuid::Uuid> = held.iter().map(|k| k.0).collect();
         let steps: Vec<String> = held.iter().map(|k| k.1.clone()).collect();
         let attempts: Vec<i32> = held.iter().map(|k| k.2).collect();
@@ -365,6 +365,7 @@ impl Engine {
         .bind(&attempts)
         .fetch_all(self.pool())
         .await
+        .map_err(Into::into)
     }
 
     /// Tell the other replicas (`NOTIFY`) that steps became claimable, on
@@ -386,12 +387,12 @@ impl Engine {
     }
 
     /// One `NOTIFY` on the work channel, outside any transition.
-    async fn notify_others(&self) -> Result<(), sqlx::Error> {
+    async fn notify_others(&self) -> Result<(), crate::engine::Error> {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(WORK_CHANNEL)
             .execute(self.pool())
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     /// Follow `NOTIFY`s from other replicas into this one's wake-up.
@@ -464,14 +465,16 @@ impl Engine {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "handler returned"
         );
-        outcome
+        // Whatever the action built from another service's answer, the
+        // outcome is made one the database can record here, once.
+        super::storable::storable(outcome)
     }
 }
 
 impl Engine {
     /// Hand the steps this replica holds back to the pool (shutdown), so
     /// another replica runs them now rather than when the lease expires.
-    pub async fn release_leases(&self) -> Result<u64, sqlx::Error> {
+    pub async fn release_leases(&self) -> Result<u64, crate::engine::Error> {
         let held: Vec<uuid::Uuid> = sqlx::query_scalar(
             "SELECT DISTINCT execution_id FROM step_executions
              WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event",

@@ -98,7 +98,7 @@ impl Engine {
         source: &str,
         event_id: &str,
         event: &Value,
-    ) -> Result<Vec<TriggerFiring>, sqlx::Error> {
+    ) -> Result<Vec<TriggerFiring>, crate::engine::Error> {
         let Some(kind) = event.get("type").and_then(Value::as_str) else {
             return Ok(Vec::new());
         };
@@ -122,7 +122,7 @@ impl Engine {
         source: &str,
         event_id: &str,
         event: &Value,
-    ) -> Result<TriggerFiring, sqlx::Error> {
+    ) -> Result<TriggerFiring, crate::engine::Error> {
         let mut firing = TriggerFiring {
             trigger_id: t.id,
             trigger_name: t.name.clone(),
@@ -179,7 +179,7 @@ impl Engine {
         };
         let prepared = match self.prepare(new).await {
             Ok(p) => p,
-            Err(ControlError::Db(e)) => return Err(e),
+            Err(ControlError::Engine(e)) => return Err(e),
             Err(e) => {
                 // It cannot start: say why, once for this event.
                 let why = match e {
@@ -219,12 +219,12 @@ impl Engine {
             }) => (tx, started, launch),
             Ok(Recorded::KeyTaken { tx }) => {
                 tx.rollback().await?;
-                return Err(sqlx::Error::Protocol(
+                return Err(crate::engine::Error::Launch(
                     "an event trigger's run collided on an idempotency key".into(),
                 ));
             }
-            Err(ControlError::Db(e)) => return Err(e),
-            Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
+            Err(ControlError::Engine(e)) => return Err(e),
+            Err(e) => return Err(crate::engine::Error::Launch(e.to_string())),
         };
         sqlx::query(
             "WITH f AS (

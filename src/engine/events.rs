@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::Engine;
+use super::model::InboundStatus;
 use super::transition::Locked;
 use crate::actions::EventAction;
 
@@ -54,7 +55,7 @@ pub struct InboundEvent {
 async fn lock_correlation(
     tx: &mut sqlx::PgConnection,
     correlation_id: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::engine::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(correlation_id)
         .execute(tx)
@@ -65,9 +66,9 @@ async fn lock_correlation(
 async fn record(
     tx: &mut sqlx::PgConnection,
     event: &InboundEvent,
-    status: &str,
+    status: InboundStatus,
     ttl: Option<std::time::Duration>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, crate::engine::Error> {
     let ttl_seconds = ttl.map(|t| t.as_secs_f64());
     let inserted = sqlx::query(
         "INSERT INTO inbound_events (source, id, correlation_id, body, status, expires_at)
@@ -78,7 +79,7 @@ async fn record(
     .bind(&event.id)
     .bind(&event.correlation_id)
     .bind(&event.body)
-    .bind(status)
+    .bind(status.as_str())
     .bind(ttl_seconds)
     .execute(tx)
     .await?
@@ -88,7 +89,10 @@ async fn record(
 
 impl Engine {
     /// Durably record and apply one event. Returns only after commit.
-    pub async fn receive_event(&self, event: &InboundEvent) -> Result<EventVerdict, sqlx::Error> {
+    pub async fn receive_event(
+        &self,
+        event: &InboundEvent,
+    ) -> Result<EventVerdict, crate::engine::Error> {
         // A step may start or stop waiting between the lookup and the lock;
         // each pass re-checks under the locks and starts over if so.
         for _ in 0..5 {
@@ -105,7 +109,7 @@ impl Engine {
                         // The waiting step's execution cannot be read back:
                         // fail it (its step stops waiting), then the event
                         // is recorded against a step that no longer waits.
-                        Err(e) if crate::db::undecodable(&e) => {
+                        Err(e) if e.is_corrupt() => {
                             self.quarantine(execution_id, &e).await;
                             None
                         }
@@ -118,7 +122,7 @@ impl Engine {
                 return Ok(verdict);
             }
         }
-        Err(sqlx::Error::Protocol(format!(
+        Err(crate::engine::Error::Contended(format!(
             "the step waiting on '{}' kept changing; retry the delivery",
             event.correlation_id
         )))
@@ -129,7 +133,7 @@ impl Engine {
         event: &InboundEvent,
         execution_id: Uuid,
         step_id: &str,
-    ) -> Result<Option<EventVerdict>, sqlx::Error> {
+    ) -> Result<Option<EventVerdict>, crate::engine::Error> {
         let Some(mut locked) = self.lock_cached(execution_id).await? else {
             return Ok(None);
         };
@@ -143,7 +147,7 @@ impl Engine {
         {
             return Ok(None);
         }
-        if !record(&mut locked.tx, event, "APPLIED", None).await? {
+        if !record(&mut locked.tx, event, InboundStatus::Applied, None).await? {
             return Ok(Some(EventVerdict::Duplicate));
         }
         let verdict = locked.apply_event(self, i, &event.body);
@@ -166,7 +170,7 @@ impl Engine {
     async fn keep_or_ignore(
         &self,
         event: &InboundEvent,
-    ) -> Result<Option<EventVerdict>, sqlx::Error> {
+    ) -> Result<Option<EventVerdict>, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
         lock_correlation(&mut tx, &event.correlation_id).await?;
         let (waiting, known): (bool, bool) = sqlx::query_as(
@@ -180,10 +184,10 @@ impl Engine {
             return Ok(None);
         }
         let (status, ttl, verdict) = if known {
-            ("IGNORED", None, EventVerdict::Stale)
+            (InboundStatus::Ignored, None, EventVerdict::Stale)
         } else {
             (
-                "EARLY",
+                InboundStatus::Early,
                 Some(self.settings().early_event_ttl),
                 EventVerdict::Kept,
             )
@@ -216,14 +220,9 @@ impl Locked {
             }
             EventAction::Progress(report) => {
                 let now = self.now();
-                let row = &mut self.rows[i];
-                if let Some(p) = report.progress {
-                    row.progress = Some(p.clamp(0.0, 100.0));
-                }
                 let mut stage = report.to_json();
                 stage["at"] = serde_json::json!(now);
-                row.stage = Some(stage);
-                row.dirty = true;
+                self.rows[i].record_stage(report.progress, stage);
                 self.stage_reports.push((i, report));
                 EventVerdict::Applied
             }
@@ -237,7 +236,7 @@ impl Locked {
         engine: &Engine,
         i: usize,
         correlation_id: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), crate::engine::Error> {
         let early: Vec<(String, String, Value)> = sqlx::query_as(
             "SELECT source, id, body FROM inbound_events
              WHERE correlation_id = $1 AND status = 'EARLY' AND expires_at > now()
@@ -249,16 +248,16 @@ impl Locked {
         for (source, id, body) in early {
             let status = if self.rows[i].is_waiting() {
                 match self.apply_event(engine, i, &body) {
-                    EventVerdict::Ignored => "IGNORED",
-                    _ => "CONSUMED",
+                    EventVerdict::Ignored => InboundStatus::Ignored,
+                    _ => InboundStatus::Consumed,
                 }
             } else {
-                "IGNORED"
+                InboundStatus::Ignored
             };
             sqlx::query("UPDATE inbound_events SET status = $3 WHERE source = $1 AND id = $2")
                 .bind(source)
                 .bind(id)
-                .bind(status)
+                .bind(status.as_str())
                 .execute(&mut *self.tx)
                 .await?;
         }

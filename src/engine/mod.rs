@@ -16,12 +16,17 @@ pub mod complete;
 pub mod control;
 pub mod cron;
 pub mod dispatch;
+mod error;
 pub mod event_triggers;
 pub mod events;
 pub mod model;
 pub mod outbox;
 pub mod schedule;
+pub mod step;
+pub mod storable;
 pub mod sweep;
+
+pub use error::{Error, Result};
 pub mod transition;
 
 use std::collections::HashMap;
@@ -170,7 +175,11 @@ impl Engine {
     }
 
     /// The DAG of one workflow version.
-    pub async fn dag(&self, workflow_id: Uuid, version: i32) -> Result<Arc<Dag>, sqlx::Error> {
+    pub async fn dag(
+        &self,
+        workflow_id: Uuid,
+        version: i32,
+    ) -> Result<Arc<Dag>, crate::engine::Error> {
         if let Some(dag) = self
             .inner
             .dags
@@ -187,7 +196,9 @@ impl Engine {
         .bind(version)
         .fetch_one(&self.inner.pool)
         .await?;
-        let dag: Dag = serde_json::from_value(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let dag: Dag = serde_json::from_value(doc).map_err(|e| {
+            Error::Corrupt(format!("workflow {workflow_id} version {version}: {e}"))
+        })?;
         let dag = Arc::new(dag);
         self.inner
             .dags

@@ -11,6 +11,9 @@ macro_rules! text_enum {
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
+            /// Every value, in declaration order (the schema's CHECK lists the same).
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $text),+ }
             }
@@ -55,6 +58,18 @@ text_enum!(StepStatus {
     Skipped => "SKIPPED",
     Timeout => "TIMEOUT",
     Cancelled => "CANCELLED",
+});
+
+text_enum!(InboundStatus {
+    // Applied to a waiting step when it arrived.
+    Applied => "APPLIED",
+    // For a correlation id no step waits on any more (a duplicate, a late event).
+    Ignored => "IGNORED",
+    // Before any step waits on it: kept until one does, or until it expires.
+    Early => "EARLY",
+    // An early event a step later took.
+    Consumed => "CONSUMED",
+    Expired => "EXPIRED",
 });
 
 text_enum!(SkipReason {
@@ -205,6 +220,10 @@ pub struct ExecutionRow {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub trace_id: Option<String>,
+    /// The execution ended because it ran past its deadline (set by the
+    /// sweeper): a late handler result then ends its step TIMEOUT, not
+    /// CANCELLED.
+    pub timed_out: bool,
     /// Bumped by every transaction that changes the step rows (see
     /// [`super::cache`]).
     pub revision: i64,

@@ -188,7 +188,7 @@ impl Engine {
 
     /// How long until the earliest active schedule is due (by the
     /// database's clock, the one that decides).
-    async fn until_next_due(&self) -> Result<Option<Duration>, sqlx::Error> {
+    async fn until_next_due(&self) -> Result<Option<Duration>, crate::engine::Error> {
         let secs: Option<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM min(next_run_at) - now())::float8
              FROM schedules WHERE status = 'active' AND next_run_at IS NOT NULL",
@@ -206,7 +206,7 @@ impl Engine {
 
     /// Fire every schedule due now (up to a batch) that no other replica is
     /// firing at this moment.
-    pub async fn fire_due_schedules(&self) -> Result<PollReport, sqlx::Error> {
+    pub async fn fire_due_schedules(&self) -> Result<PollReport, crate::engine::Error> {
         let mut report = PollReport::default();
         while report.fired.len() < BATCH {
             match self.fire_one().await? {
@@ -218,7 +218,7 @@ impl Engine {
     }
 
     /// Fire the earliest due schedule nobody holds; `None` when none is due.
-    async fn fire_one(&self) -> Result<Option<Fired>, sqlx::Error> {
+    async fn fire_one(&self) -> Result<Option<Fired>, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
         let due: Option<ScheduleRow> = sqlx::query_as(&format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules s
@@ -300,7 +300,7 @@ impl Engine {
         let new = execution_for(&row, None, trigger_param(&row, Some(scheduled_at), now));
         let prepared = match self.prepare(new).await {
             Ok(p) => p,
-            Err(ControlError::Db(e)) => return Err(e),
+            Err(ControlError::Engine(e)) => return Err(e),
             Err(e) => {
                 // It cannot start now: record why, once for this due time,
                 // and move on (or pause, if it can never start).
@@ -338,12 +338,12 @@ impl Engine {
             Ok(Recorded::KeyTaken { tx }) => {
                 // No idempotency key is set on a scheduled run.
                 tx.rollback().await?;
-                return Err(sqlx::Error::Protocol(
+                return Err(crate::engine::Error::Launch(
                     "a scheduled run collided on an idempotency key".into(),
                 ));
             }
-            Err(ControlError::Db(e)) => return Err(e),
-            Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
+            Err(ControlError::Engine(e)) => return Err(e),
+            Err(e) => return Err(crate::engine::Error::Launch(e.to_string())),
         };
         let runs = row.run_count + 1;
         let (status, next) = status_after(&row, runs, next);
@@ -385,7 +385,7 @@ impl Engine {
         next: Option<DateTime<Utc>>,
         why: &str,
         permanent: bool,
-    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    ) -> Result<Option<DateTime<Utc>>, crate::engine::Error> {
         let (status, enabled, next) = if permanent {
             ("paused", false, None)
         } else {
@@ -417,7 +417,7 @@ impl Engine {
         tx: &mut Transaction<'static, Postgres>,
         id: Uuid,
         status: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), crate::engine::Error> {
         sqlx::query(
             "UPDATE schedules SET status = $2, next_run_at = NULL, updated_at = now() WHERE id = $1",
         )

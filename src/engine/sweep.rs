@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::Engine;
-use super::advance::{finish_row, skip};
 use super::complete::own_deadline;
 use super::model::{ExecutionStatus, SkipReason, StepStatus};
 use super::transition::Locked;
@@ -50,7 +49,7 @@ impl Engine {
     }
 
     /// Handle every execution with something due. Returns how many.
-    pub async fn sweep_once(&self) -> Result<usize, sqlx::Error> {
+    pub async fn sweep_once(&self) -> Result<usize, crate::engine::Error> {
         let due: Vec<Uuid> = sqlx::query_scalar(
             "SELECT execution_id FROM step_executions
               WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
@@ -67,7 +66,7 @@ impl Engine {
         for &execution_id in &due {
             match self.sweep_execution(execution_id).await {
                 Ok(()) => {}
-                Err(e) if crate::db::undecodable(&e) => self.quarantine(execution_id, &e).await,
+                Err(e) if e.is_corrupt() => self.quarantine(execution_id, &e).await,
                 Err(e) => {
                     tracing::warn!(%execution_id, error = %e, "sweeping an execution failed; will try again")
                 }
@@ -76,7 +75,7 @@ impl Engine {
         Ok(due.len())
     }
 
-    async fn sweep_execution(&self, execution_id: Uuid) -> Result<(), sqlx::Error> {
+    async fn sweep_execution(&self, execution_id: Uuid) -> Result<(), crate::engine::Error> {
         // Skip an execution another transaction holds (perhaps a stalled
         // replica); the next sweep tries again.
         if let Some(mut locked) = self.try_lock(execution_id).await? {
@@ -92,7 +91,7 @@ impl Engine {
                 let ready = locked.advance();
                 let handoffs = locked.claim_locally(self, &ready, Vec::new());
                 locked.commit(self).await?;
-                Ok::<_, sqlx::Error>(handoffs)
+                Ok::<_, crate::engine::Error>(handoffs)
             };
             let handoffs = tracing::Instrument::instrument(fire, span).await?;
             self.spawn_handoffs(handoffs);
@@ -103,7 +102,7 @@ impl Engine {
     /// Fail an execution whose rows cannot be read back, without reading
     /// them: it can never move again, and leaving it due would make every
     /// sweep trip over it. Its unfinished steps fail with it.
-    pub async fn quarantine(&self, execution_id: Uuid, error: &sqlx::Error) {
+    pub async fn quarantine(&self, execution_id: Uuid, error: &crate::engine::Error) {
         tracing::error!(%execution_id, error = %error, "failing an execution whose stored rows cannot be read");
         let message = format!("the execution's stored state cannot be read: {error}");
         let result = sqlx::query(
@@ -136,16 +135,17 @@ impl Engine {
             let limit = locked.dag.settings.timeout_seconds;
             for row in locked.rows.iter_mut() {
                 if row.status == StepStatus::Pending {
-                    skip(row, SkipReason::UpstreamFailed, now);
+                    row.skip(SkipReason::UpstreamFailed, now);
                 } else if row.is_waiting() {
                     row.error = Some(EXECUTION_TIMEOUT.into());
-                    finish_row(row, StepStatus::Timeout, now);
+                    row.finish(StepStatus::Timeout, now);
                 }
             }
             locked.finish(super::advance::Finish {
                 status: ExecutionStatus::Failed,
                 error: Some(format!("{EXECUTION_TIMEOUT} after {limit}s")),
             });
+            locked.exec.timed_out = true;
         }
         for i in 0..locked.rows.len() {
             let row = &locked.rows[i];
@@ -153,7 +153,7 @@ impl Engine {
             let timed_out = row.timeout_at.is_some_and(|t| t < now);
             if lease_gone {
                 if locked.exec.status != ExecutionStatus::Running {
-                    finish_row(&mut locked.rows[i], StepStatus::Cancelled, now);
+                    locked.rows[i].finish(StepStatus::Cancelled, now);
                 } else if timed_out {
                     locked.fail_step(i, "step timed out".into(), true, StepStatus::Timeout);
                 } else {
@@ -212,7 +212,7 @@ impl Engine {
     /// Never touches a running execution.
     /// Deletes in batches of [`RETENTION_BATCH`] for at most
     /// [`RETENTION_ROUND`]; `true` when rows past retention are left.
-    pub async fn housekeeping(&self) -> Result<bool, sqlx::Error> {
+    pub async fn housekeeping(&self) -> Result<bool, crate::engine::Error> {
         sqlx::query("UPDATE inbound_events SET status = 'EXPIRED' WHERE status = 'EARLY' AND expires_at < now()")
             .execute(self.pool())
             .await?;

@@ -160,12 +160,7 @@ impl Locked {
     /// or this replica shutting down); the attempt is not counted as failed.
     pub fn release(&mut self, i: usize) {
         let now = self.now();
-        let row = &mut self.rows[i];
-        row.status = StepStatus::Pending;
-        row.available_at = Some(now);
-        row.lease_owner = None;
-        row.lease_expires_at = None;
-        row.dirty = true;
+        self.rows[i].release(now);
         self.released += 1;
     }
 
@@ -174,7 +169,7 @@ impl Locked {
     }
 
     /// Write everything back and commit.
-    pub async fn commit(self, engine: &Engine) -> Result<(), sqlx::Error> {
+    pub async fn commit(self, engine: &Engine) -> Result<(), crate::engine::Error> {
         let (tx, effects) = self.write_back(engine).await?;
         tx.commit().await?;
         effects.apply(engine);
@@ -187,7 +182,7 @@ impl Locked {
     pub async fn write_back(
         mut self,
         engine: &Engine,
-    ) -> Result<(Transaction<'static, Postgres>, AfterCommit), sqlx::Error> {
+    ) -> Result<(Transaction<'static, Postgres>, AfterCommit), crate::engine::Error> {
         let mut events = Vec::new();
         self.notifications(engine, &mut events);
         // Progress is read from the steps; the execution row is rewritten
@@ -254,7 +249,7 @@ impl Locked {
         &mut self,
         events: &[OutboxEvent],
         attempts: &Attempts,
-    ) -> Result<i64, sqlx::Error> {
+    ) -> Result<i64, crate::engine::Error> {
         for row in self.rows.iter_mut().filter(|r| r.dirty) {
             // Postgres keeps microseconds: the rows kept in memory must read
             // exactly as the database would give them back.
@@ -300,7 +295,7 @@ impl Locked {
                 RETURNING 1
              )
              UPDATE executions SET status = $9, outputs = $10, error = $11,
-                    started_at = $12, completed_at = $13, deadline_at = $14,
+                    started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
                     revision = revision + 1
              WHERE id = $1 AND $15",
         )
@@ -320,6 +315,7 @@ impl Locked {
         .bind(self.exec.deadline_at)
         .bind(bump)
         .bind(dirty.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>())
+        .bind(self.exec.timed_out)
         .execute(&mut *self.tx)
         .await?;
         Ok(self.exec.revision + i64::from(bump))
@@ -503,7 +499,7 @@ pub fn progress_percentage(rows: &[StepRow]) -> f64 {
 
 impl Engine {
     /// Lock an execution and load its steps. `None` when it does not exist.
-    pub async fn lock(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+    pub async fn lock(&self, execution_id: Uuid) -> Result<Option<Locked>, crate::engine::Error> {
         let tx = self.inner.pool.begin().await?;
         self.lock_in(tx, execution_id).await
     }
@@ -511,7 +507,10 @@ impl Engine {
     /// [`Engine::lock`] that reuses the rows this replica wrote last when
     /// they are still current ([`super::cache`]): for recording a handler's
     /// result or an event, which never read `lease_expires_at`.
-    pub async fn lock_cached(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+    pub async fn lock_cached(
+        &self,
+        execution_id: Uuid,
+    ) -> Result<Option<Locked>, crate::engine::Error> {
         let tx = self.inner.pool.begin().await?;
         self.lock_with(tx, execution_id, "FOR NO KEY UPDATE", true)
             .await
@@ -520,7 +519,10 @@ impl Engine {
     /// [`Engine::lock`] that gives up at once (`None`) when another
     /// transaction holds the execution: for background work (timers,
     /// reclaims) that must never queue behind a stalled replica.
-    pub async fn try_lock(&self, execution_id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+    pub async fn try_lock(
+        &self,
+        execution_id: Uuid,
+    ) -> Result<Option<Locked>, crate::engine::Error> {
         let tx = self.inner.pool.begin().await?;
         self.lock_with(tx, execution_id, "FOR NO KEY UPDATE SKIP LOCKED", false)
             .await
@@ -532,7 +534,7 @@ impl Engine {
         &self,
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
-    ) -> Result<Option<Locked>, sqlx::Error> {
+    ) -> Result<Option<Locked>, crate::engine::Error> {
         self.lock_with(tx, execution_id, "FOR NO KEY UPDATE", false)
             .await
     }
@@ -543,7 +545,7 @@ impl Engine {
         execution_id: Uuid,
         locking: &str,
         cached: bool,
-    ) -> Result<Option<Locked>, sqlx::Error> {
+    ) -> Result<Option<Locked>, crate::engine::Error> {
         Ok(self.load(tx, execution_id, locking, cached).await?.ok())
     }
 
@@ -555,7 +557,7 @@ impl Engine {
         &self,
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
-    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, sqlx::Error> {
+    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
         self.load(tx, execution_id, "FOR NO KEY UPDATE", true).await
     }
 
@@ -565,7 +567,7 @@ impl Engine {
         execution_id: Uuid,
         locking: &str,
         cached: bool,
-    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, sqlx::Error> {
+    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
         let exec: Option<ExecutionRow> = sqlx::query_as(&format!(
             "SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1 {locking}"
         ))
@@ -655,7 +657,7 @@ impl Attempts {
 pub const EXEC_COLUMNS: &str =
     "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
     subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id,
-    revision, now() AS now";
+    timed_out, revision, now() AS now";
 
 pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
@@ -664,7 +666,7 @@ pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, s
 pub async fn insert_outbox(
     tx: &mut Transaction<'static, Postgres>,
     events: &[OutboxEvent],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::engine::Error> {
     if events.is_empty() {
         return Ok(());
     }

@@ -27,7 +27,7 @@ pub enum ApiError {
     },
     /// The database (or another dependency) is unreachable: worth a retry.
     #[error("service temporarily unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] anyhow_like::Error),
     #[error("internal error")]
     Internal(#[source] anyhow_like::Error),
 }
@@ -86,7 +86,7 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(Box::new(e)),
             sqlx::Error::Database(ref db)
                 if db
                     .code()
@@ -101,7 +101,7 @@ impl From<sqlx::Error> for ApiError {
                             || matches!(c.as_ref(), "3D000" | "53300")
                     }) =>
             {
-                Self::Unavailable(e)
+                Self::Unavailable(Box::new(e))
             }
             // Input that is valid JSON but that Postgres cannot store: a NUL
             // character (`\u0000`) in text or jsonb, or a value too large for
@@ -127,6 +127,17 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::engine::Error> for ApiError {
+    fn from(e: crate::engine::Error) -> Self {
+        match e {
+            crate::engine::Error::Db(e) => e.into(),
+            // Another writer kept the rows busy: worth a retry.
+            crate::engine::Error::Contended(_) => Self::Unavailable(Box::new(e)),
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
@@ -141,7 +152,7 @@ impl From<ControlError> for ApiError {
                 errors,
             ),
             ControlError::Conflict(detail) => Self::new(StatusCode::CONFLICT, detail),
-            ControlError::Db(e) => e.into(),
+            ControlError::Engine(e) => e.into(),
         }
     }
 }
@@ -183,7 +194,7 @@ impl IntoResponse for ApiError {
                 (status, Json(json!({ "detail": detail }))).into_response()
             }
             Self::Unavailable(e) => {
-                tracing::warn!(error = %chain(&e), "request failed: database unavailable");
+                tracing::warn!(error = %chain(e.as_ref()), "request failed: database unavailable");
                 let body = json!({ "detail": "service temporarily unavailable; retry later" });
                 (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
             }

@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::executions::hex;
-use crate::actions::seed::{MAX_WAIT_ID_BYTES, strip_nul};
 use crate::engine::event_triggers;
 use crate::engine::events::InboundEvent;
+use crate::engine::storable::{MAX_WAIT_ID_BYTES, strip_nul};
 
 /// The pub/sub subscription Dapr reads at start-up.
 #[utoipa::path(get, path = "/dapr/subscribe", tag = "events",
@@ -70,7 +70,7 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             .await;
         match fired {
             Ok(fired) => fired,
-            Err(e) if crate::db::unstorable(&e) => {
+            Err(e) if e.is_unstorable() => {
                 tracing::error!(error = %e, event_id = %envelope.id, "the database cannot store this event");
                 return drop(&state, "the event cannot be stored");
             }
@@ -121,7 +121,7 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             }
             Json(answer).into_response()
         }
-        Err(e) if crate::db::unstorable(&e) => {
+        Err(e) if e.is_unstorable() => {
             // Postgres refuses the event's data itself (a data exception or a
             // size limit): redelivering the same bytes can never succeed, so
             // asking for a retry would loop forever. Drop it (Dapr moves it
@@ -135,7 +135,7 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 /// The event could not be recorded now: Dapr redelivers.
-fn retry(state: &AppState, e: &sqlx::Error, event_id: &str) -> Response {
+fn retry(state: &AppState, e: &crate::engine::Error, event_id: &str) -> Response {
     tracing::warn!(error = %e, event_id, "event not recorded; asking for redelivery");
     state.engine.metrics().event("RETRY");
     let body =

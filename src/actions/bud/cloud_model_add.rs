@@ -10,7 +10,7 @@ use super::{
     BudCall, BudServices, Initiator, MODEL_OPERATIONS, call_failed, outputs, refused, text_param,
     workflow_id_of,
 };
-use crate::actions::seed::{Attempt, storable};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -162,6 +162,6 @@ impl StepHandler for CloudModelAdd {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.add(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.add(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 }

@@ -26,7 +26,7 @@ use super::{
     is_uuid, number_or, outputs, refused, text_param, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, is_template, optional_object, storable};
+use crate::actions::seed::{Attempt, is_template, optional_object};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -581,7 +581,7 @@ impl StepHandler for DeploymentCreate {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.start(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.start(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, outputs_so_far: &Map<String, Value>) -> EventAction {

@@ -18,7 +18,7 @@ use super::{
     text_param, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, storable};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -176,7 +176,7 @@ impl StepHandler for DeploymentDelete {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.delete(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.delete(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

@@ -15,7 +15,7 @@ use super::{
     BudCall, BudServices, DEPLOYMENT, Initiator, bool_param, call_failed, number_param, outputs,
     text_param,
 };
-use crate::actions::seed::{Attempt, is_template, storable};
+use crate::actions::seed::{Attempt, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -177,8 +177,6 @@ impl StepHandler for DeploymentRatelimit {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(
-            async move { storable(self.configure(&ctx).await.unwrap_or_else(|failed| failed)) },
-        )
+        Box::pin(async move { self.configure(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 }

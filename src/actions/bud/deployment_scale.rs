@@ -12,7 +12,7 @@ use super::{
     BudCall, BudServices, DEPLOYMENT, Initiator, call_failed, callee_message, field, number_param,
     outputs, text_param,
 };
-use crate::actions::seed::{Attempt, storable};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -170,6 +170,6 @@ impl StepHandler for DeploymentScale {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.scale(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.scale(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 }

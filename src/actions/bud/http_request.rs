@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::address::{AddressRange, check_address};
 use super::{bool_param, number_param, outputs, text_param};
-use crate::actions::seed::{Attempt, INTEGRATION, is_template, storable};
+use crate::actions::seed::{Attempt, INTEGRATION, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -506,11 +506,10 @@ impl StepHandler for HttpRequest {
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
         Box::pin(async move {
-            let outcome = match Self::plan(&ctx) {
+            match Self::plan(&ctx) {
                 Ok(plan) => self.send(plan).await,
                 Err(failed) => failed,
-            };
-            storable(outcome)
+            }
         })
     }
 }

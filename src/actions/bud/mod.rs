@@ -214,7 +214,7 @@ impl BudServices {
         if let Some(user_id) = user_id {
             call = call.query("user_id", user_id);
         }
-        let mut hints = CallHints::for_step(ctx);
+        let mut hints = ctx.call_hints();
         hints.app_token = self.inner.app_token.clone();
         let app_id = self.inner.budapp.clone();
         let answer = self.send(&app_id, hints, call).await?;
@@ -230,7 +230,7 @@ impl BudServices {
 
     async fn budsim(&self, ctx: &StepContext, call: BudCall) -> Result<Value, InvokeError> {
         let app_id = self.inner.budsim.clone();
-        let answer = self.send(&app_id, CallHints::for_step(ctx), call).await?;
+        let answer = self.send(&app_id, ctx.call_hints(), call).await?;
         match error_in_body(&answer) {
             Some((status, body)) => Err(InvokeError::Status {
                 app_id,
@@ -243,7 +243,7 @@ impl BudServices {
 
     async fn budcluster(&self, ctx: &StepContext, call: BudCall) -> Result<Value, InvokeError> {
         let app_id = self.inner.budcluster.clone();
-        self.send(&app_id, CallHints::for_step(ctx), call).await
+        self.send(&app_id, ctx.call_hints(), call).await
     }
 
     async fn send(

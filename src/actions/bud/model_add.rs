@@ -17,7 +17,7 @@ use super::{
     refused, text_param, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, is_template, storable};
+use crate::actions::seed::{Attempt, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -210,7 +210,9 @@ impl StepHandler for ModelAdd {
             Some(_) => return Vec::new(),
         };
         match params.get("model_uri") {
-            Some(Value::String(uri)) if !uri.contains("{{") && !uri.trim().is_empty() => {
+            Some(Value::String(uri))
+                if !crate::dag::template::is_template(uri) && !uri.trim().is_empty() =>
+            {
                 uri_problem(source, uri).into_iter().collect()
             }
             _ => Vec::new(),
@@ -218,7 +220,7 @@ impl StepHandler for ModelAdd {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.start(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.start(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, outputs_so_far: &Map<String, Value>) -> EventAction {

@@ -23,7 +23,7 @@ use super::{
     max_wait, number_or, number_param, outputs, refused, text_param,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, storable};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -494,7 +494,7 @@ impl StepHandler for ModelBenchmark {
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
         match params.get("benchmark_name").and_then(Value::as_str) {
-            Some(name) if !name.contains("{{") && name.chars().count() > 50 => {
+            Some(name) if !crate::dag::template::is_template(name) && name.chars().count() > 50 => {
                 vec!["benchmark_name must be at most 50 characters".into()]
             }
             _ => Vec::new(),
@@ -502,7 +502,7 @@ impl StepHandler for ModelBenchmark {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.start(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.start(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{
     BudCall, BudServices, Initiator, MODEL_OPERATIONS, bool_param, call_failed, outputs, text_param,
 };
-use crate::actions::seed::{Attempt, storable};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -93,6 +93,6 @@ impl StepHandler for ModelDelete {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.delete(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.delete(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 }

@@ -18,7 +18,7 @@ use super::{
     number_or, number_param, outputs, refused, text_param,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, is_template, storable};
+use crate::actions::seed::{Attempt, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -411,7 +411,7 @@ impl StepHandler for SimulationRun {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { storable(self.start(&ctx).await.unwrap_or_else(|failed| failed)) })
+        Box::pin(async move { self.start(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

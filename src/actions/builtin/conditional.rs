@@ -192,7 +192,7 @@ fn check_items(branches: &[Value]) -> Vec<String> {
             Some(Value::String(id)) if !id.is_empty() => {
                 if ids.contains(&id.as_str()) {
                     errors.push(format!("branches[{i}]: duplicate branch id '{id}'"));
-                } else if !id.contains("{{") {
+                } else if !crate::dag::template::is_template(id) {
                     ids.push(id);
                 }
             }

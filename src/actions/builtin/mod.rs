@@ -18,6 +18,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::{BoxFuture, Registry, StepOutcome};
+use crate::dag::template::is_template_value as is_template;
 
 pub use aggregate::Aggregate;
 pub use conditional::Conditional;
@@ -43,12 +44,6 @@ pub fn register(registry: &mut Registry) {
 /// A synchronous handler's outcome as the future `StepHandler::run` wants.
 fn ready(outcome: StepOutcome) -> BoxFuture<'static, StepOutcome> {
     Box::pin(std::future::ready(outcome))
-}
-
-/// Whether a param value is still an unrendered template; `validate` sees
-/// raw params and must let these through.
-fn is_template(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| s.contains("{{"))
 }
 
 /// A string param: missing or null takes the default; a non-string value is
@@ -111,7 +106,9 @@ fn invalid_operation(op: &str, valid: &[&str]) -> String {
 /// non-template string can be judged at submit time.
 fn validate_operation(params: &Map<String, Value>, valid: &[&str]) -> Vec<String> {
     match params.get("operation") {
-        Some(Value::String(op)) if !op.contains("{{") && !valid.contains(&op.as_str()) => {
+        Some(Value::String(op))
+            if !crate::dag::template::is_template(op) && !valid.contains(&op.as_str()) =>
+        {
             vec![invalid_operation(op, valid)]
         }
         _ => Vec::new(),

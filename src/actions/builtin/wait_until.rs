@@ -96,12 +96,12 @@ impl StepHandler for WaitUntil {
             errors.push("duration_hours must be greater than 0".into());
         }
         if let Some(Value::String(s)) = present(params, "until_time") {
-            if !s.contains("{{") && parse_until(s).is_none() {
+            if !crate::dag::template::is_template(s) && parse_until(s).is_none() {
                 errors.push(bad_until_time(s));
             }
         }
         if let Some(Value::String(tz)) = present(params, "timezone") {
-            if !tz.contains("{{") && tz.parse::<Tz>().is_err() {
+            if !crate::dag::template::is_template(tz) && tz.parse::<Tz>().is_err() {
                 errors.push(invalid_timezone(tz));
             }
         }

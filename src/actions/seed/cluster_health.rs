@@ -14,7 +14,7 @@ use super::{Attempt, CLUSTER_OPERATIONS, required_str};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
-use crate::dapr::{Budcluster, CallHints};
+use crate::dapr::Budcluster;
 
 const CHECKS: &[&str] = &["nodes", "api", "storage", "network", "gpu"];
 const DEFAULT_CHECKS: &[&str] = &["nodes", "api"];
@@ -83,7 +83,7 @@ impl ClusterHealth {
                 .as_f64()
                 .ok_or_else(|| StepOutcome::permanent("timeout_seconds must be a number"))?,
         };
-        let mut hints = CallHints::for_step(ctx);
+        let mut hints = ctx.call_hints();
         hints.min_timeout = Duration::try_from_secs_f64(seconds.clamp(5.0, 300.0)).ok();
         let answer = self
             .budcluster
@@ -151,7 +151,7 @@ impl StepHandler for ClusterHealth {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(async move { super::storable(self.check(&ctx).await.unwrap_or_else(|f| f)) })
+        Box::pin(async move { self.check(&ctx).await.unwrap_or_else(|f| f) })
     }
 }
 

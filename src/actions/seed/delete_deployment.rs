@@ -14,8 +14,8 @@ use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
+use crate::dapr::Budcluster;
 use crate::dapr::budcluster::DeleteResponse;
-use crate::dapr::{Budcluster, CallHints};
 
 /// budcluster's delete workflow: `deployment_deletion_status` COMPLETED (or
 /// `results`) ends the wait; `delete_namespace` and the rest are progress.
@@ -81,7 +81,7 @@ impl DeleteDeployment {
         let deployment_id = required_str(&ctx.params, "deployment_id")?;
         let response = self
             .budcluster
-            .delete_deployment(&cluster_id, &deployment_id, &CallHints::for_step(ctx))
+            .delete_deployment(&cluster_id, &deployment_id, &ctx.call_hints())
             .await
             .map_err(|e| call_failed(&e))?;
         outcome(response, deployment_id)
@@ -94,9 +94,7 @@ impl StepHandler for DeleteDeployment {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(
-            async move { super::storable(self.delete(&ctx).await.unwrap_or_else(|failed| failed)) },
-        )
+        Box::pin(async move { self.delete(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

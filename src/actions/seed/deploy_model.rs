@@ -14,8 +14,8 @@ use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
+use crate::dapr::Budcluster;
 use crate::dapr::budcluster::DeployResponse;
-use crate::dapr::{Budcluster, CallHints};
 
 /// budcluster's deploy workflow publishes one notification per stage
 /// (`payload.type` `deploy_model`); only `results` ends the wait, a FAILED
@@ -80,7 +80,7 @@ impl DeployModel {
         let config = Value::Object(optional_object(&ctx.params, "config")?.unwrap_or_default());
         let response = self
             .budcluster
-            .deploy_model(&cluster_id, &model_id, &config, &CallHints::for_step(ctx))
+            .deploy_model(&cluster_id, &model_id, &config, &ctx.call_hints())
             .await
             .map_err(|e| call_failed(&e))?;
         await_accepted(response, "Deployment request failed")
@@ -99,9 +99,7 @@ impl StepHandler for DeployModel {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(
-            async move { super::storable(self.deploy(&ctx).await.unwrap_or_else(|failed| failed)) },
-        )
+        Box::pin(async move { self.deploy(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

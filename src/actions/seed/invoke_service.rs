@@ -16,7 +16,7 @@ use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
-use crate::dapr::{CallHints, DaprClient};
+use crate::dapr::DaprClient;
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 const DEFAULT_CORRELATION_FIELD: &str = "workflow_id";
@@ -87,7 +87,7 @@ impl InvokeService {
                 method,
                 &method_path,
                 data.as_ref(),
-                &CallHints::for_step(ctx),
+                &ctx.call_hints(),
             )
             .await
             .map_err(|e| call_failed(&e))?;
@@ -141,9 +141,7 @@ impl StepHandler for InvokeService {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(
-            async move { super::storable(self.call(&ctx).await.unwrap_or_else(|failed| failed)) },
-        )
+        Box::pin(async move { self.call(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 
     fn on_event(&self, event: &Value, _outputs: &Map<String, Value>) -> EventAction {

@@ -110,9 +110,7 @@ impl StepHandler for Notification {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        Box::pin(
-            async move { super::storable(self.send(&ctx).await.unwrap_or_else(|failed| failed)) },
-        )
+        Box::pin(async move { self.send(&ctx).await.unwrap_or_else(|failed| failed) })
     }
 }
 

@@ -62,7 +62,7 @@ impl Engine {
     }
 
     /// Publish one batch of due rows. Returns how many were taken.
-    pub async fn publish_batch(&self, dapr: &DaprClient) -> Result<usize, sqlx::Error> {
+    pub async fn publish_batch(&self, dapr: &DaprClient) -> Result<usize, crate::engine::Error> {
         let batch: Vec<Pending> = sqlx::query_as(
             "WITH waiting AS (
                  SELECT topic, min(id) AS first_id FROM outbox
