@@ -98,7 +98,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The generated documentation; tests/docs.rs fails when it is out of date.
+# The generated documentation; tests/it/docs.rs fails when it is out of date.
 docs:
 	$(CARGO) run -q $(CARGO_FLAGS) --bin budpipeline -- docs write docs
 

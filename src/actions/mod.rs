@@ -210,7 +210,8 @@ pub trait StepHandler: Send + Sync + 'static {
     /// Action-specific checks on the step's *unresolved* params at submit
     /// time, beyond the generic ones derived from [`ActionSpec::params`]
     /// (required, numeric bounds, options). Values that are templates
-    /// (contain `{{`) cannot be checked yet and must be let through.
+    /// ([`crate::dag::template::is_template`]) cannot be checked yet and must
+    /// be let through.
     /// Each message is a sentence without the step prefix.
     fn validate(&self, _params: &Map<String, Value>) -> Vec<String> {
         Vec::new()

@@ -2,7 +2,7 @@
 //! "Conventions" and "Authentication"): every protected route is refused
 //! without the token, and every error is JSON with a `detail`, never a 500.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

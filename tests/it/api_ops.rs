@@ -2,7 +2,7 @@
 //! readiness (also with the database down), metrics, the OpenAPI document,
 //! the status page, the action catalogue, and the command line.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

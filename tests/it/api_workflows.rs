@@ -1,7 +1,7 @@
 //! The workflow definitions API (API.md "Workflows"): create, list, read,
 //! update (versions), delete, validate, and durability across a restart.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -7,9 +7,7 @@
 //! `services/budapp/budapp/guardrails/services.py` builds them, validate and
 //! run end to end.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

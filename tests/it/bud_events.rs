@@ -9,9 +9,7 @@
 //! stage, record the stages before it as progress, and republish them to the
 //! flow that asked for the run (budapp's `SubscriberHandler`).
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

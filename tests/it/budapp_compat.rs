@@ -6,9 +6,7 @@
 //! pipeline_definition.name`, `pagination.total_count`, …). Errors must
 //! carry their message where budapp's `invoke_service` looks for it.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,9 +4,7 @@
 //! it prints plain lines. Also: creating versus updating by name, cancel and
 //! retry, the list, and the errors and exit statuses.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,9 +5,7 @@
 //! The service runs in-process ([`TestApp`]): `Application::run` serves
 //! through the same accept loop as the binary.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

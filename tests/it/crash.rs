@@ -5,7 +5,7 @@
 //! state and `step_attempts` for the history of claims (who ran which attempt
 //! of which step, from when until when, and how it ended).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! (tests/support): retries, the circuit breaker, error classification,
 //! publish, and what each seed action sends and makes of the answers.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -7,9 +7,7 @@
 //! binary ([`ServiceProcess`]) where it must be killed or lose its database.
 //! Postgres is real (one `#[sqlx::test]` database per test).
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

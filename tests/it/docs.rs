@@ -4,9 +4,7 @@
 //! into the repository) resolves, every make target is documented, and the
 //! rendered API page needs nothing from outside.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

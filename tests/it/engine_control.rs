@@ -1,7 +1,7 @@
 //! Controlling executions (API.md "Executions"): cancel, retry,
 //! `Idempotency-Key`, and the answers to bad input on every execution route.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! outputs, and the execution read API, against the real service and a real
 //! Postgres database of each test's own.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -7,9 +7,7 @@
 //! A new file in `examples/` must get a case here
 //! (`every_example_has_a_test`).
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +52,7 @@ fn every_example_has_a_test() {
     tested.sort();
     assert_eq!(
         found, tested,
-        "each example needs a test in tests/examples.rs"
+        "each example needs a test in tests/it/examples.rs"
     );
 }
 

@@ -4,9 +4,7 @@
 //! required, and the logs of a local run without a sidecar are plain text
 //! that says once that Dapr is absent.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,9 +3,7 @@
 //! at the edge of what Postgres gives back, a row that cannot be read back,
 //! unbounded callback topics, and a database that does not exist.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

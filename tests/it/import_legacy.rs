@@ -5,9 +5,7 @@
 //! member names, snapshots, subscriptions). The copy is read back through
 //! the running service, then the import is run again.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -44,7 +42,7 @@ impl Legacy {
             .connect(&url)
             .await
             .expect("connect to the original's database");
-        sqlx::raw_sql(include_str!("fixtures/legacy_schema.sql"))
+        sqlx::raw_sql(include_str!("../fixtures/legacy_schema.sql"))
             .execute(&pool)
             .await
             .expect("the original's schema");

@@ -4,7 +4,7 @@
 //! `page`/`page_size` answer as they always did; totals are exact up to
 //! the cap.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::type_complexity)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

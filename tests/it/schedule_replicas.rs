@@ -4,7 +4,7 @@
 //! restarted, and `/internal/schedule-poll` called on both every 100 ms;
 //! every due time has exactly one execution.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

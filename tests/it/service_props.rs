@@ -6,9 +6,7 @@
 //! reaches a terminal state. The inputs come from a deterministic proptest
 //! runner, so a failure reproduces; `SERVICE_PROPS_CASES` sets how many.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

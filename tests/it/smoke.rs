@@ -1,4 +1,4 @@
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -72,14 +72,32 @@ async fn execute_takes_an_empty_body_and_ignores_unknown_fields(pool: sqlx::PgPo
     assert_eq!(text.status(), 415);
 }
 
+/// Make this test's database refuse any step outputs holding `refuse-me`,
+/// as Postgres refuses a value it cannot hold (SQLSTATE class 22). The
+/// engine already makes what it knows of storable (NUL characters, long
+/// correlation ids): this stands for whatever else a database may refuse.
+async fn refuse_outputs_marked(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             RAISE EXCEPTION 'this value cannot be stored' USING ERRCODE = '22023';
+         END $$;
+         CREATE TRIGGER refuse_marked BEFORE UPDATE ON step_executions FOR EACH ROW
+             WHEN (NEW.outputs::text LIKE '%refuse-me%') EXECUTE FUNCTION refuse_marked();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test]
 async fn a_result_the_database_refuses_fails_the_step_instead_of_wedging_it(pool: sqlx::PgPool) {
+    refuse_outputs_marked(&pool).await;
     let app = TestApp::spawn(&pool).await;
-    // The template renders a NUL character, which jsonb cannot store.
     let wf = app
         .api
-        .create_workflow(json!({"name": "nul", "steps": [
-            {"id": "a", "action": "set_output", "params": {"outputs": {"x": "{{ '\\u0000' }}"}}}
+        .create_workflow(json!({"name": "refused", "steps": [
+            {"id": "a", "action": "set_output", "params": {"outputs": {"x": "refuse-me"}}}
         ]}))
         .await;
     let ex = app.api.execute(wf, json!({})).await;
@@ -93,14 +111,35 @@ async fn a_result_the_database_refuses_fails_the_step_instead_of_wedging_it(pool
     app.stop().await;
 }
 
+/// A NUL character, which jsonb cannot store, rendered by a template into a
+/// built-in action's outputs: the engine replaces it (U+FFFD) as it does in
+/// every outcome and in events, and the step completes.
+#[sqlx::test]
+async fn a_nul_character_in_a_result_is_replaced_and_the_step_completes(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let wf = app
+        .api
+        .create_workflow(json!({"name": "nul", "steps": [
+            {"id": "a", "action": "set_output", "params": {"outputs": {"x": "{{ 'a\\u0000b' }}"}}}
+        ]}))
+        .await;
+    let ex = app.api.execute(wf, json!({})).await;
+    let done = app.api.wait_terminal(ex, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let a = support::app::step(&done, "a");
+    assert_eq!(a["outputs"]["x"], "a\u{FFFD}b", "{a:#}");
+    app.stop().await;
+}
+
 /// The same among thirty results recorded together: the refused one fails
 /// alone, the others complete.
 #[sqlx::test]
 async fn a_refused_result_among_combined_ones_fails_only_its_step(pool: sqlx::PgPool) {
+    refuse_outputs_marked(&pool).await;
     let app = TestApp::spawn(&pool).await;
     let mut steps = vec![json!({"id": "root", "action": "log"})];
     for i in 0..30 {
-        let value = if i == 17 { "{{ '\\u0000' }}" } else { "fine" };
+        let value = if i == 17 { "refuse-me" } else { "fine" };
         steps.push(
             json!({"id": format!("w{i}"), "action": "set_output", "depends_on": ["root"],
                           "params": {"outputs": {"x": value}}}),

@@ -5,9 +5,7 @@
 //! Exporting is process-wide (a tracing subscriber), so every test runs the
 //! built binary ([`ServiceProcess`]) rather than the in-process app.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -6,9 +6,7 @@
 //! the first step it hung execute itself, which renders that step's params
 //! inside the request.
 
-#![allow(dead_code)]
-
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! time zones across daylight-saving changes, webhook secrets, rotation and
 //! IP ranges, 100 concurrent webhook calls, and an event redelivered.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
