@@ -29,16 +29,27 @@ pub struct Advance {
 
 /// `{"params": ..., "steps": {"<id>": {"outputs": ...}}}` for templates.
 /// Steps without outputs are absent, so they read as undefined.
-pub fn template_context(params: &Map<String, Value>, rows: &[StepRow]) -> Value {
+pub fn rows_context(params: &Map<String, Value>, rows: &[StepRow]) -> Value {
     let steps: Map<String, Value> = rows
         .iter()
         .filter_map(|r| {
             r.outputs
                 .as_ref()
-                .map(|o| (r.step_id.clone(), json!({ "outputs": o })))
+                .map(|o| (r.step_id.clone(), step_context(o.clone())))
         })
         .collect();
+    template_context(params, steps)
+}
+
+/// The template context (DAG.md "Templating"): `params`, and `steps.<id>`
+/// for every step that has outputs.
+pub fn template_context(params: &Map<String, Value>, steps: Map<String, Value>) -> Value {
     json!({ "params": params, "steps": steps })
+}
+
+/// What `steps.<id>` holds for a step with `outputs`.
+pub fn step_context(outputs: Value) -> Value {
+    json!({ "outputs": outputs })
 }
 
 /// Move the execution forward as far as the current state allows.
@@ -158,7 +169,7 @@ fn settle_pending(
             let Some(condition) = step.condition.as_deref() else {
                 continue;
             };
-            let ctx = context.get_or_insert_with(|| template_context(params, rows));
+            let ctx = context.get_or_insert_with(|| rows_context(params, rows));
             match template::condition(condition, ctx, &Budget::new(template_max_bytes)) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -259,7 +270,7 @@ pub fn final_outputs(
             .collect();
         return Value::Object(map);
     }
-    let ctx = template_context(params, rows);
+    let ctx = rows_context(params, rows);
     let budget = Budget::new(template_max_bytes);
     let mut out = Map::new();
     for (key, tmpl) in &dag.outputs {

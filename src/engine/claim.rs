@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{FromRow, Row};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::Engine;
+use super::advance::{step_context, template_context};
 use super::complete::{params_render, resolve_params};
 use super::model::ClaimedStep;
 use super::outbox::{self, Audience, OutboxEvent, Route};
@@ -158,15 +159,19 @@ impl Engine {
         // Earlier steps' outputs are read only for executions where a
         // claimed step's params render them: a plain step's claim costs the
         // same in a DAG of 10 steps or of 1,000.
+        // Each execution's DAG, looked up once for both uses below.
+        let mut dags: HashMap<Uuid, std::sync::Arc<crate::dag::Dag>> = HashMap::new();
+        for exec in &execs {
+            dags.insert(
+                exec.id,
+                self.dag(exec.workflow_id, exec.workflow_version).await?,
+            );
+        }
         let mut rendering: Vec<Uuid> = Vec::new();
         for c in &claimed {
-            let Some(exec) = execs.iter().find(|e| e.id == c.execution_id) else {
-                continue;
-            };
-            let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
-            if dag
-                .steps
-                .get(c.position as usize)
+            if dags
+                .get(&c.execution_id)
+                .and_then(|dag| dag.steps.get(c.position as usize))
                 .is_some_and(|s| params_render(&s.params))
             {
                 rendering.push(c.execution_id);
@@ -201,25 +206,25 @@ impl Engine {
             contexts
                 .entry(execution_id)
                 .or_default()
-                .insert(step_id, json!({ "outputs": out }));
+                .insert(step_id, step_context(out));
         }
         let execs: HashMap<Uuid, ExecInfo> = execs.into_iter().map(|e| (e.id, e)).collect();
         let mut steps = Vec::with_capacity(claimed.len());
         let mut events: Vec<OutboxEvent> = Vec::new();
         let notify_topic = self.settings().notify_topic.clone();
         for c in claimed {
-            let Some(exec) = execs.get(&c.execution_id) else {
+            let (Some(exec), Some(dag)) = (execs.get(&c.execution_id), dags.get(&c.execution_id))
+            else {
                 continue;
             };
-            let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
             let params = match &exec.parameters {
                 Value::Object(map) => map.clone(),
                 _ => Map::new(),
             };
-            let ctx = json!({
-                "params": params,
-                "steps": contexts.get(&c.execution_id).cloned().unwrap_or_default(),
-            });
+            let ctx = template_context(
+                &params,
+                contexts.get(&c.execution_id).cloned().unwrap_or_default(),
+            );
             let step_params = &dag.steps[c.position as usize].params;
             let audience = Audience {
                 topics: &exec.callback_topics,
@@ -229,9 +234,7 @@ impl Engine {
                 route: Route::new(&exec.payload_type, &exec.notification_workflow_id),
             };
             if !audience.is_empty() {
-                let msg = format!("Step '{}' started", c.name);
-                let content =
-                    outbox::content(&c.name, &msg, "STARTED", json!({ "attempt": c.attempt }));
+                let content = outbox::step_started(&c.name, c.attempt);
                 audience.rows(c.execution_id, &c.step_id, content, &mut events);
             }
             steps.push(ClaimedStep {

@@ -7,7 +7,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::Engine;
-use super::advance::template_context;
+use super::advance::rows_context;
 use super::model::{ClaimedStep, ExecutionStatus, StepRow, StepStatus};
 use super::transition::Locked;
 use crate::actions::StepOutcome;
@@ -176,7 +176,7 @@ impl Locked {
             // params that read it, so a plain step costs the same in a DAG
             // of 10 or of 1,000.
             let resolved = if params_render(step_params) {
-                let ctx = context.get_or_insert_with(|| template_context(&params, &self.rows));
+                let ctx = context.get_or_insert_with(|| rows_context(&params, &self.rows));
                 resolve_params(step_params, ctx, engine.settings().template_max_bytes)
             } else {
                 Ok(step_params.clone())

@@ -368,13 +368,7 @@ impl Locked {
         for (row, b) in self.rows.iter().zip(&self.before) {
             let (status, attempt) = (b.status, b.attempt);
             if row.status == StepStatus::Running && !row.awaiting_event && row.attempt > attempt {
-                let msg = format!("Step '{}' started", row.name);
-                let content = outbox::content(
-                    &row.name,
-                    &msg,
-                    "STARTED",
-                    json!({ "attempt": row.attempt }),
-                );
+                let content = outbox::step_started(&row.name, row.attempt);
                 audience.rows(id, &row.step_id, content, out);
             }
             if row.status != status && row.status.is_terminal() {

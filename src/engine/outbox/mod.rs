@@ -148,3 +148,10 @@ fn body(
 pub fn content(title: &str, message: &str, status: &str, result: Value) -> Value {
     json!({ "title": title, "message": message, "status": status, "result": result })
 }
+
+/// The STARTED event of a step's attempt: the same whether the step was
+/// claimed by a transition or by the dispatcher's batch claim.
+pub fn step_started(name: &str, attempt: i32) -> Value {
+    let message = format!("Step '{name}' started");
+    content(name, &message, "STARTED", json!({ "attempt": attempt }))
+}
