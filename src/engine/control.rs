@@ -111,6 +111,21 @@ pub enum Recorded {
     KeyTaken { tx: Transaction<'static, Postgres> },
 }
 
+impl ControlError {
+    /// Why a trigger's run of pipeline `workflow_id` cannot start, as the
+    /// trigger records it (a schedule's `last_error`, a firing's `error`).
+    pub fn trigger_refusal(&self, workflow_id: Uuid) -> String {
+        match self {
+            Self::WorkflowNotFound => format!("pipeline {workflow_id} no longer exists"),
+            Self::NotRunnable(status) => format!("pipeline {workflow_id} is {status}"),
+            Self::Invalid(errors) => {
+                format!("the pipeline refuses the parameters: {}", errors.join("; "))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What a recorded execution still needs once its transaction committed:
 /// run the first steps it claimed here, wake the others.
 #[must_use = "call go() once the transaction has committed"]
@@ -205,6 +220,30 @@ impl Engine {
     /// first steps for this replica. Nothing runs until the caller commits
     /// and calls [`Launch::go`]; if the transaction is rolled back instead,
     /// dropping the [`Launch`] gives the claimed slots back.
+    /// Record the run a trigger (a schedule, an event trigger) prepared.
+    /// A trigger sets no idempotency key, so a collision on one is an error.
+    pub async fn record_triggered(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        prepared: Prepared,
+    ) -> Result<(Transaction<'static, Postgres>, Started, Launch), crate::engine::Error> {
+        match self.record_execution(tx, prepared).await {
+            Ok(Recorded::Created {
+                tx,
+                started,
+                launch,
+            }) => Ok((tx, started, launch)),
+            Ok(Recorded::KeyTaken { tx }) => {
+                tx.rollback().await?;
+                Err(crate::engine::Error::Launch(
+                    "a triggered run collided on an idempotency key".into(),
+                ))
+            }
+            Err(ControlError::Engine(e)) => Err(e),
+            Err(e) => Err(crate::engine::Error::Launch(e.to_string())),
+        }
+    }
+
     pub async fn record_execution(
         &self,
         mut tx: Transaction<'static, Postgres>,

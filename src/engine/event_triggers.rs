@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Engine;
-use super::control::{ControlError, NewExecution, Recorded};
+use super::control::{ControlError, NewExecution};
 
 /// The original's supported event types (`EventTriggerService.SUPPORTED_EVENTS`):
 /// (type, source, description).
@@ -182,18 +182,7 @@ impl Engine {
             Err(ControlError::Engine(e)) => return Err(e),
             Err(e) => {
                 // It cannot start: say why, once for this event.
-                let why = match e {
-                    ControlError::WorkflowNotFound => {
-                        format!("pipeline {} no longer exists", t.workflow_id)
-                    }
-                    ControlError::NotRunnable(status) => {
-                        format!("pipeline {} is {status}", t.workflow_id)
-                    }
-                    ControlError::Invalid(errors) => {
-                        format!("the pipeline refuses the parameters: {}", errors.join("; "))
-                    }
-                    other => other.to_string(),
-                };
+                let why = e.trigger_refusal(t.workflow_id);
                 sqlx::query(
                     "UPDATE event_trigger_firings SET error = $4
                      WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3",
@@ -211,21 +200,7 @@ impl Engine {
                 return Ok(firing);
             }
         };
-        let (mut tx, started, launch) = match self.record_execution(tx, prepared).await {
-            Ok(Recorded::Created {
-                tx,
-                started,
-                launch,
-            }) => (tx, started, launch),
-            Ok(Recorded::KeyTaken { tx }) => {
-                tx.rollback().await?;
-                return Err(crate::engine::Error::Launch(
-                    "an event trigger's run collided on an idempotency key".into(),
-                ));
-            }
-            Err(ControlError::Engine(e)) => return Err(e),
-            Err(e) => return Err(crate::engine::Error::Launch(e.to_string())),
-        };
+        let (mut tx, started, launch) = self.record_triggered(tx, prepared).await?;
         sqlx::query(
             "WITH f AS (
                  UPDATE event_trigger_firings SET execution_id = $4

@@ -26,7 +26,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Engine;
-use super::control::{ControlError, NewExecution, Recorded};
+use super::control::{ControlError, NewExecution};
 use super::cron::{Raw, Spec};
 use crate::db::triggers::{SCHEDULE_COLUMNS, ScheduleRow};
 
@@ -304,20 +304,8 @@ impl Engine {
             Err(e) => {
                 // It cannot start now: record why, once for this due time,
                 // and move on (or pause, if it can never start).
-                let (why, permanent) = match &e {
-                    ControlError::WorkflowNotFound => (
-                        format!("pipeline {} no longer exists", row.workflow_id),
-                        true,
-                    ),
-                    ControlError::NotRunnable(status) => {
-                        (format!("pipeline {} is {status}", row.workflow_id), false)
-                    }
-                    ControlError::Invalid(errors) => (
-                        format!("the pipeline refuses the parameters: {}", errors.join("; ")),
-                        false,
-                    ),
-                    other => (other.to_string(), false),
-                };
+                let why = e.trigger_refusal(row.workflow_id);
+                let permanent = matches!(e, ControlError::WorkflowNotFound);
                 let next = self
                     .fail_firing(&mut tx, &row, scheduled_at, next, &why, permanent)
                     .await?;
@@ -329,22 +317,7 @@ impl Engine {
                 return Ok(Some(fired));
             }
         };
-        let (mut tx, started, launch) = match self.record_execution(tx, prepared).await {
-            Ok(Recorded::Created {
-                tx,
-                started,
-                launch,
-            }) => (tx, started, launch),
-            Ok(Recorded::KeyTaken { tx }) => {
-                // No idempotency key is set on a scheduled run.
-                tx.rollback().await?;
-                return Err(crate::engine::Error::Launch(
-                    "a scheduled run collided on an idempotency key".into(),
-                ));
-            }
-            Err(ControlError::Engine(e)) => return Err(e),
-            Err(e) => return Err(crate::engine::Error::Launch(e.to_string())),
-        };
+        let (mut tx, started, launch) = self.record_triggered(tx, prepared).await?;
         let runs = row.run_count + 1;
         let (status, next) = status_after(&row, runs, next);
         sqlx::query(
