@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 
+pub mod executions;
 pub mod paging;
 pub mod pipelines;
 pub mod triggers;
