@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 
 pub mod executions;
+pub mod ops;
 pub mod paging;
 pub mod pipelines;
 pub mod triggers;
