@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 
+pub mod events;
 pub mod executions;
 pub mod ops;
 pub mod paging;
