@@ -202,3 +202,157 @@ pub async fn delete_schedule(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, 
         .rows_affected()
         == 1)
 }
+
+/// A stored webhook (its secret only as the SHA-256 of it).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub name: String,
+    pub secret_hash: Option<String>,
+    pub allowed_ips: Option<Vec<String>>,
+    pub headers_to_include: Vec<String>,
+    pub params: Value,
+    pub enabled: bool,
+    pub trigger_count: i32,
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`WebhookRow`] over `webhooks`.
+pub const WEBHOOK_COLUMNS: &str =
+    "id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled,
+    trigger_count, last_triggered_at, created_at, updated_at";
+
+/// What a webhook's create or update writes.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookFields<'a> {
+    pub name: &'a str,
+    pub secret_hash: Option<&'a str>,
+    pub allowed_ips: Option<&'a [String]>,
+    pub headers_to_include: &'a [String],
+    pub params: &'a Value,
+    pub enabled: bool,
+}
+
+pub async fn insert_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    workflow_id: Uuid,
+    f: &WebhookFields<'_>,
+) -> Result<WebhookRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO webhooks (id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(workflow_id)
+    .bind(f.name)
+    .bind(f.secret_hash)
+    .bind(f.allowed_ips)
+    .bind(f.headers_to_include)
+    .bind(f.params)
+    .bind(f.enabled)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn get_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The webhook, locked for a change.
+pub async fn lock_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list_webhooks(
+    db: impl PgExecutor<'_>,
+    workflow_id: Option<Uuid>,
+    enabled: Option<bool>,
+) -> Result<Vec<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks
+         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
+         ORDER BY created_at, id"
+    ))
+    .bind(workflow_id)
+    .bind(enabled)
+    .fetch_all(db)
+    .await
+}
+
+/// Rewrite a webhook (the caller has it locked: [`lock_webhook`]).
+pub async fn update_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    f: &WebhookFields<'_>,
+) -> Result<WebhookRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE webhooks SET name = $2, secret_hash = $3, allowed_ips = $4, headers_to_include = $5,
+                params = $6, enabled = $7, updated_at = now()
+         WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(f.name)
+    .bind(f.secret_hash)
+    .bind(f.allowed_ips)
+    .bind(f.headers_to_include)
+    .bind(f.params)
+    .bind(f.enabled)
+    .fetch_one(db)
+    .await
+}
+
+/// A new secret (its hash); `None` when there is no such webhook.
+pub async fn set_webhook_secret(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    secret_hash: &str,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE webhooks SET secret_hash = $2, updated_at = now() WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(secret_hash)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_webhook(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Count a firing of the webhook: in the transaction that records its
+/// execution, so the row lock is held only to that commit.
+pub async fn count_webhook_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhooks SET trigger_count = trigger_count + 1, last_triggered_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
