@@ -6,6 +6,8 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+pub use crate::engine::event_triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow};
+
 /// A stored schedule, with the status of its last execution.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {
@@ -355,4 +357,108 @@ pub async fn count_webhook_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// What an event trigger's create writes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEventTrigger<'a> {
+    pub workflow_id: Uuid,
+    pub name: &'a str,
+    pub event_type: Option<&'a str>,
+    pub filters: &'a Value,
+    pub params: &'a Value,
+    pub enabled: bool,
+}
+
+pub async fn insert_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    t: &NewEventTrigger<'_>,
+) -> Result<EventTriggerRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO event_triggers (id, workflow_id, name, event_type, filters, params, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_TRIGGER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(t.workflow_id)
+    .bind(t.name)
+    .bind(t.event_type)
+    .bind(t.filters)
+    .bind(t.params)
+    .bind(t.enabled)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list_event_triggers(
+    db: impl PgExecutor<'_>,
+    workflow_id: Option<Uuid>,
+    enabled: Option<bool>,
+    event_type: Option<&str>,
+) -> Result<Vec<EventTriggerRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers
+         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
+           AND ($3::text IS NULL OR event_type = $3)
+         ORDER BY created_at, id"
+    ))
+    .bind(workflow_id)
+    .bind(enabled)
+    .bind(event_type)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn get_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<EventTriggerRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// What an event trigger's update changes: each field given replaces the
+/// stored one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventTriggerChange<'a> {
+    pub name: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub filters: Option<&'a Value>,
+    pub params: Option<&'a Value>,
+    pub enabled: Option<bool>,
+}
+
+/// The changed trigger; `None` when there is no such trigger.
+pub async fn update_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    c: &EventTriggerChange<'_>,
+) -> Result<Option<EventTriggerRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE event_triggers SET name = COALESCE($2, name), event_type = COALESCE($3, event_type),
+                filters = COALESCE($4, filters), params = COALESCE($5, params),
+                enabled = COALESCE($6, enabled), updated_at = now()
+         WHERE id = $1 RETURNING {EVENT_TRIGGER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(c.name)
+    .bind(c.event_type)
+    .bind(c.filters)
+    .bind(c.params)
+    .bind(c.enabled)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_event_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM event_triggers WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
 }
