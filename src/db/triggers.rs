@@ -6,8 +6,6 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-pub use crate::engine::event_triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow};
-
 /// A stored schedule, with the status of its last execution.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {
@@ -358,6 +356,27 @@ pub async fn count_webhook_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<
     .await?;
     Ok(())
 }
+
+/// A stored event trigger.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventTriggerRow {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub name: String,
+    pub event_type: String,
+    pub filters: Value,
+    pub params: Value,
+    pub enabled: bool,
+    pub trigger_count: i32,
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`EventTriggerRow`] over `event_triggers`.
+pub const EVENT_TRIGGER_COLUMNS: &str =
+    "id, workflow_id, name, event_type, filters, params, enabled,
+    trigger_count, last_triggered_at, created_at, updated_at";
 
 /// What an event trigger's create writes.
 #[derive(Debug, Clone, Copy)]
