@@ -8,8 +8,13 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 
+pub mod events;
+pub mod executions;
+pub mod ops;
+pub mod paging;
 pub mod pipelines;
 pub mod triggers;
+pub mod workflows;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -69,4 +74,10 @@ pub fn unstorable(error: &sqlx::Error) -> bool {
             .is_some_and(|code| code.starts_with("22") || code.starts_with("54")),
         _ => false,
     }
+}
+
+/// Whether `error` violates the unique index or constraint `name` (e.g.
+/// [`workflows::LIVE_NAME`]), which the caller answers as a conflict.
+pub fn violates(error: &sqlx::Error, name: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some(name))
 }

@@ -69,7 +69,7 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     viewer: &Viewer,
     include_system: bool,
-    after: Option<&crate::http::paging::Cursor>,
+    after: Option<&super::paging::Cursor>,
     limit: Option<i64>,
 ) -> Result<Vec<Pipeline>, sqlx::Error> {
     sqlx::query_as(&format!(

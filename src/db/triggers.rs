@@ -202,3 +202,282 @@ pub async fn delete_schedule(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, 
         .rows_affected()
         == 1)
 }
+
+/// A stored webhook (its secret only as the SHA-256 of it).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub name: String,
+    pub secret_hash: Option<String>,
+    pub allowed_ips: Option<Vec<String>>,
+    pub headers_to_include: Vec<String>,
+    pub params: Value,
+    pub enabled: bool,
+    pub trigger_count: i32,
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`WebhookRow`] over `webhooks`.
+pub const WEBHOOK_COLUMNS: &str =
+    "id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled,
+    trigger_count, last_triggered_at, created_at, updated_at";
+
+/// What a webhook's create or update writes.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookFields<'a> {
+    pub name: &'a str,
+    pub secret_hash: Option<&'a str>,
+    pub allowed_ips: Option<&'a [String]>,
+    pub headers_to_include: &'a [String],
+    pub params: &'a Value,
+    pub enabled: bool,
+}
+
+pub async fn insert_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    workflow_id: Uuid,
+    f: &WebhookFields<'_>,
+) -> Result<WebhookRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO webhooks (id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(workflow_id)
+    .bind(f.name)
+    .bind(f.secret_hash)
+    .bind(f.allowed_ips)
+    .bind(f.headers_to_include)
+    .bind(f.params)
+    .bind(f.enabled)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn get_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The webhook, locked for a change.
+pub async fn lock_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list_webhooks(
+    db: impl PgExecutor<'_>,
+    workflow_id: Option<Uuid>,
+    enabled: Option<bool>,
+) -> Result<Vec<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks
+         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
+         ORDER BY created_at, id"
+    ))
+    .bind(workflow_id)
+    .bind(enabled)
+    .fetch_all(db)
+    .await
+}
+
+/// Rewrite a webhook (the caller has it locked: [`lock_webhook`]).
+pub async fn update_webhook(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    f: &WebhookFields<'_>,
+) -> Result<WebhookRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE webhooks SET name = $2, secret_hash = $3, allowed_ips = $4, headers_to_include = $5,
+                params = $6, enabled = $7, updated_at = now()
+         WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(f.name)
+    .bind(f.secret_hash)
+    .bind(f.allowed_ips)
+    .bind(f.headers_to_include)
+    .bind(f.params)
+    .bind(f.enabled)
+    .fetch_one(db)
+    .await
+}
+
+/// A new secret (its hash); `None` when there is no such webhook.
+pub async fn set_webhook_secret(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    secret_hash: &str,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE webhooks SET secret_hash = $2, updated_at = now() WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(secret_hash)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_webhook(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Count a firing of the webhook: in the transaction that records its
+/// execution, so the row lock is held only to that commit.
+pub async fn count_webhook_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhooks SET trigger_count = trigger_count + 1, last_triggered_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A stored event trigger.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventTriggerRow {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub name: String,
+    pub event_type: String,
+    pub filters: Value,
+    pub params: Value,
+    pub enabled: bool,
+    pub trigger_count: i32,
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`EventTriggerRow`] over `event_triggers`.
+pub const EVENT_TRIGGER_COLUMNS: &str =
+    "id, workflow_id, name, event_type, filters, params, enabled,
+    trigger_count, last_triggered_at, created_at, updated_at";
+
+/// What an event trigger's create writes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEventTrigger<'a> {
+    pub workflow_id: Uuid,
+    pub name: &'a str,
+    pub event_type: Option<&'a str>,
+    pub filters: &'a Value,
+    pub params: &'a Value,
+    pub enabled: bool,
+}
+
+pub async fn insert_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    t: &NewEventTrigger<'_>,
+) -> Result<EventTriggerRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO event_triggers (id, workflow_id, name, event_type, filters, params, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_TRIGGER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(t.workflow_id)
+    .bind(t.name)
+    .bind(t.event_type)
+    .bind(t.filters)
+    .bind(t.params)
+    .bind(t.enabled)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list_event_triggers(
+    db: impl PgExecutor<'_>,
+    workflow_id: Option<Uuid>,
+    enabled: Option<bool>,
+    event_type: Option<&str>,
+) -> Result<Vec<EventTriggerRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers
+         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
+           AND ($3::text IS NULL OR event_type = $3)
+         ORDER BY created_at, id"
+    ))
+    .bind(workflow_id)
+    .bind(enabled)
+    .bind(event_type)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn get_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<EventTriggerRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// What an event trigger's update changes: each field given replaces the
+/// stored one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventTriggerChange<'a> {
+    pub name: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub filters: Option<&'a Value>,
+    pub params: Option<&'a Value>,
+    pub enabled: Option<bool>,
+}
+
+/// The changed trigger; `None` when there is no such trigger.
+pub async fn update_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    c: &EventTriggerChange<'_>,
+) -> Result<Option<EventTriggerRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE event_triggers SET name = COALESCE($2, name), event_type = COALESCE($3, event_type),
+                filters = COALESCE($4, filters), params = COALESCE($5, params),
+                enabled = COALESCE($6, enabled), updated_at = now()
+         WHERE id = $1 RETURNING {EVENT_TRIGGER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(c.name)
+    .bind(c.event_type)
+    .bind(c.filters)
+    .bind(c.params)
+    .bind(c.enabled)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_event_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM event_triggers WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
+}

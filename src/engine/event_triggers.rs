@@ -5,7 +5,7 @@
 //! commits with the execution it starts: a redelivered event (Dapr delivers
 //! at least once) finds the row and starts nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -38,24 +38,7 @@ pub fn is_supported(event_type: &str) -> bool {
     SUPPORTED_EVENTS.iter().any(|(t, _, _)| *t == event_type)
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct EventTriggerRow {
-    pub id: Uuid,
-    pub workflow_id: Uuid,
-    pub name: String,
-    pub event_type: String,
-    pub filters: Value,
-    pub params: Value,
-    pub enabled: bool,
-    pub trigger_count: i32,
-    pub last_triggered_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-pub const EVENT_TRIGGER_COLUMNS: &str =
-    "id, workflow_id, name, event_type, filters, params, enabled,
-    trigger_count, last_triggered_at, created_at, updated_at";
+pub use crate::db::triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow};
 
 /// What one trigger did with one event (the original's `triggers[]` item).
 #[derive(Debug, Clone, Serialize)]

@@ -15,9 +15,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery};
 use super::schedules::{check_name, check_pipeline, invalid, path_id};
-use crate::engine::event_triggers::{
-    EVENT_TRIGGER_COLUMNS, EventTriggerRow, SUPPORTED_EVENTS, is_supported,
-};
+use crate::db::triggers::{self as db, EventTriggerChange, EventTriggerRow, NewEventTrigger};
+use crate::engine::event_triggers::{SUPPORTED_EVENTS, is_supported};
 
 /// The original's `EventTriggerConfig`.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -153,19 +152,17 @@ pub async fn create(
         return Err(invalid("Invalid event trigger", errors));
     }
     let workflow_id = check_pipeline(&state, body.workflow_id.as_deref()).await?;
-    let row: EventTriggerRow = sqlx::query_as(&format!(
-        "INSERT INTO event_triggers (id, workflow_id, name, event_type, filters, params, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_TRIGGER_COLUMNS}"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(workflow_id)
-    .bind(body.name.as_deref().unwrap_or_default().trim())
-    .bind(kind)
-    .bind(Value::Object(filters.unwrap_or_default()))
-    .bind(Value::Object(body.params.clone().unwrap_or_default()))
-    .bind(body.enabled.unwrap_or(true))
-    .fetch_one(state.engine.pool())
-    .await?;
+    let filters = Value::Object(filters.unwrap_or_default());
+    let params = Value::Object(body.params.clone().unwrap_or_default());
+    let new = NewEventTrigger {
+        workflow_id,
+        name: body.name.as_deref().unwrap_or_default().trim(),
+        event_type: kind.as_deref(),
+        filters: &filters,
+        params: &params,
+        enabled: body.enabled.unwrap_or(true),
+    };
+    let row = db::insert_event_trigger(state.engine.pool(), Uuid::new_v4(), &new).await?;
     Ok((StatusCode::CREATED, Json(EventTriggerView::from(row))))
 }
 
@@ -182,16 +179,12 @@ pub async fn list(
             Err(_) => return Ok(Json(Vec::new())),
         },
     };
-    let rows: Vec<EventTriggerRow> = sqlx::query_as(&format!(
-        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers
-         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
-           AND ($3::text IS NULL OR event_type = $3)
-         ORDER BY created_at, id"
-    ))
-    .bind(workflow_id)
-    .bind(q.enabled)
-    .bind(q.event_type)
-    .fetch_all(state.engine.pool())
+    let rows = db::list_event_triggers(
+        state.engine.pool(),
+        workflow_id,
+        q.enabled,
+        q.event_type.as_deref(),
+    )
     .await?;
     Ok(Json(rows.into_iter().map(EventTriggerView::from).collect()))
 }
@@ -218,12 +211,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<EventTriggerView>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
-    let row: Option<EventTriggerRow> = sqlx::query_as(&format!(
-        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(state.engine.pool())
-    .await?;
+    let row = db::get_event_trigger(state.engine.pool(), id).await?;
     row.map(|r| Json(r.into())).ok_or_else(not_found)
 }
 
@@ -243,20 +231,16 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(invalid("Invalid event trigger", errors));
     }
-    let row: Option<EventTriggerRow> = sqlx::query_as(&format!(
-        "UPDATE event_triggers SET name = COALESCE($2, name), event_type = COALESCE($3, event_type),
-                filters = COALESCE($4, filters), params = COALESCE($5, params),
-                enabled = COALESCE($6, enabled), updated_at = now()
-         WHERE id = $1 RETURNING {EVENT_TRIGGER_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(body.name.as_deref().map(str::trim))
-    .bind(kind)
-    .bind(filters.map(Value::Object))
-    .bind(body.params.clone().map(Value::Object))
-    .bind(body.enabled)
-    .fetch_optional(state.engine.pool())
-    .await?;
+    let filters = filters.map(Value::Object);
+    let params = body.params.clone().map(Value::Object);
+    let change = EventTriggerChange {
+        name: body.name.as_deref().map(str::trim),
+        event_type: kind.as_deref(),
+        filters: filters.as_ref(),
+        params: params.as_ref(),
+        enabled: body.enabled,
+    };
+    let row = db::update_event_trigger(state.engine.pool(), id, &change).await?;
     row.map(|r| Json(r.into())).ok_or_else(not_found)
 }
 
@@ -267,12 +251,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
-    let gone = sqlx::query("DELETE FROM event_triggers WHERE id = $1")
-        .bind(id)
-        .execute(state.engine.pool())
-        .await?
-        .rows_affected();
-    if gone == 1 {
+    if db::delete_event_trigger(state.engine.pool(), id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found())

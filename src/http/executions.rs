@@ -1,7 +1,5 @@
 //! Executions: start, read, cancel, retry.
 
-use std::sync::LazyLock;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -11,14 +9,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, FromRow, Row};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppQuery, Id, OptionalJson, Page};
 use super::paging::{Cursor, cursor_alone, split_page};
+use crate::db::executions::{self as db, ListFilter};
+pub use crate::db::executions::{ExecutionView, StepView};
 use crate::engine::control::{ControlError, NewExecution, StartOutcome, Started};
 use crate::engine::model::ExecutionStatus;
 use crate::engine::outbox::{MAX_TOPIC_CHARS, valid_topic};
@@ -218,102 +216,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct StepView {
-    pub step_id: String,
-    pub name: String,
-    pub action: String,
-    pub status: String,
-    pub awaiting_event: bool,
-    pub external_workflow_id: Option<String>,
-    pub attempt: i32,
-    #[schema(value_type = Object)]
-    pub outputs: Value,
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<f64>,
-    /// Attempts in a row that ended with their replica dying (shown when
-    /// not 0; at `STEP_CRASH_LIMIT` the step fails).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub crashes: Option<i32>,
-    /// The latest stage a long operation reported while the step waited.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub stage: Option<Value>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub timeout_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct ExecutionView {
-    #[sqlx(rename = "id")]
-    pub execution_id: Uuid,
-    pub workflow_id: Uuid,
-    pub workflow_version: i32,
-    pub status: String,
-    #[schema(value_type = Object)]
-    pub parameters: Value,
-    #[schema(value_type = Object)]
-    pub outputs: Value,
-    pub error: Option<String>,
-    pub progress_percentage: f64,
-    pub callback_topics: Vec<String>,
-    pub initiator: String,
-    pub subscriber_ids: Option<String>,
-    pub payload_type: Option<String>,
-    pub notification_workflow_id: Option<String>,
-    /// The pipeline's name (what budadmin shows).
-    pub workflow_name: Option<String>,
-    /// `parameters` under the original's name (what budadmin reads).
-    #[schema(value_type = Object)]
-    pub params: Value,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-    #[sqlx(skip)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<StepView>>,
-}
-
-const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error,
-    (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
-                 ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
-     FROM step_executions st WHERE st.execution_id = id) AS progress_percentage,
-    callback_topics, initiator, subscriber_ids, payload_type, notification_workflow_id,
-    (SELECT w.name FROM workflows w WHERE w.id = workflow_id) AS workflow_name, parameters AS params,
-    created_at, started_at, completed_at";
-
-const STEP_VIEW: &str =
-    "step_id, name, action, status, awaiting_event, external_workflow_id, attempt,
-    COALESCE(outputs, '{}'::jsonb) AS outputs, error, skip_reason,
-    CASE WHEN status = 'PENDING' AND error IS NOT NULL THEN available_at END AS next_attempt_at,
-    progress, NULLIF(crashes, 0) AS crashes, stage, started_at, completed_at, timeout_at";
-
+/// The execution with its steps, or a 404.
 pub(super) async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, ApiError> {
-    // ONE statement, so the execution and its steps are one snapshot (two
-    // queries could show a COMPLETED execution with steps still running, or
-    // a progress that disagrees with the steps).
-    let sql = format!(
-        "SELECT {EXEC_COLUMNS},
-                (SELECT COALESCE(json_agg(s ORDER BY s.position), '[]')
-                 FROM (SELECT position, {STEP_VIEW} FROM step_executions
-                       WHERE execution_id = e.id) s) AS steps
-         FROM executions e WHERE id = $1"
-    );
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(state.engine.pool())
+    db::view(state.engine.pool(), id)
         .await?
-        .ok_or_else(|| ApiError::not_found("execution"))?;
-    let mut exec = ExecutionView::from_row(&row)?;
-    let steps: sqlx::types::Json<Vec<StepView>> = row.try_get("steps")?;
-    exec.steps = Some(steps.0);
-    Ok(exec)
+        .ok_or_else(|| ApiError::not_found("execution"))
 }
 
 /// Read an execution with the state of each of its steps.
@@ -341,12 +248,18 @@ pub async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Response, 
 /// cache is still current; `None` when there is no such execution.
 async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes>, ApiError> {
     let known = state.reads.get_checked(&id);
-    let row: Option<(String, String, Option<String>)> = sqlx::query_as(EXECUTION_JSON.as_str())
-        .bind(id)
-        .bind(known.as_ref().map(|(fingerprint, _)| fingerprint.as_str()))
-        .fetch_optional(state.engine.pool())
-        .await?;
-    let Some((status, fingerprint, fresh)) = row else {
+    let row = db::document(
+        state.engine.pool(),
+        id,
+        known.as_ref().map(|(fingerprint, _)| fingerprint.as_str()),
+    )
+    .await?;
+    let Some(db::Document {
+        status,
+        fingerprint,
+        document: fresh,
+    }) = row
+    else {
         return Ok(None);
     };
     let body = match (fresh, known) {
@@ -367,116 +280,6 @@ async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes
         state.reads.put_checked(id, fingerprint, body.clone());
     }
     Ok(Some(body))
-}
-
-/// The execution's status, the fingerprint of its rows (each row's `xmin`:
-/// an update always writes a new one), and `ExecutionView` with its steps as
-/// JSON text, left out (NULL) when the fingerprint equals `$2`, the one of
-/// the copy the caller holds. One statement, so all three agree.
-///
-/// The document must read exactly like the ones serde writes on the other
-/// routes: `TS(x)` renders a timestamp as chrono serializes a
-/// `DateTime<Utc>` (see [`timestamp_sql`]), `FLOAT(x)` a float8 as serde
-/// writes an `f64` (`100.0`, not Postgres' `100`).
-static EXECUTION_JSON: LazyLock<String> = LazyLock::new(|| {
-    expand_sql(
-        r#"
-WITH e AS (
-    SELECT e.*, e.xmin::text || ':' || COALESCE((
-        SELECT string_agg(s.xmin::text, ',' ORDER BY s.position)
-        FROM step_executions s WHERE s.execution_id = e.id), '') AS fingerprint
-    FROM executions e WHERE e.id = $1
-)
-SELECT e.status, e.fingerprint, CASE WHEN e.fingerprint IS DISTINCT FROM $2 THEN json_build_object(
-    'execution_id', e.id, 'workflow_id', e.workflow_id, 'workflow_version', e.workflow_version,
-    'status', e.status, 'parameters', e.parameters, 'outputs', e.outputs, 'error', e.error,
-    'progress_percentage', FLOAT((SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
-                 ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
-     FROM step_executions st WHERE st.execution_id = e.id)),
-    'callback_topics', e.callback_topics, 'initiator', e.initiator, 'subscriber_ids', e.subscriber_ids,
-    'payload_type', e.payload_type, 'notification_workflow_id', e.notification_workflow_id,
-    'workflow_name', (SELECT w.name FROM workflows w WHERE w.id = e.workflow_id), 'params', e.parameters,
-    'created_at', TS(e.created_at), 'started_at', TS(e.started_at), 'completed_at', TS(e.completed_at),
-    'steps', COALESCE((
-        SELECT json_agg(
-            jsonb_build_object(
-                'step_id', s.step_id, 'name', s.name, 'action', s.action, 'status', s.status,
-                'awaiting_event', s.awaiting_event, 'external_workflow_id', s.external_workflow_id,
-                'attempt', s.attempt, 'outputs', COALESCE(s.outputs, '{}'::jsonb), 'error', s.error,
-                'started_at', TS(s.started_at), 'completed_at', TS(s.completed_at), 'timeout_at', TS(s.timeout_at))
-            || jsonb_strip_nulls(jsonb_build_object(
-                'skip_reason', s.skip_reason,
-                'progress', FLOAT(s.progress),
-                'stage', s.stage,
-                'crashes', NULLIF(s.crashes, 0),
-                'next_attempt_at', TS(CASE WHEN s.status = 'PENDING' AND s.error IS NOT NULL
-                                        THEN s.available_at END)))
-            ORDER BY s.position)
-        FROM step_executions s WHERE s.execution_id = e.id), '[]'::json)
-)::text END
-FROM e"#,
-    )
-});
-
-/// Replaces each `TS(expr)` with [`timestamp_sql`] and each `FLOAT(expr)`
-/// with [`float_sql`] (`expr` may hold balanced parentheses).
-fn expand_sql(template: &str) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    loop {
-        let next = [
-            ("TS(", timestamp_sql as fn(&str) -> String),
-            ("FLOAT(", float_sql),
-        ]
-        .into_iter()
-        .filter_map(|(tag, f)| rest.find(tag).map(|at| (at, tag, f)))
-        .min_by_key(|(at, _, _)| *at);
-        let Some((at, tag, render)) = next else {
-            out.push_str(rest);
-            return out;
-        };
-        out.push_str(&rest[..at]);
-        let inner_start = at + tag.len();
-        let mut depth = 1;
-        let mut end = inner_start;
-        for (i, c) in rest[inner_start..].char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                _ => {}
-            }
-            if depth == 0 {
-                end = inner_start + i;
-                break;
-            }
-        }
-        out.push_str(&render(&rest[inner_start..end]));
-        rest = &rest[end + 1..];
-    }
-}
-
-/// SQL text for a `timestamptz` rendered as chrono serializes a
-/// `DateTime<Utc>` (RFC 3339 in UTC with `Z`; fractional seconds left out
-/// when zero, else 3 digits when whole milliseconds, else 6), so every route
-/// shows one format. NULL stays NULL.
-pub fn timestamp_sql(expr: &str) -> String {
-    let micros = format!("(extract(microseconds FROM ({expr}))::bigint % 1000000)");
-    format!(
-        "(to_char(({expr}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || \
-         CASE WHEN {micros} = 0 THEN '' \
-              WHEN {micros} % 1000 = 0 THEN '.' || lpad(({micros} / 1000)::text, 3, '0') \
-              ELSE '.' || lpad({micros}::text, 6, '0') END || 'Z')"
-    )
-}
-
-/// SQL JSON for a float8 written as serde writes an `f64`: a whole number
-/// keeps its `.0`. (Both print the shortest digits that read back exactly;
-/// the values here, percentages, never need an exponent.)
-pub fn float_sql(expr: &str) -> String {
-    format!(
-        "(SELECT CASE WHEN v = trunc(v) AND abs(v) < 1e15 THEN (trunc(v)::bigint::text || '.0')::json \
-                     ELSE to_json(v) END FROM (SELECT ({expr})::float8 AS v) f)"
-    )
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -585,67 +388,6 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
     ))
 }
 
-/// Add `value` to `args` and answer its placeholder (`$n`).
-fn arg<'q, T>(args: &mut PgArguments, value: T) -> Result<String, ApiError>
-where
-    T: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    args.add(value).map_err(ApiError::Internal)?;
-    Ok(format!("${}", args.len()))
-}
-
-/// `GET /executions`' filter. Its SQL holds only the conditions asked for,
-/// so that each combination is its own statement, planned for its own
-/// index (migrations/20261216000001): one statement with `$1 IS NULL OR …`
-/// for every filter may be given a generic plan that serves all of them
-/// with a scan of history.
-#[derive(Debug)]
-struct ListFilter<'a> {
-    workflow_id: Option<Uuid>,
-    status: Option<&'static str>,
-    initiator: Option<&'a str>,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-}
-
-impl ListFilter<'_> {
-    /// The WHERE clause and its values; with `after`, only the rows that
-    /// come after that cursor (older, in the list's order).
-    fn to_sql(&self, after: Option<&Cursor>) -> Result<(String, PgArguments), ApiError> {
-        let mut args = PgArguments::default();
-        let mut clauses = vec!["TRUE".to_owned()];
-        if let Some(id) = self.workflow_id {
-            clauses.push(format!("workflow_id = {}", arg(&mut args, id)?));
-        }
-        if let Some(status) = self.status {
-            clauses.push(format!("status = {}", arg(&mut args, status)?));
-        }
-        if let Some(initiator) = self.initiator {
-            clauses.push(format!(
-                "initiator = {}",
-                arg(&mut args, initiator.to_owned())?
-            ));
-        }
-        if let Some(start) = self.start {
-            clauses.push(format!("created_at >= {}", arg(&mut args, start)?));
-        }
-        if let Some(end) = self.end {
-            clauses.push(format!("created_at <= {}", arg(&mut args, end)?));
-        }
-        if let Some(c) = after {
-            let at = arg(&mut args, c.created_at)?;
-            let id = arg(&mut args, c.id)?;
-            clauses.push(format!("(created_at, id) < ({at}, {id})"));
-        }
-        Ok((clauses.join(" AND "), args))
-    }
-
-    /// The filter's identity for [`super::paging::TotalCache`].
-    fn key(&self) -> String {
-        format!("{self:?}")
-    }
-}
-
 /// List executions, newest first (without their steps).
 ///
 /// Three ways to page, combinable with every filter: `page` / `page_size`
@@ -713,23 +455,16 @@ pub async fn list(
         end,
     };
     // One row more than the page: whether a next page exists.
-    let (clause, mut args) = filter.to_sql(cursor.as_ref())?;
-    let take = arg(&mut args, limit + 1)?;
-    let skip = arg(&mut args, offset)?;
-    // The page's ids first, from the index alone, then their columns: an
-    // OFFSET passes over index entries, not over rows whose progress and
-    // workflow name would be computed only to be thrown away.
-    let sql = format!(
-        "SELECT {EXEC_COLUMNS} FROM executions
-         WHERE id = ANY(ARRAY(SELECT id FROM executions WHERE {clause}
-                              ORDER BY created_at DESC, id DESC LIMIT {take} OFFSET {skip}))
-         ORDER BY created_at DESC, id DESC"
-    );
     let page = async {
-        sqlx::query_as_with::<_, ExecutionView, _>(&sql, args)
-            .fetch_all(state.engine.pool())
-            .await
-            .map_err(ApiError::from)
+        db::list(
+            state.engine.pool(),
+            &filter,
+            cursor.as_ref(),
+            limit + 1,
+            offset,
+        )
+        .await
+        .map_err(ApiError::from)
     };
     // The total is found on another connection while the page is read (a
     // cursor page counts nothing); it is used only when the page does not
@@ -793,34 +528,16 @@ pub async fn list(
 /// filter meanwhile (README, "Paging"): counting it costs more than the page
 /// itself, and with a long history most pages would pay it.
 async fn total(state: &AppState, filter: &ListFilter<'_>) -> Result<i64, ApiError> {
-    let key = filter.key();
+    // The filter's identity for the cache.
+    let key = format!("{filter:?}");
     if let Some(total) = state.totals.get(&key) {
         return Ok(total);
     }
-    let (clause, args) = filter.to_sql(None)?;
-    let counted: i64 = sqlx::query_scalar_with(
-        &format!(
-            "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {clause} LIMIT {}) capped",
-            EXACT_COUNT_LIMIT + 1
-        ),
-        args,
-    )
-    .fetch_one(state.engine.pool())
-    .await?;
+    let counted = db::count_capped(state.engine.pool(), filter, EXACT_COUNT_LIMIT + 1).await?;
     let total = if counted <= EXACT_COUNT_LIMIT {
         counted
     } else {
-        let (clause, args) = filter.to_sql(None)?;
-        let plan: Value = sqlx::query_scalar_with(
-            &format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {clause}"),
-            args,
-        )
-        .fetch_one(state.engine.pool())
-        .await?;
-        let estimate = plan
-            .pointer("/0/Plan/Plan Rows")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0) as i64;
+        let estimate = db::estimate(state.engine.pool(), filter).await?;
         estimate.max(counted)
     };
     if total >= CACHED_TOTAL_FROM {

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::db::ops::{self as queries, Depths};
 use crate::metrics::{AppLabels, StateLabels};
 
 /// Liveness: the process serves.
@@ -19,7 +20,7 @@ pub async fn health() -> Json<Value> {
 
 /// `Ok` when the database answers, else why not (for `/ready`'s body).
 async fn database_answers(state: &AppState) -> Result<(), String> {
-    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.engine.pool());
+    let ping = queries::ping(state.engine.pool());
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(sqlx::Error::Database(db))) => Err(db.message().to_owned()),
@@ -54,44 +55,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-#[derive(sqlx::FromRow, Default)]
-struct Depths {
-    claimable: i64,
-    scheduled: i64,
-    running: i64,
-    waiting: i64,
-    outbox: i64,
-    outbox_oldest_seconds: Option<f64>,
-    outbox_failed: i64,
-    early_events: i64,
-    schedules_active: i64,
-    schedules_due: i64,
-    schedules_paused: i64,
-    schedule_runs_last_hour: i64,
-    schedule_failures_last_hour: i64,
-}
-
 async fn depths(state: &AppState) -> Option<Depths> {
-    let query = sqlx::query_as::<_, Depths>(
-        "SELECT
-            (SELECT count(*) FROM step_executions WHERE status = 'PENDING' AND available_at <= now()) AS claimable,
-            (SELECT count(*) FROM step_executions WHERE status = 'PENDING' AND available_at > now()) AS scheduled,
-            (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND NOT awaiting_event) AS running,
-            (SELECT count(*) FROM step_executions WHERE status = 'RUNNING' AND awaiting_event) AS waiting,
-            (SELECT count(*) FROM outbox WHERE failed_at IS NULL) AS outbox,
-            (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM outbox WHERE failed_at IS NULL)
-                AS outbox_oldest_seconds,
-            (SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL) AS outbox_failed,
-            (SELECT count(*) FROM inbound_events WHERE status = 'EARLY') AS early_events,
-            (SELECT count(*) FROM schedules WHERE status = 'active') AS schedules_active,
-            (SELECT count(*) FROM schedules WHERE status = 'active' AND next_run_at <= now()) AS schedules_due,
-            (SELECT count(*) FROM schedules WHERE status = 'paused') AS schedules_paused,
-            (SELECT count(*) FROM schedule_firings
-              WHERE fired_at > now() - interval '1 hour' AND execution_id IS NOT NULL) AS schedule_runs_last_hour,
-            (SELECT count(*) FROM schedule_firings
-              WHERE fired_at > now() - interval '1 hour' AND error IS NOT NULL) AS schedule_failures_last_hour",
-    )
-    .fetch_one(state.engine.pool());
+    let query = queries::depths(state.engine.pool());
     match tokio::time::timeout(Duration::from_secs(2), query).await {
         Ok(Ok(d)) => Some(d),
         _ => None,

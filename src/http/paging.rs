@@ -12,17 +12,13 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use uuid::Uuid;
 
 use super::error::ApiError;
-
-/// Where a page ends: the `(created_at, id)` of its last row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: DateTime<Utc>,
-    pub id: Uuid,
-}
+/// The type lives with the statements that page on it; its text form (this
+/// file) is the API's.
+pub use crate::db::paging::Cursor;
 
 /// The first byte of an encoded cursor: another layout gets another value.
 const VERSION: u8 = 1;
@@ -147,6 +143,7 @@ impl TotalCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
     #[test]
     fn a_cursor_reads_back_exactly() {

@@ -89,17 +89,16 @@ fn not_found(id: impl std::fmt::Display) -> ApiError {
 }
 
 fn duplicate(e: sqlx::Error, name: &str) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("workflows_live_name") => {
-            ApiError::Structured {
-                status: StatusCode::CONFLICT,
-                detail: json!({
-                    "error": "Duplicate pipeline name",
-                    "message": format!("A pipeline with the name '{name}' already exists"),
-                }),
-            }
+    if crate::db::violates(&e, crate::db::workflows::LIVE_NAME) {
+        ApiError::Structured {
+            status: StatusCode::CONFLICT,
+            detail: json!({
+                "error": "Duplicate pipeline name",
+                "message": format!("A pipeline with the name '{name}' already exists"),
+            }),
         }
-        _ => e.into(),
+    } else {
+        e.into()
     }
 }
 

@@ -300,19 +300,7 @@ pub async fn progress(
     let recent_events: Vec<Value> = if correlation_ids.is_empty() {
         Vec::new()
     } else {
-        sqlx::query_scalar(
-            "SELECT json_build_object('correlation_id', correlation_id, 'status', status,
-                     'received_at', received_at,
-                     'event', COALESCE(body #>> '{payload,event}', body ->> 'event'),
-                     'event_status', COALESCE(body #>> '{payload,content,status}', body ->> 'status'),
-                     'message', COALESCE(body #>> '{payload,content,message}', body ->> 'message'))
-             FROM (SELECT * FROM inbound_events WHERE correlation_id = ANY($1)
-                   ORDER BY received_at DESC LIMIT 20) e
-             ORDER BY received_at",
-        )
-        .bind(&correlation_ids)
-        .fetch_all(state.engine.pool())
-        .await?
+        crate::db::events::recent(state.engine.pool(), &correlation_ids).await?
     };
     let aggregated_progress = aggregate(&steps);
     let steps = steps

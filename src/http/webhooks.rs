@@ -32,6 +32,7 @@ use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::schedules::{
     TriggerResponse, check_name, check_pipeline, invalid, path_id, start_error,
 };
+use crate::db::triggers::{self as db, WebhookFields, WebhookRow};
 use crate::engine::control::{ControlError, NewExecution, Recorded};
 
 /// The header that carries a webhook's secret (the original's).
@@ -89,26 +90,6 @@ pub struct WebhookView {
     /// Only in the answer of create and rotate-secret: it is not kept.
     pub secret: Option<String>,
 }
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct WebhookRow {
-    id: Uuid,
-    workflow_id: Uuid,
-    name: String,
-    secret_hash: Option<String>,
-    allowed_ips: Option<Vec<String>>,
-    headers_to_include: Vec<String>,
-    params: Value,
-    enabled: bool,
-    trigger_count: i32,
-    last_triggered_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-const COLUMNS: &str =
-    "id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled,
-    trigger_count, last_triggered_at, created_at, updated_at";
 
 impl WebhookRow {
     fn view(self, base: &str, secret: Option<String>) -> WebhookView {
@@ -212,12 +193,7 @@ fn check_config(
 }
 
 async fn load(state: &AppState, id: Uuid) -> Result<Option<WebhookRow>, ApiError> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(state.engine.pool())
-            .await?,
-    )
+    Ok(db::get_webhook(state.engine.pool(), id).await?)
 }
 
 #[utoipa::path(post, path = "/webhooks", request_body = WebhookRequest, tag = "webhooks",
@@ -248,20 +224,17 @@ pub async fn create(
     } else {
         None
     };
-    let row: WebhookRow = sqlx::query_as(&format!(
-        "INSERT INTO webhooks (id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(workflow_id)
-    .bind(body.name.as_deref().unwrap_or_default().trim())
-    .bind(secret.as_deref().map(hash_secret))
-    .bind(ips)
-    .bind(include)
-    .bind(Value::Object(body.params.clone().unwrap_or_default()))
-    .bind(body.enabled.unwrap_or(true))
-    .fetch_one(state.engine.pool())
-    .await?;
+    let hash = secret.as_deref().map(hash_secret);
+    let params = Value::Object(body.params.clone().unwrap_or_default());
+    let fields = WebhookFields {
+        name: body.name.as_deref().unwrap_or_default().trim(),
+        secret_hash: hash.as_deref(),
+        allowed_ips: ips.as_deref(),
+        headers_to_include: &include,
+        params: &params,
+        enabled: body.enabled.unwrap_or(true),
+    };
+    let row = db::insert_webhook(state.engine.pool(), Uuid::new_v4(), workflow_id, &fields).await?;
     Ok((
         StatusCode::CREATED,
         Json(row.view(&base_url(&headers), secret)),
@@ -282,15 +255,7 @@ pub async fn list(
             Err(_) => return Ok(Json(Vec::new())),
         },
     };
-    let rows: Vec<WebhookRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM webhooks
-         WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::bool IS NULL OR enabled = $2)
-         ORDER BY created_at, id"
-    ))
-    .bind(workflow_id)
-    .bind(q.enabled)
-    .fetch_all(state.engine.pool())
-    .await?;
+    let rows = db::list_webhooks(state.engine.pool(), workflow_id, q.enabled).await?;
     let base = base_url(&headers);
     Ok(Json(
         rows.into_iter().map(|r| r.view(&base, None)).collect(),
@@ -326,13 +291,9 @@ pub async fn update(
         return Err(invalid("Invalid webhook", errors));
     }
     let mut tx = state.engine.pool().begin().await?;
-    let row: WebhookRow = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM webhooks WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(not_found)?;
+    let row = db::lock_webhook(&mut *tx, id)
+        .await?
+        .ok_or_else(not_found)?;
     let (ips, include) =
         checked.unwrap_or((row.allowed_ips.clone(), row.headers_to_include.clone()));
     let require = body
@@ -346,25 +307,20 @@ pub async fn update(
         }
         (_, current) => (current.clone(), None),
     };
-    let row: WebhookRow = sqlx::query_as(&format!(
-        "UPDATE webhooks SET name = $2, secret_hash = $3, allowed_ips = $4, headers_to_include = $5,
-                params = $6, enabled = $7, updated_at = now()
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(body.name.as_deref().map(str::trim).unwrap_or(&row.name))
-    .bind(hash)
-    .bind(ips)
-    .bind(include)
-    .bind(
-        body.params
-            .clone()
-            .map(Value::Object)
-            .unwrap_or(row.params.clone()),
-    )
-    .bind(body.enabled.unwrap_or(row.enabled))
-    .fetch_one(&mut *tx)
-    .await?;
+    let params = body
+        .params
+        .clone()
+        .map(Value::Object)
+        .unwrap_or(row.params.clone());
+    let fields = WebhookFields {
+        name: body.name.as_deref().map(str::trim).unwrap_or(&row.name),
+        secret_hash: hash.as_deref(),
+        allowed_ips: ips.as_deref(),
+        headers_to_include: &include,
+        params: &params,
+        enabled: body.enabled.unwrap_or(row.enabled),
+    };
+    let row = db::update_webhook(&mut *tx, id, &fields).await?;
     tx.commit().await?;
     Ok(Json(row.view(&base_url(&headers), secret)))
 }
@@ -376,13 +332,9 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
-    let gone = sqlx::query("DELETE FROM webhooks WHERE id = $1")
-        .bind(id)
-        .execute(state.engine.pool())
-        .await?
-        .rows_affected();
+    let gone = db::delete_webhook(state.engine.pool(), id).await?;
     state.webhook_limiter.forget(id);
-    if gone == 1 {
+    if gone {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found())
@@ -399,14 +351,9 @@ pub async fn rotate_secret(
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
     let secret = new_secret()?;
-    let row: WebhookRow = sqlx::query_as(&format!(
-        "UPDATE webhooks SET secret_hash = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(hash_secret(&secret))
-    .fetch_optional(state.engine.pool())
-    .await?
-    .ok_or_else(not_found)?;
+    let row = db::set_webhook_secret(state.engine.pool(), id, &hash_secret(&secret))
+        .await?
+        .ok_or_else(not_found)?;
     Ok(Json(row.view(&base_url(&headers), Some(secret))))
 }
 
@@ -594,12 +541,7 @@ pub async fn trigger(
     };
     // Counted with the run, in its transaction; the row lock is taken last
     // and held only to the commit.
-    sqlx::query(
-        "UPDATE webhooks SET trigger_count = trigger_count + 1, last_triggered_at = now() WHERE id = $1",
-    )
-    .bind(hook.id)
-    .execute(&mut *tx)
-    .await?;
+    db::count_webhook_trigger(&mut *tx, hook.id).await?;
     tx.commit().await?;
     launch.go(engine);
     engine.metrics().webhook("triggered");

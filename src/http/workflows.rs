@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,6 +15,8 @@ use super::paging::{Cursor, cursor_alone, split_page};
 use crate::dag::Dag;
 use crate::dag::validate::{MAX_NAME_LEN, validate};
 use crate::db::pipelines::insert_version;
+pub use crate::db::workflows::Workflow;
+use crate::db::workflows::{self as db, Fields, ListFilter};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowRequest {
@@ -38,21 +39,6 @@ pub struct ValidateResponse {
     pub valid: bool,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Workflow {
-    pub id: Uuid,
-    pub name: String,
-    pub version: i32,
-    pub status: String,
-    pub created_by: Option<String>,
-    pub description: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub step_count: i32,
-    #[schema(value_type = Object)]
-    pub dag: Value,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -96,9 +82,6 @@ pub struct GetQuery {
     pub version: Option<i32>,
 }
 
-const COLUMNS: &str =
-    "id, name, version, status, created_by, description, created_at, updated_at, step_count, dag";
-
 /// Validate a document into a DAG or a 422 listing every problem.
 fn checked(state: &AppState, doc: &Value) -> Result<Dag, ApiError> {
     let report = validate(doc, state.engine.registry());
@@ -140,14 +123,13 @@ fn name_of(body: &WorkflowRequest, dag: &Dag) -> Result<String, ApiError> {
 }
 
 fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("workflows_live_name") => {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                format!("a workflow named '{name}' already exists for this owner"),
-            )
-        }
-        _ => e.into(),
+    if crate::db::violates(&e, db::LIVE_NAME) {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a workflow named '{name}' already exists for this owner"),
+        )
+    } else {
+        e.into()
     }
 }
 
@@ -166,20 +148,17 @@ pub async fn create(
     let name = name_of(&body, &dag)?;
     let stored = serde_json::to_value(&dag).map_err(|e| ApiError::Internal(Box::new(e)))?;
     let id = Uuid::now_v7();
+    let fields = Fields {
+        name: &name,
+        created_by: body.created_by.as_deref(),
+        description: dag.description.as_deref(),
+        dag: &stored,
+        step_count: dag.steps.len() as i32,
+    };
     let mut tx = state.engine.pool().begin().await?;
-    let workflow: Workflow = sqlx::query_as(&format!(
-        "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count)
-         VALUES ($1, $2, $3, 1, $4, $5, $6) RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&name)
-    .bind(&body.created_by)
-    .bind(&dag.description)
-    .bind(&stored)
-    .bind(dag.steps.len() as i32)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| conflict_on_name(e, &name))?;
+    let workflow = db::insert(&mut *tx, id, &fields)
+        .await
+        .map_err(|e| conflict_on_name(e, &name))?;
     insert_version(&mut tx, id, 1, &stored).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(workflow)))
@@ -197,46 +176,19 @@ pub async fn list(
     let cursor = Cursor::from_query(q.cursor.as_deref())?;
     cursor_alone(cursor.as_ref(), q.offset, None)?;
     let (limit, offset) = Page::bounds(q.limit, q.offset)?;
-    // Only the conditions asked for (see `executions::ListFilter`), along
-    // the `workflows_page*` indexes.
-    let mut clauses = vec!["deleted_at IS NULL AND NOT ephemeral".to_owned()];
-    let mut binds = 0;
-    let mut next = || {
-        binds += 1;
-        format!("${binds}")
+    let filter = ListFilter {
+        created_by: q.created_by.as_deref(),
+        name: q.name.as_deref(),
     };
-    if q.created_by.is_some() {
-        clauses.push(format!("created_by = {}", next()));
-    }
-    if q.name.is_some() {
-        clauses.push(format!("name = {}", next()));
-    }
-    let filter = clauses.join(" AND ");
-    let keyset = match cursor {
-        Some(_) => format!(" AND (created_at, id) < ({}, {})", next(), next()),
-        None => String::new(),
-    };
-    let page_sql = format!(
-        "SELECT {COLUMNS} FROM workflows WHERE {filter}{keyset}
-         ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
-        next(),
-        next()
-    );
-    let mut page = sqlx::query_as::<_, Workflow>(&page_sql);
-    if let Some(owner) = &q.created_by {
-        page = page.bind(owner);
-    }
-    if let Some(name) = &q.name {
-        page = page.bind(name);
-    }
-    if let Some(c) = &cursor {
-        page = page.bind(c.created_at).bind(c.id);
-    }
-    let rows = page
-        .bind(limit + 1)
-        .bind(offset)
-        .fetch_all(state.engine.pool())
-        .await?;
+    // One row more than the page: whether a next page exists.
+    let rows = db::list(
+        state.engine.pool(),
+        &filter,
+        cursor.as_ref(),
+        limit + 1,
+        offset,
+    )
+    .await?;
     let (workflows, next_cursor) = split_page(rows, limit, |w| Cursor {
         created_at: w.created_at,
         id: w.id,
@@ -255,15 +207,7 @@ pub async fn list(
         // The page reached the end: it says how many there are.
         shown
     } else {
-        let sql = format!("SELECT count(*) FROM workflows WHERE {filter}");
-        let mut count = sqlx::query_scalar::<_, i64>(&sql);
-        if let Some(owner) = &q.created_by {
-            count = count.bind(owner);
-        }
-        if let Some(name) = &q.name {
-            count = count.bind(name);
-        }
-        count.fetch_one(state.engine.pool()).await?
+        db::count(state.engine.pool(), &filter).await?
     };
     Ok(Json(WorkflowList {
         workflows,
@@ -282,26 +226,9 @@ pub async fn get(
     Id(id): Id,
     AppQuery(q): AppQuery<GetQuery>,
 ) -> Result<Json<Workflow>, ApiError> {
-    let workflow: Option<Workflow> = match q.version {
-        None => sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
-        ))
-        .bind(id)
-        .fetch_optional(state.engine.pool())
-        .await?,
-        Some(version) => {
-            sqlx::query_as(
-                "SELECT w.id, w.name, v.version, w.status, w.created_by,
-                        v.dag->>'description' AS description, w.created_at, w.updated_at,
-                        jsonb_array_length(v.dag->'steps') AS step_count, v.dag
-                 FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id
-                 WHERE w.id = $1 AND w.deleted_at IS NULL AND NOT w.ephemeral AND v.version = $2",
-            )
-            .bind(id)
-            .bind(version)
-            .fetch_optional(state.engine.pool())
-            .await?
-        }
+    let workflow = match q.version {
+        None => db::get(state.engine.pool(), id).await?,
+        Some(version) => db::get_version(state.engine.pool(), id, version).await?,
     };
     match (workflow, q.version) {
         (Some(w), _) => Ok(Json(w)),
@@ -325,32 +252,21 @@ pub async fn update(
     let name = name_of(&body, &dag)?;
     let stored = serde_json::to_value(&dag).map_err(|e| ApiError::Internal(Box::new(e)))?;
     let mut tx = state.engine.pool().begin().await?;
-    let current: Option<(i32, Option<String>)> = sqlx::query_as(
-        "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((version, owner)) = current else {
+    let Some(current) = db::lock_for_update(&mut *tx, id).await? else {
         return Err(ApiError::not_found("workflow"));
     };
-    let next = version + 1;
-    let created_by = body.created_by.clone().or(owner);
-    let workflow: Workflow = sqlx::query_as(&format!(
-        "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
-                step_count = $7, status = 'active', updated_at = now()
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&name)
-    .bind(&created_by)
-    .bind(next)
-    .bind(&dag.description)
-    .bind(&stored)
-    .bind(dag.steps.len() as i32)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| conflict_on_name(e, &name))?;
+    let next = current.version + 1;
+    let created_by = body.created_by.clone().or(current.created_by);
+    let fields = Fields {
+        name: &name,
+        created_by: created_by.as_deref(),
+        description: dag.description.as_deref(),
+        dag: &stored,
+        step_count: dag.steps.len() as i32,
+    };
+    let workflow = db::update(&mut *tx, id, next, &fields)
+        .await
+        .map_err(|e| conflict_on_name(e, &name))?;
     insert_version(&mut tx, id, next, &stored).await?;
     tx.commit().await?;
     Ok(Json(workflow))
@@ -360,13 +276,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/workflows/{id}", tag = "workflows",
     responses((status = 204, description = "deleted"), (status = 404, description = "unknown or deleted")))]
 pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusCode, ApiError> {
-    let done =
-        sqlx::query("UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral")
-            .bind(id)
-            .execute(state.engine.pool())
-            .await?
-            .rows_affected();
-    if done == 0 {
+    if !db::delete(state.engine.pool(), id).await? {
         return Err(ApiError::not_found("workflow"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -1,0 +1,236 @@
+//! Workflow definitions as `/workflows` keeps them (API.md): a workflow row
+//! with its latest DAG, and a `workflow_versions` row per version, so that
+//! an execution reads the exact version it started with. Every statement of
+//! `/workflows` lives here; the pipelines on the same rows are
+//! [`super::pipelines`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::paging::Cursor;
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Workflow {
+    pub id: Uuid,
+    pub name: String,
+    pub version: i32,
+    pub status: String,
+    pub created_by: Option<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub step_count: i32,
+    #[schema(value_type = Object)]
+    pub dag: Value,
+}
+
+/// The unique index on a live workflow's (name, owner): an insert or an
+/// update that takes a name its owner already uses violates it.
+pub const LIVE_NAME: &str = "workflows_live_name";
+
+/// Columns of [`Workflow`] over `workflows`.
+pub const COLUMNS: &str =
+    "id, name, version, status, created_by, description, created_at, updated_at, step_count, dag";
+
+/// What a create or an update writes.
+pub struct Fields<'a> {
+    pub name: &'a str,
+    pub created_by: Option<&'a str>,
+    pub description: Option<&'a str>,
+    /// The validated DAG, as stored.
+    pub dag: &'a Value,
+    pub step_count: i32,
+}
+
+/// Insert a workflow (version 1). Its `workflow_versions` row is
+/// [`super::pipelines::insert_version`], in the same transaction.
+///
+/// A name its owner already uses violates [`LIVE_NAME`].
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    f: &Fields<'_>,
+) -> Result<Workflow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count)
+         VALUES ($1, $2, $3, 1, $4, $5, $6) RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(f.name)
+    .bind(f.created_by)
+    .bind(f.description)
+    .bind(f.dag)
+    .bind(f.step_count)
+    .fetch_one(db)
+    .await
+}
+
+/// The filters of `GET /workflows`. Each statement holds only the
+/// conditions asked for (as `executions::ListFilter`), along the
+/// `workflows_page*` indexes.
+#[derive(Debug, Default)]
+pub struct ListFilter<'a> {
+    pub created_by: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+impl ListFilter<'_> {
+    /// The WHERE clause over live workflows, and how many placeholders
+    /// (`$1`…) it takes, bound in field order.
+    fn clause(&self) -> (String, usize) {
+        let mut clauses = vec!["deleted_at IS NULL AND NOT ephemeral".to_owned()];
+        let mut binds = 0;
+        if self.created_by.is_some() {
+            binds += 1;
+            clauses.push(format!("created_by = ${binds}"));
+        }
+        if self.name.is_some() {
+            binds += 1;
+            clauses.push(format!("name = ${binds}"));
+        }
+        (clauses.join(" AND "), binds)
+    }
+}
+
+/// The live workflows `filter` matches, newest first: after `after` when
+/// given (keyset paging), at most `limit`, past the first `offset`.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    filter: &ListFilter<'_>,
+    after: Option<&Cursor>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Workflow>, sqlx::Error> {
+    let (clause, mut binds) = filter.clause();
+    let mut next = || {
+        binds += 1;
+        format!("${binds}")
+    };
+    let keyset = match after {
+        Some(_) => format!(" AND (created_at, id) < ({}, {})", next(), next()),
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM workflows WHERE {clause}{keyset}
+         ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
+        next(),
+        next()
+    );
+    let mut page = sqlx::query_as::<_, Workflow>(&sql);
+    if let Some(owner) = filter.created_by {
+        page = page.bind(owner);
+    }
+    if let Some(name) = filter.name {
+        page = page.bind(name);
+    }
+    if let Some(c) = after {
+        page = page.bind(c.created_at).bind(c.id);
+    }
+    page.bind(limit).bind(offset).fetch_all(db).await
+}
+
+/// How many live workflows `filter` matches.
+pub async fn count(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<i64, sqlx::Error> {
+    let (clause, _) = filter.clause();
+    let sql = format!("SELECT count(*) FROM workflows WHERE {clause}");
+    let mut count = sqlx::query_scalar::<_, i64>(&sql);
+    if let Some(owner) = filter.created_by {
+        count = count.bind(owner);
+    }
+    if let Some(name) = filter.name {
+        count = count.bind(name);
+    }
+    count.fetch_one(db).await
+}
+
+/// The live workflow, at its latest version.
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Workflow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The live workflow as it was at `version`: that version's DAG, and the
+/// description and step count read from it.
+pub async fn get_version(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    version: i32,
+) -> Result<Option<Workflow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT w.id, w.name, v.version, w.status, w.created_by,
+                v.dag->>'description' AS description, w.created_at, w.updated_at,
+                jsonb_array_length(v.dag->'steps') AS step_count, v.dag
+         FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id
+         WHERE w.id = $1 AND w.deleted_at IS NULL AND NOT w.ephemeral AND v.version = $2",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_optional(db)
+    .await
+}
+
+/// The live workflow's row, locked for a new version.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Current {
+    pub version: i32,
+    pub created_by: Option<String>,
+}
+
+pub async fn lock_for_update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Current>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Store `version` of the workflow (and make it `active`). Its
+/// `workflow_versions` row is [`super::pipelines::insert_version`], in the
+/// same transaction.
+///
+/// A name its owner already uses violates [`LIVE_NAME`].
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    version: i32,
+    f: &Fields<'_>,
+) -> Result<Workflow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
+                step_count = $7, status = 'active', updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(f.name)
+    .bind(f.created_by)
+    .bind(version)
+    .bind(f.description)
+    .bind(f.dag)
+    .bind(f.step_count)
+    .fetch_one(db)
+    .await
+}
+
+/// Soft-delete a live workflow (its executions stay readable); whether
+/// there was one.
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral",
+    )
+    .bind(id)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(done != 0)
+}
