@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -146,18 +145,13 @@ pub async fn get(
     kind: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     // A segment that is not UTF-8 is a JSON 400, like every other error.
-    let Path(kind) = kind.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("action_type: {}", e.body_text()),
-        )
-    })?;
+    let Path(kind) =
+        kind.map_err(|e| ApiError::bad_request(format!("action_type: {}", e.body_text())))?;
     match state.engine.registry().get(&kind) {
         Some(handler) => Ok(Json(describe(handler.spec()))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("action '{kind}' not found"),
-        )),
+        None => Err(ApiError::not_found_detail(format!(
+            "action '{kind}' not found"
+        ))),
     }
 }
 
@@ -184,10 +178,10 @@ pub async fn validate(
     AppJson(body): AppJson<ActionValidateRequest>,
 ) -> Result<Json<ActionValidation>, ApiError> {
     let Some(handler) = state.engine.registry().get(&body.action_type) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("action '{}' not found", body.action_type),
-        ));
+        return Err(ApiError::not_found_detail(format!(
+            "action '{}' not found",
+            body.action_type
+        )));
     };
     let errors = action_params(handler.as_ref(), &body.params);
     Ok(Json(ActionValidation {

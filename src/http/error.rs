@@ -1,33 +1,93 @@
-//! The one error type at the HTTP boundary. Every error is JSON
-//! `{"detail": ..., "errors"?: [...]}`; internal causes are logged with
-//! their chain and never sent to the client.
+//! The one error type at the HTTP boundary. Each kind of error is a named
+//! variant, and [`ApiError::status`] is the only place that says which
+//! status it answers. Every error is JSON: `{"detail": "...", "errors"?:
+//! [...]}`, or `{"detail": {...}}` on the original's routes (COMPAT.md).
+//! Internal causes are never sent to the client; the response carries them
+//! to the request middleware ([`Cause`]), which logs them with the route.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::engine::control::ControlError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{detail}")]
-    Client {
-        status: StatusCode,
-        detail: String,
+/// What an error says to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detail {
+    /// `{"detail": text}`, with `errors` (every problem) when there are several.
+    Text {
+        text: String,
         errors: Option<Vec<String>>,
     },
-    /// An error whose `detail` is an object: the shape budapp's
-    /// `invoke_service` reads (`detail.error` or `detail.message`, plus
-    /// `detail.errors`), for the original's routes (COMPAT.md).
-    #[error("{detail}")]
-    Structured {
-        status: StatusCode,
-        detail: serde_json::Value,
-    },
-    /// The database (or another dependency) is unreachable: worth a retry.
+    /// `{"detail": {...}}`: the shape budapp's `invoke_service` reads
+    /// (`detail.error` or `detail.message`, plus `detail.errors`).
+    Object(Value),
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Self {
+        Self::Text { text, errors: None }
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
+}
+
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text { text, .. } => f.write_str(text),
+            Self::Object(value) => write!(f, "{value}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (a bad id, query or cursor).
+    #[error("{0}")]
+    BadRequest(Detail),
+    /// 401: a webhook called without its secret, or with a wrong one.
+    #[error("{0}")]
+    Unauthorized(Detail),
+    /// 403: no or a wrong `dapr-api-token`, or another user's resource.
+    #[error("{0}")]
+    Forbidden(Detail),
+    /// 404: no such resource or route.
+    #[error("{0}")]
+    NotFound(Detail),
+    /// 405: the route exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(Detail),
+    /// 408: the request body stopped arriving.
+    #[error("{0}")]
+    RequestTimeout(Detail),
+    /// 409: the request conflicts with what is stored (a name taken, a
+    /// pipeline that cannot run).
+    #[error("{0}")]
+    Conflict(Detail),
+    /// 413: the body is over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(Detail),
+    /// 415: not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(Detail),
+    /// 422: well-formed, but not valid: every problem at once.
+    #[error("{0}")]
+    Invalid(Detail),
+    /// 429: over a rate limit.
+    #[error("{0}")]
+    TooManyRequests(Detail),
+    /// 503: the database (or another dependency) is unreachable: worth a retry.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow_like::Error),
+    /// 500: a fault of ours.
     #[error("internal error")]
     Internal(#[source] anyhow_like::Error),
 }
@@ -37,45 +97,140 @@ pub mod anyhow_like {
     pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
 }
 
+/// The cause of a 5xx, attached to the response for the request middleware
+/// to log (with the request's method and route, inside its span).
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// The error and its sources, `a: b: c`.
+    pub chain: Arc<str>,
+    /// A fault of ours (logged as an error), or a dependency away (a warning).
+    pub internal: bool,
+}
+
 impl ApiError {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self::Client {
-            status,
-            detail: detail.into(),
-            errors: None,
+    /// The one mapping from kind of error to HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    pub fn with_errors(status: StatusCode, detail: impl Into<String>, errors: Vec<String>) -> Self {
-        Self::Client {
-            status,
-            detail: detail.into(),
+    /// The error for a status chosen by someone else (an axum rejection):
+    /// the inverse of [`ApiError::status`]; any other 4xx is a 400.
+    pub fn for_status(status: StatusCode, detail: impl Into<Detail>) -> Self {
+        let detail = detail.into();
+        match status {
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(detail),
+            StatusCode::NOT_FOUND => Self::NotFound(detail),
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed(detail),
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout(detail),
+            StatusCode::CONFLICT => Self::Conflict(detail),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(detail),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(detail),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Invalid(detail),
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(detail),
+            StatusCode::FORBIDDEN => Self::Forbidden(detail),
+            s if s.is_server_error() => Self::Internal(detail.to_string().into()),
+            _ => Self::BadRequest(detail),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<Detail>) -> Self {
+        Self::BadRequest(detail.into())
+    }
+
+    pub fn invalid(detail: impl Into<Detail>) -> Self {
+        Self::Invalid(detail.into())
+    }
+
+    pub fn conflict(detail: impl Into<Detail>) -> Self {
+        Self::Conflict(detail.into())
+    }
+
+    /// A 422 with every problem in `errors`.
+    pub fn invalid_with(text: impl Into<String>, errors: Vec<String>) -> Self {
+        Self::Invalid(Detail::Text {
+            text: text.into(),
             errors: Some(errors),
+        })
+    }
+
+    /// A 404 in the caller's words.
+    pub fn not_found_detail(detail: impl Into<Detail>) -> Self {
+        Self::NotFound(detail.into())
+    }
+
+    pub fn method_not_allowed(detail: impl Into<Detail>) -> Self {
+        Self::MethodNotAllowed(detail.into())
+    }
+
+    pub fn request_timeout(detail: impl Into<Detail>) -> Self {
+        Self::RequestTimeout(detail.into())
+    }
+
+    pub fn too_many_requests(detail: impl Into<Detail>) -> Self {
+        Self::TooManyRequests(detail.into())
+    }
+
+    pub fn unsupported_media_type(detail: impl Into<Detail>) -> Self {
+        Self::UnsupportedMediaType(detail.into())
+    }
+
+    /// A fault of ours, said in `why` (logged, never sent).
+    pub fn internal(why: impl Into<String>) -> Self {
+        Self::Internal(why.into().into())
+    }
+
+    /// `{what} not found`.
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found").into())
+    }
+
+    pub fn forbidden() -> Self {
+        Self::Forbidden("Forbidden".into())
+    }
+
+    fn detail_mut(&mut self) -> Option<&mut Detail> {
+        match self {
+            Self::BadRequest(d)
+            | Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::MethodNotAllowed(d)
+            | Self::RequestTimeout(d)
+            | Self::Conflict(d)
+            | Self::PayloadTooLarge(d)
+            | Self::UnsupportedMediaType(d)
+            | Self::Invalid(d)
+            | Self::TooManyRequests(d) => Some(d),
+            Self::Unavailable(_) | Self::Internal(_) => None,
         }
     }
 
     /// The same error with its problems where budapp looks for them:
     /// `{"detail": {"error": <summary>, "errors": [...]}}`.
-    pub fn for_budapp(self) -> Self {
-        match self {
-            Self::Client {
-                status,
-                detail,
+    pub fn for_budapp(mut self) -> Self {
+        if let Some(detail) = self.detail_mut()
+            && let Detail::Text {
+                text,
                 errors: Some(errors),
-            } => Self::Structured {
-                status,
-                detail: json!({ "error": detail, "errors": errors }),
-            },
-            other => other,
+            } = detail
+        {
+            *detail = Detail::Object(json!({ "error": text, "errors": errors }));
         }
-    }
-
-    pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
-    }
-
-    pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Forbidden")
+        self
     }
 }
 
@@ -111,16 +266,12 @@ impl From<sqlx::Error> for ApiError {
                     .code()
                     .is_some_and(|c| matches!(c.as_ref(), "22P05" | "22021")) =>
             {
-                Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
+                Self::invalid(
                     "invalid request: text values must not contain the NUL character (\\u0000)",
                 )
             }
             sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.as_ref() == "54000") => {
-                Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid request: a value is too large to be stored",
-                )
+                Self::invalid("invalid request: a value is too large to be stored")
             }
             other => Self::Internal(Box::new(other)),
         }
@@ -143,15 +294,9 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::NotFound => Self::not_found("execution"),
             ControlError::WorkflowNotFound => Self::not_found("workflow"),
-            ControlError::NotRunnable(status) => {
-                Self::new(StatusCode::CONFLICT, not_runnable(&status))
-            }
-            ControlError::Invalid(errors) => Self::with_errors(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid parameters",
-                errors,
-            ),
-            ControlError::Conflict(detail) => Self::new(StatusCode::CONFLICT, detail),
+            ControlError::NotRunnable(status) => Self::conflict(not_runnable(&status)),
+            ControlError::Invalid(errors) => Self::invalid_with("invalid parameters", errors),
+            ControlError::Conflict(detail) => Self::conflict(detail),
             ControlError::Engine(e) => e.into(),
         }
     }
@@ -178,31 +323,48 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
-            Self::Client {
-                status,
-                detail,
-                errors,
-            } => {
-                let body = match errors {
-                    Some(errors) => json!({ "detail": detail, "errors": errors }),
-                    None => json!({ "detail": detail }),
-                };
-                (status, Json(body)).into_response()
-            }
-            Self::Structured { status, detail } => {
-                (status, Json(json!({ "detail": detail }))).into_response()
-            }
-            Self::Unavailable(e) => {
-                tracing::warn!(error = %chain(e.as_ref()), "request failed: database unavailable");
-                let body = json!({ "detail": "service temporarily unavailable; retry later" });
-                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-            }
-            Self::Internal(e) => {
-                tracing::error!(error = %chain(e.as_ref()), "request failed");
-                let body = json!({ "detail": "internal error" });
-                (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
-            }
+        let status = self.status();
+        let (body, cause) = match self {
+            Self::Unavailable(e) => (
+                json!({ "detail": "service temporarily unavailable; retry later" }),
+                Some(Cause {
+                    chain: chain(e.as_ref()).into(),
+                    internal: false,
+                }),
+            ),
+            Self::Internal(e) => (
+                json!({ "detail": "internal error" }),
+                Some(Cause {
+                    chain: chain(e.as_ref()).into(),
+                    internal: true,
+                }),
+            ),
+            Self::BadRequest(d)
+            | Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::MethodNotAllowed(d)
+            | Self::RequestTimeout(d)
+            | Self::Conflict(d)
+            | Self::PayloadTooLarge(d)
+            | Self::UnsupportedMediaType(d)
+            | Self::Invalid(d)
+            | Self::TooManyRequests(d) => (
+                match d {
+                    Detail::Text { text, errors: None } => json!({ "detail": text }),
+                    Detail::Text {
+                        text,
+                        errors: Some(errors),
+                    } => json!({ "detail": text, "errors": errors }),
+                    Detail::Object(detail) => json!({ "detail": detail }),
+                },
+                None,
+            ),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
         }
+        response
     }
 }

@@ -102,7 +102,7 @@ pub struct EventType {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Event trigger not found")
+    ApiError::not_found_detail("Event trigger not found")
 }
 
 /// `event_type` and `filters` from the top level or `config`.

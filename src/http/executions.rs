@@ -159,19 +159,11 @@ pub(super) fn new_execution(
         );
     }
     if !bad.is_empty() {
-        return Err(ApiError::with_errors(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid callback topics",
-            bad,
-        ));
+        return Err(ApiError::invalid_with("invalid callback topics", bad));
     }
     let bad = route_problems(&body);
     if !bad.is_empty() {
-        return Err(ApiError::with_errors(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid event routing",
-            bad,
-        ));
+        return Err(ApiError::invalid_with("invalid event routing", bad));
     }
     let mut topics: Vec<String> = Vec::new();
     for t in &body.callback_topics {
@@ -184,8 +176,7 @@ pub(super) fn new_execution(
         Some(v) => match v.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
             _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
+                return Err(ApiError::bad_request(
                     "Idempotency-Key: must be 1 to 255 visible ASCII characters",
                 ));
             }
@@ -268,8 +259,7 @@ async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes
         (None, Some((_, body))) => return Ok(Some(body)),
         // Unreachable: without a copy we send NULL, which never matches.
         (None, None) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            return Err(ApiError::internal(
                 "the execution document could not be built",
             ));
         }
@@ -382,10 +372,9 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
             return Ok(t.and_utc());
         }
     }
-    Err(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        format!("{name}: must be an ISO 8601 date or date-time, e.g. 2026-12-05T10:00:00Z"),
-    ))
+    Err(ApiError::bad_request(format!(
+        "{name}: must be an ISO 8601 date or date-time, e.g. 2026-12-05T10:00:00Z"
+    )))
 }
 
 /// List executions, newest first (without their steps).
@@ -406,14 +395,10 @@ pub async fn list(
         let page = q.page.unwrap_or(1);
         let size = q.page_size.unwrap_or(20);
         if page < 1 {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "page: must be at least 1",
-            ));
+            return Err(ApiError::bad_request("page: must be at least 1"));
         }
         if !(1..=100).contains(&size) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
+            return Err(ApiError::bad_request(
                 "page_size: must be between 1 and 100",
             ));
         }
@@ -427,8 +412,7 @@ pub async fn list(
             s.to_ascii_uppercase()
                 .parse::<ExecutionStatus>()
                 .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
+                    ApiError::bad_request(
                         "status: must be one of PENDING, RUNNING, COMPLETED, FAILED, CANCELLED",
                     )
                 })?

@@ -27,8 +27,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !json_content_type(req.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            return Err(ApiError::unsupported_media_type(
                 "expected Content-Type: application/json",
             ));
         }
@@ -45,22 +44,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Err(e) if too_deep(&e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects ({e})"
-                ),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects ({e})"
+            )));
         }
         Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("request body is not valid JSON: {e}"),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "request body is not valid JSON: {e}"
+            )));
         }
         Ok(value) if !value.is_object() => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            return Err(ApiError::invalid(
                 "invalid request body: must be a JSON object",
             ));
         }
@@ -105,7 +99,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
             } else {
                 "expected Content-Type: application/json (or an empty body)"
             };
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail));
+            return Err(ApiError::unsupported_media_type(detail));
         }
         parse_object(&bytes).map(Self)
     }
@@ -136,22 +130,19 @@ fn json_content_type(headers: &HeaderMap) -> bool {
 pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(status, "request body is too large");
+        return ApiError::for_status(status, "request body is too large");
     }
     let mut source: Option<&dyn std::error::Error> = Some(&rejection);
     while let Some(e) = source {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
-            return ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body stopped arriving for {} s",
-                    stalled.0.as_secs_f64()
-                ),
-            );
+            return ApiError::request_timeout(format!(
+                "the request body stopped arriving for {} s",
+                stalled.0.as_secs_f64()
+            ));
         }
         source = e.source();
     }
-    ApiError::new(status, "the request body could not be read")
+    ApiError::for_status(status, "the request body could not be read")
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -167,7 +158,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
         other => other.body_text(),
     };
-    ApiError::new(status, detail)
+    ApiError::for_status(status, detail)
 }
 
 /// serde's own message (it names the field), without axum's preamble.
@@ -201,7 +192,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
                 };
                 Err(not_a_uuid("id", value))
             }
-            Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, other.body_text())),
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
 }
@@ -217,7 +208,7 @@ pub fn not_a_uuid(field: &str, value: Option<&str>) -> ApiError {
         }
         _ => format!("{field}: not a UUID"),
     };
-    ApiError::new(StatusCode::BAD_REQUEST, detail)
+    ApiError::bad_request(detail)
 }
 
 /// Query strings with JSON errors.
@@ -247,9 +238,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
                     }
                     _ => format!("invalid query: {text}"),
                 };
-                Err(ApiError::new(StatusCode::BAD_REQUEST, detail))
+                Err(ApiError::bad_request(detail))
             }
-            Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, other.body_text())),
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
 }
@@ -266,16 +257,10 @@ impl Page {
         let limit = limit.unwrap_or(20);
         let offset = offset.unwrap_or(0);
         if !(1..=1000).contains(&limit) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "limit: must be between 1 and 1000",
-            ));
+            return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
         }
         if offset < 0 {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "offset: must not be negative",
-            ));
+            return Err(ApiError::bad_request("offset: must not be negative"));
         }
         Ok((limit, offset))
     }

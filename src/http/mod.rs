@@ -149,11 +149,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+    ApiError::not_found_detail("Not Found")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+    ApiError::method_not_allowed("Method Not Allowed")
 }
 
 /// Every error answer is JSON `{"detail": ...}` (API.md "Conventions"), even
@@ -209,11 +209,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         _ => false,
     };
     if !allowed {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({ "detail": "Forbidden" })),
-        )
-            .into_response();
+        return ApiError::forbidden().into_response();
     }
     next.run(request).await
 }
@@ -256,6 +252,17 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     span.record("status", status);
     if status >= 500 {
         crate::telemetry::mark_error(&span);
+    }
+    // The cause of a 5xx, which the client never sees, is logged here, once,
+    // with the request's method and route.
+    if let Some(cause) = response.extensions().get::<error::Cause>() {
+        span.in_scope(|| {
+            if cause.internal {
+                tracing::error!(status, error = %cause.chain, "request failed");
+            } else {
+                tracing::warn!(status, error = %cause.chain, "request failed: a dependency is unavailable");
+            }
+        });
     }
     let metrics = state.engine.metrics();
     metrics

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DateTime;
@@ -40,13 +39,10 @@ impl Cursor {
         let bad = || {
             let head: String = raw.chars().take(40).collect();
             let more = if raw.chars().count() > 40 { "…" } else { "" };
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "cursor: '{head}{more}' is not a cursor of this list; \
+            ApiError::bad_request(format!(
+                "cursor: '{head}{more}' is not a cursor of this list; \
                      pass the next_cursor of the previous page unchanged"
-                ),
-            )
+            ))
         };
         let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).map_err(|_| bad())?;
         if bytes.len() != ENCODED_BYTES || bytes[0] != VERSION {
@@ -75,8 +71,7 @@ pub fn cursor_alone(
     page: Option<i64>,
 ) -> Result<(), ApiError> {
     if cursor.is_some() && (offset.is_some() || page.is_some()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "cursor: cannot be combined with offset or page (the cursor already says where the page starts)",
         ));
     }
@@ -184,8 +179,8 @@ mod tests {
         ] {
             let err = Cursor::decode(bad).unwrap_err();
             match err {
-                ApiError::Client { status, detail, .. } => {
-                    assert_eq!(status, StatusCode::BAD_REQUEST);
+                ApiError::BadRequest(detail) => {
+                    let detail = detail.to_string();
                     assert!(detail.starts_with("cursor: "), "{detail}");
                 }
                 other => panic!("{other:?}"),

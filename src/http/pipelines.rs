@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, Detail};
 use super::extract::{AppJson, AppQuery, Id, Page};
 use super::paging::{Cursor, split_page};
 use crate::dag::validate::{MAX_NAME_LEN, validate};
@@ -78,25 +78,21 @@ pub fn viewer(headers: &HeaderMap) -> Viewer {
 }
 
 fn validation_failed(errors: Vec<String>) -> ApiError {
-    ApiError::Structured {
-        status: StatusCode::BAD_REQUEST,
-        detail: json!({ "error": "Validation failed", "errors": errors }),
-    }
+    ApiError::BadRequest(Detail::Object(
+        json!({ "error": "Validation failed", "errors": errors }),
+    ))
 }
 
 fn not_found(id: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("Pipeline not found: {id}"))
+    ApiError::not_found_detail(format!("Pipeline not found: {id}"))
 }
 
 fn duplicate(e: sqlx::Error, name: &str) -> ApiError {
     if crate::db::violates(&e, crate::db::workflows::LIVE_NAME) {
-        ApiError::Structured {
-            status: StatusCode::CONFLICT,
-            detail: json!({
-                "error": "Duplicate pipeline name",
-                "message": format!("A pipeline with the name '{name}' already exists"),
-            }),
-        }
+        ApiError::Conflict(Detail::Object(json!({
+            "error": "Duplicate pipeline name",
+            "message": format!("A pipeline with the name '{name}' already exists"),
+        })))
     } else {
         e.into()
     }

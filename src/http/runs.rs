@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, Detail};
 use super::executions::{ExecuteRequest, StepView, load, new_execution, start_traced};
 use super::extract::{AppJson, Id};
 use crate::dag::validate::validate;
@@ -93,19 +93,15 @@ async fn start(
         Ok(StartOutcome::Created(s)) => (StatusCode::CREATED, s),
         Ok(StartOutcome::Repeated(s)) => (StatusCode::OK, s),
         Err(ControlError::WorkflowNotFound) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Pipeline not found: {workflow_id}"),
-            ));
+            return Err(ApiError::not_found_detail(format!(
+                "Pipeline not found: {workflow_id}"
+            )));
         }
         Err(ControlError::NotRunnable(status)) => {
-            return Err(ApiError::Structured {
-                status: StatusCode::BAD_REQUEST,
-                detail: json!({
-                    "error": format!("Pipeline is {status}"),
-                    "message": super::error::not_runnable(&status),
-                }),
-            });
+            return Err(ApiError::BadRequest(Detail::Object(json!({
+                "error": format!("Pipeline is {status}"),
+                "message": super::error::not_runnable(&status),
+            }))));
         }
         Err(e) => return Err(ApiError::from(e).for_budapp()),
     };
@@ -137,12 +133,11 @@ pub async fn create(
     AppJson(body): AppJson<RunRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Some(raw) = body.workflow_id.clone() else {
-        return Err(ApiError::Structured {
-            status: StatusCode::BAD_REQUEST,
-            detail: json!({"error": "Validation failed", "errors": ["workflow_id: Field required"]}),
-        });
+        return Err(ApiError::BadRequest(Detail::Object(
+            json!({"error": "Validation failed", "errors": ["workflow_id: Field required"]}),
+        )));
     };
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("Pipeline not found: {raw}"));
+    let not_found = || ApiError::not_found_detail(format!("Pipeline not found: {raw}"));
     let workflow_id: Uuid = raw.trim().parse().map_err(|_| not_found())?;
     let name = pipelines::name_of(state.engine.pool(), workflow_id)
         .await?
@@ -157,9 +152,10 @@ pub async fn run(
     headers: HeaderMap,
     AppJson(body): AppJson<RunRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let invalid = |errors: Vec<String>| ApiError::Structured {
-        status: StatusCode::BAD_REQUEST,
-        detail: json!({ "error": "Invalid pipeline definition", "errors": errors }),
+    let invalid = |errors: Vec<String>| {
+        ApiError::BadRequest(Detail::Object(
+            json!({ "error": "Invalid pipeline definition", "errors": errors }),
+        ))
     };
     let Some(doc) = &body.pipeline_definition else {
         return Err(invalid(vec!["pipeline_definition: Field required".into()]));

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, Detail};
 use super::extract::{AppJson, AppQuery, OptionalJson};
 use crate::db::triggers::{self as store, ScheduleFields, ScheduleRow};
 use crate::engine::control::{ControlError, StartOutcome};
@@ -163,18 +163,17 @@ pub const MAX_NAME_CHARS: usize = 255;
 const MAX_DESCRIPTION_CHARS: usize = 1000;
 
 pub fn invalid(summary: &str, errors: Vec<String>) -> ApiError {
-    ApiError::Structured {
-        status: StatusCode::BAD_REQUEST,
-        detail: json!({ "error": summary, "errors": errors }),
-    }
+    ApiError::BadRequest(Detail::Object(
+        json!({ "error": summary, "errors": errors }),
+    ))
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Schedule not found")
+    ApiError::not_found_detail("Schedule not found")
 }
 
 pub fn pipeline_not_found(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("Pipeline not found: {id}"))
+    ApiError::not_found_detail(format!("Pipeline not found: {id}"))
 }
 
 /// A path id; anything that is not a UUID names no schedule.
@@ -326,7 +325,7 @@ pub async fn create(
     }
     let spec = match apply(&mut fields, &body, true, now) {
         Ok(spec) => spec,
-        Err(ApiError::Structured { detail, .. }) => {
+        Err(ApiError::BadRequest(Detail::Object(detail))) => {
             errors.extend(
                 detail["errors"]
                     .as_array()
@@ -538,10 +537,10 @@ pub async fn resume(
         .await?
         .ok_or_else(not_found)?;
     if matches!(row.status.as_str(), "expired" | "completed") {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Cannot resume {} schedule", row.status),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "Cannot resume {} schedule",
+            row.status
+        )));
     }
     let spec = spec_of(&row).map_err(|e| ApiError::Internal(e.into()))?;
     let mut fields = ScheduleFields::of(&row);
@@ -592,13 +591,10 @@ pub async fn trigger(
 pub fn start_error(e: ControlError, workflow_id: &str) -> ApiError {
     match e {
         ControlError::WorkflowNotFound => pipeline_not_found(workflow_id),
-        ControlError::NotRunnable(status) => ApiError::Structured {
-            status: StatusCode::BAD_REQUEST,
-            detail: json!({
-                "error": format!("Pipeline is {status}"),
-                "message": super::error::not_runnable(&status),
-            }),
-        },
+        ControlError::NotRunnable(status) => ApiError::BadRequest(Detail::Object(json!({
+            "error": format!("Pipeline is {status}"),
+            "message": super::error::not_runnable(&status),
+        }))),
         ControlError::Invalid(errors) => invalid("Invalid parameters", errors),
         other => ApiError::from(other).for_budapp(),
     }

@@ -132,7 +132,7 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Webhook not found")
+    ApiError::not_found_detail("Webhook not found")
 }
 
 /// `http://<Host>`, what the original's `request.base_url` gave.
@@ -391,9 +391,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
-fn refuse(state: &AppState, status: StatusCode, detail: &str, outcome: &str) -> Response {
+fn refuse(state: &AppState, error: ApiError, outcome: &str) -> Response {
     state.engine.metrics().webhook(outcome);
-    ApiError::new(status, detail).into_response()
+    error.into_response()
 }
 
 /// Start the webhook's pipeline. Open (no app token): the webhook's secret
@@ -415,24 +415,21 @@ pub async fn trigger(
     let Some(id) = path_id(&id) else {
         return Ok(refuse(
             &state,
-            StatusCode::NOT_FOUND,
-            "Webhook not found",
+            ApiError::NotFound("Webhook not found".into()),
             "not_found",
         ));
     };
     let Some(hook) = load(&state, id).await? else {
         return Ok(refuse(
             &state,
-            StatusCode::NOT_FOUND,
-            "Webhook not found",
+            ApiError::NotFound("Webhook not found".into()),
             "not_found",
         ));
     };
     if !hook.enabled {
         return Ok(refuse(
             &state,
-            StatusCode::FORBIDDEN,
-            "Webhook is disabled",
+            ApiError::Forbidden("Webhook is disabled".into()),
             "disabled",
         ));
     }
@@ -444,8 +441,7 @@ pub async fn trigger(
         if !ok {
             return Ok(refuse(
                 &state,
-                StatusCode::UNAUTHORIZED,
-                "Invalid secret",
+                ApiError::Unauthorized("Invalid secret".into()),
                 "unauthorized",
             ));
         }
@@ -464,8 +460,7 @@ pub async fn trigger(
         if !inside {
             return Ok(refuse(
                 &state,
-                StatusCode::FORBIDDEN,
-                "IP not allowed",
+                ApiError::Forbidden("IP not allowed".into()),
                 "ip_refused",
             ));
         }
@@ -473,11 +468,9 @@ pub async fn trigger(
     if let Err(wait) = state.webhook_limiter.take(id) {
         state.engine.metrics().webhook("rate_limited");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many triggers for this webhook; retry later",
-        )
-        .into_response();
+        let mut response =
+            ApiError::too_many_requests("Too many triggers for this webhook; retry later")
+                .into_response();
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));

@@ -87,8 +87,7 @@ fn checked(state: &AppState, doc: &Value) -> Result<Dag, ApiError> {
     let report = validate(doc, state.engine.registry());
     match report.dag {
         Some(dag) if report.errors.is_empty() => Ok(dag),
-        _ => Err(ApiError::with_errors(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        _ => Err(ApiError::invalid_with(
             "DAG validation failed",
             report.errors,
         )),
@@ -113,21 +112,16 @@ fn name_of(body: &WorkflowRequest, dag: &Dag) -> Result<String, ApiError> {
         ));
     }
     if !errors.is_empty() {
-        return Err(ApiError::with_errors(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid workflow",
-            errors,
-        ));
+        return Err(ApiError::invalid_with("invalid workflow", errors));
     }
     Ok(name)
 }
 
 fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
     if crate::db::violates(&e, db::LIVE_NAME) {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            format!("a workflow named '{name}' already exists for this owner"),
-        )
+        ApiError::conflict(format!(
+            "a workflow named '{name}' already exists for this owner"
+        ))
     } else {
         e.into()
     }
