@@ -22,9 +22,9 @@ use serde_json::{Map, Value, json};
 use super::EventAction;
 
 /// The stage every Bud workflow publishes last, with the workflow's outcome.
-pub const RESULTS_STAGE: &str = "results";
+pub(crate) const RESULTS_STAGE: &str = "results";
 /// The stage that carries the estimated minutes left in `content.message`.
-pub const ETA_STAGE: &str = "eta";
+pub(crate) const ETA_STAGE: &str = "eta";
 
 /// One stage report of a long operation that does not end the wait; kept on
 /// the step (`stage` in the execution document) and republished to the
@@ -65,7 +65,7 @@ impl StageReport {
 
 /// The fields of a Bud event that decide what it means, from either shape.
 #[derive(Debug)]
-pub struct BudEvent<'a> {
+pub(crate) struct BudEvent<'a> {
     pub operation: Option<&'a str>,
     pub stage: Option<&'a str>,
     /// Upper-cased; `None` when the event carries no status.
@@ -93,7 +93,7 @@ fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 impl<'a> BudEvent<'a> {
     /// `None` for an event with neither a status nor a stage: nothing in it
     /// can say what happened to the operation.
-    pub fn read(event: &'a Value) -> Option<Self> {
+    pub(crate) fn read(event: &'a Value) -> Option<Self> {
         let event = event.as_object()?;
         if let Some(payload) = event.get("payload").and_then(Value::as_object) {
             if let Some(content) = payload.get("content").and_then(Value::as_object) {
@@ -128,7 +128,7 @@ impl<'a> BudEvent<'a> {
     }
 
     /// The result's fields, merged into the step's outputs on completion.
-    pub fn result_fields(&self) -> Map<String, Value> {
+    pub(crate) fn result_fields(&self) -> Map<String, Value> {
         match self.result {
             Some(Value::Object(map)) => map.clone(),
             Some(other) => Map::from_iter([("result".to_owned(), other.clone())]),
@@ -137,7 +137,7 @@ impl<'a> BudEvent<'a> {
     }
 
     /// The most specific message: the result's, else the status holder's.
-    pub fn message(&self) -> Option<&'a str> {
+    pub(crate) fn message(&self) -> Option<&'a str> {
         let pick = |map: &'a Map<String, Value>| {
             ["message", "error", "reason"]
                 .iter()
@@ -177,7 +177,7 @@ impl<'a> BudEvent<'a> {
 
 /// Which events end a waiting action's wait, and how far each stage is.
 #[derive(Debug, Clone, Copy)]
-pub struct WaitRules {
+pub(crate) struct WaitRules {
     /// Operations (`payload.type` / `event_type`) this wait listens to; an
     /// event naming another operation is not for it and is ignored. Empty:
     /// any operation.
@@ -195,7 +195,7 @@ pub struct WaitRules {
 impl WaitRules {
     /// The rules of a generic wait: `results` (or a flat status event with
     /// no stage) ends it, a FAILED stage fails it, the rest is progress.
-    pub const GENERIC: Self = Self {
+    pub(crate) const GENERIC: Self = Self {
         operations: &[],
         final_stages: &[],
         final_operations: &[],
@@ -229,7 +229,7 @@ impl WaitRules {
 
     /// What `event` means for a step waiting under these rules; `failure`
     /// is the error when a failed event says nothing.
-    pub fn decide(&self, event: &Value, failure: &str) -> EventAction {
+    pub(crate) fn decide(&self, event: &Value, failure: &str) -> EventAction {
         let Some(event) = BudEvent::read(event) else {
             return EventAction::Ignore;
         };

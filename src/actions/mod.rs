@@ -6,9 +6,9 @@
 //! [`StepOutcome`]; the engine makes the outcome durable. Event-driven
 //! handlers also map an incoming event to an [`EventAction`].
 
-pub mod bud;
-pub mod bud_event;
-pub mod builtin;
+pub(crate) mod bud;
+pub(crate) mod bud_event;
+pub(crate) mod builtin;
 pub mod seed;
 
 use std::collections::BTreeMap;

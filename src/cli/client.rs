@@ -17,11 +17,11 @@ use serde_json::Value;
 use super::Remote;
 
 /// Where `make run` keeps the token it generates (relative to the checkout).
-pub const DEV_TOKEN_FILE: &str = "target/dev-app-api-token";
+pub(crate) const DEV_TOKEN_FILE: &str = "target/dev-app-api-token";
 
 /// Why a command could not do its work; each maps to an exit status.
 #[derive(Debug)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The command line or a file: exit 2.
     Usage(String),
     /// No answer from the service (refused, timed out, DNS): exit 2.
@@ -39,7 +39,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             Self::Api { status, .. } if *status < 500 => ExitCode::from(1),
             Self::Interrupted => ExitCode::from(130),
@@ -88,7 +88,7 @@ impl std::fmt::Display for CliError {
 
 /// A client of one service.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pub base: String,
     token: Option<String>,
     /// Where the token came from, to say so when it is refused.
@@ -97,12 +97,12 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(remote: &Remote) -> Result<Self, CliError> {
+    pub(crate) fn new(remote: &Remote) -> Result<Self, CliError> {
         Self::with_lookup(remote, |name| std::env::var(name).ok())
     }
 
     /// [`Client::new`] with the environment given (for tests).
-    pub fn with_lookup(
+    pub(crate) fn with_lookup(
         remote: &Remote,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, CliError> {
@@ -146,19 +146,23 @@ impl Client {
         })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value, CliError> {
         self.send(Method::GET, path, &[], None).await
     }
 
-    pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
+    pub(crate) async fn get_query(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
         self.send(Method::GET, path, query, None).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value, CliError> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value, CliError> {
         self.send(Method::POST, path, &[], Some(body)).await
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> Result<Value, CliError> {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Result<Value, CliError> {
         self.send(Method::PUT, path, &[], Some(body)).await
     }
 
@@ -252,7 +256,7 @@ fn reason(e: &reqwest::Error) -> String {
 
 /// Runs a client command on a small runtime of its own and turns its
 /// outcome into the process's exit status, printing any error.
-pub fn block_on(command: impl Future<Output = Result<ExitCode, CliError>>) -> ExitCode {
+pub(crate) fn block_on(command: impl Future<Output = Result<ExitCode, CliError>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

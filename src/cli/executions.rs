@@ -11,7 +11,7 @@ use super::render::{self, Line, Paint};
 use super::run::{finish, follow, print_outputs};
 use super::{ExecutionsCommand, Remote};
 
-pub async fn command(remote: Remote, what: ExecutionsCommand) -> Result<ExitCode, CliError> {
+pub(crate) async fn command(remote: Remote, what: ExecutionsCommand) -> Result<ExitCode, CliError> {
     let client = Client::new(&remote)?;
     match what {
         ExecutionsCommand::Show { id, json } => {
@@ -117,7 +117,7 @@ fn when(value: &Value) -> String {
 }
 
 /// `executions show`: the execution, its steps as a tree, its outputs.
-pub fn show(execution: &Value, workflow: Option<&Value>) {
+pub(crate) fn show(execution: &Value, workflow: Option<&Value>) {
     let colour = render::colour_stdout();
     let now = Utc::now();
     let status = execution["status"].as_str().unwrap_or("?");

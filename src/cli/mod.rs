@@ -10,11 +10,11 @@
 //! [`parse`] is a plain match over the words, and every mistake is a usage
 //! error (exit 2) that names the word.
 
-pub mod client;
+pub(crate) mod client;
 pub mod docs;
-pub mod executions;
-pub mod render;
-pub mod run;
+pub(crate) mod executions;
+pub(crate) mod render;
+pub(crate) mod run;
 
 use std::process::ExitCode;
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// The colour of one part of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Paint {
+pub(crate) enum Paint {
     Plain,
     Bold,
     Dim,
@@ -41,32 +41,29 @@ impl Paint {
 
 /// One line of output, as styled parts.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Line {
+pub(crate) struct Line {
     parts: Vec<(String, Paint)>,
 }
 
 impl Line {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn plain(text: impl Into<String>) -> Self {
-        Self::new().push(text, Paint::Plain)
-    }
-
-    pub fn push(mut self, text: impl Into<String>, paint: Paint) -> Self {
+    pub(crate) fn push(mut self, text: impl Into<String>, paint: Paint) -> Self {
         self.parts.push((text.into(), paint));
         self
     }
 
     /// The text without styles.
-    pub fn text(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> String {
         self.parts.iter().map(|(t, _)| t.as_str()).collect()
     }
 
     /// The line cut to `width` characters (when given), with escape
     /// sequences when `colour`.
-    pub fn render(&self, width: Option<usize>, colour: bool) -> String {
+    pub(crate) fn render(&self, width: Option<usize>, colour: bool) -> String {
         let mut left = width.unwrap_or(usize::MAX);
         let mut out = String::new();
         for (text, paint) in &self.parts {
@@ -93,14 +90,14 @@ impl Line {
 }
 
 /// Whether standard output gets colours: a terminal, and `NO_COLOR` unset.
-pub fn colour_stdout() -> bool {
+pub(crate) fn colour_stdout() -> bool {
     crate::telemetry::colours_wanted(std::io::stdout().is_terminal())
 }
 
 /// The terminal's columns and rows, when standard output is one that says.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub fn terminal_size() -> Option<(usize, usize)> {
+pub(crate) fn terminal_size() -> Option<(usize, usize)> {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -120,7 +117,7 @@ pub fn terminal_size() -> Option<(usize, usize)> {
 }
 
 /// `0.25s`, `12.3s`, `4m05s`, `2h03m`.
-pub fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0);
     if s < 1.0 {
         format!("{s:.2}s")
@@ -137,7 +134,7 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-pub fn timestamp(value: &Value) -> Option<DateTime<Utc>> {
+pub(crate) fn timestamp(value: &Value) -> Option<DateTime<Utc>> {
     value
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -151,11 +148,11 @@ fn span(from: &Value, to: &Value, now: DateTime<Utc>) -> Option<f64> {
     Some((end - start).num_milliseconds() as f64 / 1000.0)
 }
 
-pub fn is_terminal_status(status: &str) -> bool {
+pub(crate) fn is_terminal_status(status: &str) -> bool {
     matches!(status, "COMPLETED" | "FAILED" | "CANCELLED")
 }
 
-pub fn status_paint(status: &str) -> Paint {
+pub(crate) fn status_paint(status: &str) -> Paint {
     match status {
         "COMPLETED" => Paint::Green,
         "FAILED" | "TIMEOUT" => Paint::Red,
@@ -179,7 +176,7 @@ fn glyph(status: &str, waiting: bool) -> &'static str {
 }
 
 /// How many steps are finished (not PENDING or RUNNING), and how many there are.
-pub fn step_counts(execution: &Value) -> (usize, usize) {
+pub(crate) fn step_counts(execution: &Value) -> (usize, usize) {
     let steps = execution["steps"]
         .as_array()
         .map(Vec::as_slice)
@@ -192,7 +189,7 @@ pub fn step_counts(execution: &Value) -> (usize, usize) {
 }
 
 /// `[█████░░░░░]  50%  1/2 steps  RUNNING  1.2s`, the bar `bar` cells wide.
-pub fn progress_line(execution: &Value, bar: usize, now: DateTime<Utc>) -> Line {
+pub(crate) fn progress_line(execution: &Value, bar: usize, now: DateTime<Utc>) -> Line {
     let status = execution["status"].as_str().unwrap_or("?");
     let percent = execution["progress_percentage"].as_f64().unwrap_or(0.0);
     let filled = ((percent / 100.0) * bar as f64).round() as usize;
@@ -216,7 +213,7 @@ pub fn progress_line(execution: &Value, bar: usize, now: DateTime<Utc>) -> Line 
 /// others are named after it), in the DAG's declaration order; a flat list
 /// when the DAG is not known. Each step shows its state, attempt, duration,
 /// the event it waits for, its next retry, and its error on a line below.
-pub fn step_tree(execution: &Value, dag: Option<&Value>, now: DateTime<Utc>) -> Vec<Line> {
+pub(crate) fn step_tree(execution: &Value, dag: Option<&Value>, now: DateTime<Utc>) -> Vec<Line> {
     let steps: Vec<&Value> = execution["steps"]
         .as_array()
         .into_iter()

@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// restarting) before giving up.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
 
-pub async fn command(args: RunArgs) -> Result<ExitCode, CliError> {
+pub(crate) async fn command(args: RunArgs) -> Result<ExitCode, CliError> {
     let doc = load_document(&args.file).map_err(CliError::Usage)?;
     if !doc.is_object() {
         return Err(CliError::Usage(format!(
@@ -77,7 +77,7 @@ pub async fn command(args: RunArgs) -> Result<ExitCode, CliError> {
 /// string (or an unknown type, which is a string) takes the text as is;
 /// any other value is read as JSON when it is JSON (`3`, `true`,
 /// `{"a": 1}`, `[1, 2]`) and is text otherwise.
-pub fn parameters(doc: &Value, given: &[(String, String)]) -> Map<String, Value> {
+pub(crate) fn parameters(doc: &Value, given: &[(String, String)]) -> Map<String, Value> {
     let declared: HashMap<&str, &str> = doc["parameters"]
         .as_array()
         .into_iter()
@@ -142,7 +142,7 @@ fn normalized(doc: &Value) -> Option<Value> {
 
 /// Prints how the execution ended and its outputs; the exit status: 0 for
 /// COMPLETED, 1 otherwise.
-pub fn finish(execution: &Value) -> ExitCode {
+pub(crate) fn finish(execution: &Value) -> ExitCode {
     let colour = render::colour_stdout();
     let status = execution["status"].as_str().unwrap_or("?");
     let mut line = Line::new()
@@ -178,7 +178,7 @@ pub fn finish(execution: &Value) -> ExitCode {
     }
 }
 
-pub fn print_outputs(outputs: &Value) {
+pub(crate) fn print_outputs(outputs: &Value) {
     let empty = outputs.as_object().is_none_or(Map::is_empty);
     if !empty {
         println!("outputs:");
@@ -192,7 +192,7 @@ pub fn print_outputs(outputs: &Value) {
 /// Follows an execution until it is COMPLETED, FAILED or CANCELLED and
 /// returns its last state. `dag` (the DAG of the execution's version) draws
 /// the steps as a tree. Ctrl-C stops watching, not the execution.
-pub async fn follow(
+pub(crate) async fn follow(
     client: &Client,
     id: &str,
     dag: Option<&Value>,

@@ -3,7 +3,7 @@
 //! ([`template`]).
 
 pub mod model;
-pub mod params;
+pub(crate) mod params;
 pub mod template;
 mod template_bounds;
 mod template_meta;

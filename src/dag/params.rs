@@ -10,7 +10,10 @@ use super::Dag;
 ///
 /// An explicit `null` for a declared parameter counts as "not given": the
 /// default applies, and a required parameter without one is an error.
-pub fn merge(dag: &Dag, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
+pub(crate) fn merge(
+    dag: &Dag,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<String>> {
     let mut merged = given.clone();
     let mut errors = Vec::new();
     for param in &dag.parameters {
@@ -48,7 +51,7 @@ pub fn merge(dag: &Dag, given: &Map<String, Value>) -> Result<Map<String, Value>
 /// `float` is the original service's name for `number`, kept so that its
 /// definitions keep working; any other unknown name (`cluster_ref`, ...) is a
 /// string.
-pub fn expected_json_type(kind: &str) -> &'static str {
+pub(crate) fn expected_json_type(kind: &str) -> &'static str {
     match kind {
         "integer" => "integer",
         "number" | "float" => "number",
@@ -60,7 +63,7 @@ pub fn expected_json_type(kind: &str) -> &'static str {
 }
 
 /// The JSON type name of a value, distinguishing integers from other numbers.
-pub fn json_type_name(value: &Value) -> &'static str {
+pub(crate) fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -75,7 +78,7 @@ pub fn json_type_name(value: &Value) -> &'static str {
 /// `Some("expected integer, got string")` when `value` does not have the
 /// declared type `kind`; no coercion (`"5"` is not an integer, `5.0` is not
 /// an integer either, but `5` is a number).
-pub fn type_mismatch(kind: &str, value: &Value) -> Option<String> {
+pub(crate) fn type_mismatch(kind: &str, value: &Value) -> Option<String> {
     let expected = expected_json_type(kind);
     let ok = match expected {
         "integer" => value.is_i64() || value.is_u64(),

@@ -121,12 +121,12 @@ thread_local! {
 }
 
 /// The budget of the renders on this thread until dropped.
-pub struct Active<'a> {
+pub(super) struct Active<'a> {
     budget: &'a Budget,
     previous: Option<(usize, usize)>,
 }
 
-pub fn enter(budget: &Budget) -> Active<'_> {
+pub(super) fn enter(budget: &Budget) -> Active<'_> {
     let previous = CURRENT.replace(Some((budget.max_bytes, budget.spent.get())));
     Active { budget, previous }
 }
@@ -145,14 +145,14 @@ fn current() -> (usize, usize) {
     CURRENT.get().unwrap_or((DEFAULT_MAX_BYTES, 0))
 }
 
-pub fn remaining() -> usize {
+pub(super) fn remaining() -> usize {
     let (max, spent) = current();
     max.saturating_sub(spent)
 }
 
 /// Record `bytes` built; an error once the render has built more than its
 /// budget.
-pub fn charge(bytes: usize) -> Result<(), Error> {
+pub(super) fn charge(bytes: usize) -> Result<(), Error> {
     let (max, spent) = current();
     let spent = spent.saturating_add(bytes);
     if CURRENT.get().is_some() {
@@ -279,7 +279,7 @@ fn render_capped(value: &Value, pretty_debug: bool, cap: usize) -> Result<String
 }
 
 /// The JSON text of `value`, built only up to `cap` (`None`: not JSON).
-pub fn json_capped(
+pub(super) fn json_capped(
     value: &Value,
     indent: Option<usize>,
     cap: usize,
@@ -434,7 +434,7 @@ fn escapes(state: &State, value: &Value) -> bool {
 /// The environment's formatter: every `{{ }}` (and, after the rewrite, all
 /// literal text) is measured against the budget before it is written,
 /// whether into the result or into a capture.
-pub fn format_output(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
+pub(super) fn format_output(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
     let factor = if escapes(state, value) {
         ESCAPE_FACTOR
     } else {
@@ -446,7 +446,7 @@ pub fn format_output(out: &mut Output, state: &State, value: &Value) -> Result<(
 }
 
 /// The JSON form of a typed result, measured before it is built.
-pub fn to_json(value: &Value) -> Result<serde_json::Value, Error> {
+pub(super) fn to_json(value: &Value) -> Result<serde_json::Value, Error> {
     if value.is_undefined() || value.is_none() {
         return Ok(serde_json::Value::Null);
     }
@@ -476,7 +476,7 @@ const TEMPLATE_NAME: &str = "<string>";
 
 /// The syntax tree of a template (as `Environment::template_from_str` would
 /// parse it; nothing is compiled or evaluated).
-pub fn parse_template(source: &str) -> Result<Stmt<'_>, Error> {
+pub(super) fn parse_template(source: &str) -> Result<Stmt<'_>, Error> {
     machinery::parse(
         source,
         TEMPLATE_NAME,
@@ -486,7 +486,7 @@ pub fn parse_template(source: &str) -> Result<Stmt<'_>, Error> {
 }
 
 /// Render `source` (checked: see the module docs) with `root` as context.
-pub fn render(env: &Environment<'_>, source: &str, root: Value) -> Result<String, Error> {
+pub(super) fn render(env: &Environment<'_>, source: &str, root: Value) -> Result<String, Error> {
     let tree = rewrite_template(&parse_template(source)?);
     let mut codegen = CodeGenerator::new(TEMPLATE_NAME, source);
     codegen.compile_stmt(&tree);
@@ -500,12 +500,12 @@ pub fn render(env: &Environment<'_>, source: &str, root: Value) -> Result<String
 }
 
 /// Parse `source` as one expression (`None` when it is not one).
-pub fn parse_expression(source: &str) -> Option<Expr<'_>> {
+pub(super) fn parse_expression(source: &str) -> Option<Expr<'_>> {
     machinery::parse_expr(source).ok()
 }
 
 /// Evaluate an expression [`parse_expression`] returned.
-pub fn eval(
+pub(super) fn eval(
     env: &Environment<'_>,
     source: &str,
     expr: &Expr<'_>,
@@ -1239,7 +1239,7 @@ fn pprint(value: &Value) -> Result<Value, Error> {
 
 /// Register the checked built-ins and the rewrite's checks in `env`, and
 /// remove `debug()` (it dumps the whole context into the output).
-pub fn register(env: &mut Environment<'static>) {
+pub(super) fn register(env: &mut Environment<'static>) {
     for &(name, before, after) in FILTERS {
         if name == "pprint" {
             env.add_filter(name, pprint);

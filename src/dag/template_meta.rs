@@ -13,7 +13,7 @@ use minijinja::machinery::ast;
 
 /// `name` or `name.attr.attr` for every variable read before any
 /// assignment that could declare it.
-pub fn undeclared_variables(tree: &ast::Stmt<'_>) -> HashSet<String> {
+pub(super) fn undeclared_variables(tree: &ast::Stmt<'_>) -> HashSet<String> {
     let mut tracker = Tracker {
         nested: HashSet::new(),
         assigned: vec![HashSet::new()],

@@ -9,9 +9,9 @@
 //! Everything goes over plain HTTP to the local sidecar; the sidecar owns
 //! mTLS and service discovery (dapr-contract.md D.7).
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod budcluster;
-pub mod invoke;
+pub(crate) mod invoke;
 
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use budcluster::Budcluster;

@@ -7,7 +7,7 @@ use sqlx::PgExecutor;
 /// The latest 20 events for these correlation ids, oldest first, each a
 /// JSON summary (`correlation_id`, `status`, `received_at`, and the event's
 /// `event`, `event_status` and `message`, wherever the sender put them).
-pub async fn recent(
+pub(crate) async fn recent(
     db: impl PgExecutor<'_>,
     correlation_ids: &[String],
 ) -> Result<Vec<Value>, sqlx::Error> {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::paging::Cursor;
 
 #[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct StepView {
+pub(crate) struct StepView {
     pub step_id: String,
     pub name: String,
     pub action: String,
@@ -46,7 +46,7 @@ pub struct StepView {
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct ExecutionView {
+pub(crate) struct ExecutionView {
     #[sqlx(rename = "id")]
     pub execution_id: Uuid,
     pub workflow_id: Uuid,
@@ -92,7 +92,10 @@ const STEP_VIEW: &str =
 
 /// The execution with its steps (in the DAG's declaration order), if there
 /// is one.
-pub async fn view(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ExecutionView>, sqlx::Error> {
+pub(crate) async fn view(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ExecutionView>, sqlx::Error> {
     // ONE statement, so the execution and its steps are one snapshot (two
     // queries could show a COMPLETED execution with steps still running, or
     // a progress that disagrees with the steps).
@@ -114,7 +117,7 @@ pub async fn view(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ExecutionV
 
 /// What [`document`] reads.
 #[derive(Debug, sqlx::FromRow)]
-pub struct Document {
+pub(crate) struct Document {
     pub status: String,
     /// The fingerprint of the execution's rows.
     pub fingerprint: String,
@@ -126,7 +129,7 @@ pub struct Document {
 /// The execution's document (`EXECUTION_JSON`), left out when its
 /// fingerprint equals `known`, the one of the copy the caller holds;
 /// `None` when there is no such execution.
-pub async fn document(
+pub(crate) async fn document(
     db: impl PgExecutor<'_>,
     id: Uuid,
     known: Option<&str>,
@@ -228,7 +231,7 @@ fn expand_sql(template: &str) -> String {
 /// `DateTime<Utc>` (RFC 3339 in UTC with `Z`; fractional seconds left out
 /// when zero, else 3 digits when whole milliseconds, else 6), so every route
 /// shows one format. NULL stays NULL.
-pub fn timestamp_sql(expr: &str) -> String {
+pub(crate) fn timestamp_sql(expr: &str) -> String {
     let micros = format!("(extract(microseconds FROM ({expr}))::bigint % 1000000)");
     format!(
         "(to_char(({expr}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || \
@@ -241,7 +244,7 @@ pub fn timestamp_sql(expr: &str) -> String {
 /// SQL JSON for a float8 written as serde writes an `f64`: a whole number
 /// keeps its `.0`. (Both print the shortest digits that read back exactly;
 /// the values here, percentages, never need an exponent.)
-pub fn float_sql(expr: &str) -> String {
+pub(crate) fn float_sql(expr: &str) -> String {
     format!(
         "(SELECT CASE WHEN v = trunc(v) AND abs(v) < 1e15 THEN (trunc(v)::bigint::text || '.0')::json \
                      ELSE to_json(v) END FROM (SELECT ({expr})::float8 AS v) f)"
@@ -263,7 +266,7 @@ where
 /// for every filter may be given a generic plan that serves all of them
 /// with a scan of history.
 #[derive(Debug)]
-pub struct ListFilter<'a> {
+pub(crate) struct ListFilter<'a> {
     pub workflow_id: Option<Uuid>,
     pub status: Option<&'static str>,
     pub initiator: Option<&'a str>,
@@ -307,7 +310,7 @@ impl ListFilter<'_> {
 /// The executions `filter` matches (without their steps), newest first:
 /// after `after` when given (keyset paging), at most `limit`, past the
 /// first `offset`.
-pub async fn list(
+pub(crate) async fn list(
     db: impl PgExecutor<'_>,
     filter: &ListFilter<'_>,
     after: Option<&Cursor>,
@@ -333,7 +336,7 @@ pub async fn list(
 
 /// How many executions `filter` matches, counting no further than
 /// `cap` (an index-only scan that stops there).
-pub async fn count_capped(
+pub(crate) async fn count_capped(
     db: impl PgExecutor<'_>,
     filter: &ListFilter<'_>,
     cap: i64,
@@ -351,7 +354,7 @@ pub async fn count_capped(
 
 /// Postgres' estimate of how many executions `filter` matches (the
 /// planner's row count; 0 if the plan does not say).
-pub async fn estimate(
+pub(crate) async fn estimate(
     db: impl PgExecutor<'_>,
     filter: &ListFilter<'_>,
 ) -> Result<i64, sqlx::Error> {

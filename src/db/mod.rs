@@ -8,13 +8,13 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 
-pub mod events;
-pub mod executions;
-pub mod ops;
+pub(crate) mod events;
+pub(crate) mod executions;
+pub(crate) mod ops;
 pub mod paging;
-pub mod pipelines;
-pub mod triggers;
-pub mod workflows;
+pub(crate) mod pipelines;
+pub(crate) mod triggers;
+pub(crate) mod workflows;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

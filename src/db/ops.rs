@@ -5,7 +5,7 @@
 use sqlx::PgExecutor;
 
 /// One round trip: `Ok` when the database answers.
-pub async fn ping(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn ping(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(db)
         .await
@@ -14,7 +14,7 @@ pub async fn ping(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
 
 /// The queues, over all replicas.
 #[derive(Debug, sqlx::FromRow, Default)]
-pub struct Depths {
+pub(crate) struct Depths {
     pub claimable: i64,
     pub scheduled: i64,
     pub running: i64,
@@ -30,7 +30,7 @@ pub struct Depths {
     pub schedule_failures_last_hour: i64,
 }
 
-pub async fn depths(db: impl PgExecutor<'_>) -> Result<Depths, sqlx::Error> {
+pub(crate) async fn depths(db: impl PgExecutor<'_>) -> Result<Depths, sqlx::Error> {
     sqlx::query_as::<_, Depths>(
         "SELECT
             (SELECT count(*) FROM step_executions WHERE status = 'PENDING' AND available_at <= now()) AS claimable,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// A pipeline as the original's `PipelineResponse` has it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub id: Uuid,
     pub name: String,
     /// The version as text (`"1"`, `"2"`, …), as the original sends it.
@@ -41,12 +41,12 @@ const COLUMNS: &str = "w.id, w.name, w.version::text AS version, w.status, w.cre
 /// Who is asking: with a user, only that user's pipelines and the
 /// system-owned ones are visible; without one (budapp itself), all.
 #[derive(Debug, Clone, Default)]
-pub struct Viewer {
+pub(crate) struct Viewer {
     pub user_id: Option<String>,
 }
 
 /// What to store for a new or changed pipeline.
-pub struct Definition<'a> {
+pub(crate) struct Definition<'a> {
     pub name: &'a str,
     pub owner: Option<&'a str>,
     pub system_owned: bool,
@@ -65,7 +65,7 @@ impl Definition<'_> {
 
 /// The pipelines `viewer` sees, newest first: after `after` when given
 /// (keyset paging), at most `limit` when given.
-pub async fn list(
+pub(crate) async fn list(
     db: impl PgExecutor<'_>,
     viewer: &Viewer,
     include_system: bool,
@@ -90,7 +90,7 @@ pub async fn list(
 }
 
 /// The pipeline if it exists and `viewer` may see it.
-pub async fn get(
+pub(crate) async fn get(
     db: impl PgExecutor<'_>,
     id: Uuid,
     viewer: &Viewer,
@@ -107,7 +107,7 @@ pub async fn get(
 }
 
 /// Insert a pipeline (version 1) and its first version row.
-pub async fn insert(
+pub(crate) async fn insert(
     tx: &mut Transaction<'static, Postgres>,
     def: &Definition<'_>,
     ephemeral: bool,
@@ -135,7 +135,7 @@ pub async fn insert(
 }
 
 /// The row to change, locked, if `viewer` may see it: (version, name, icon).
-pub async fn lock_for_update(
+pub(crate) async fn lock_for_update(
     tx: &mut Transaction<'static, Postgres>,
     id: Uuid,
     viewer: &Viewer,
@@ -153,7 +153,7 @@ pub async fn lock_for_update(
 }
 
 /// A new version of a pipeline (owner and system flag unchanged).
-pub async fn update(
+pub(crate) async fn update(
     tx: &mut Transaction<'static, Postgres>,
     id: Uuid,
     version: i32,
@@ -179,7 +179,7 @@ pub async fn update(
 
 /// Soft-delete: executions keep their definition (the original deleted
 /// them with it; COMPAT.md keeps them).
-pub async fn delete(
+pub(crate) async fn delete(
     db: impl PgExecutor<'_>,
     id: Uuid,
     viewer: &Viewer,
@@ -198,7 +198,7 @@ pub async fn delete(
 }
 
 /// Keep this version's DAG: executions point at the exact version they ran.
-pub async fn insert_version(
+pub(crate) async fn insert_version(
     tx: &mut Transaction<'static, Postgres>,
     id: Uuid,
     version: i32,
@@ -214,7 +214,10 @@ pub async fn insert_version(
 }
 
 /// The name of a pipeline (or of an ephemeral run's definition).
-pub async fn name_of(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn name_of(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT name FROM workflows WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -223,7 +226,7 @@ pub async fn name_of(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>
 
 /// Delete the definitions of ephemeral runs whose executions retention
 /// removed (their version rows go in the same statement).
-pub async fn delete_orphaned_ephemeral(
+pub(crate) async fn delete_orphaned_ephemeral(
     db: impl PgExecutor<'_>,
     older_than_days: i32,
 ) -> Result<u64, sqlx::Error> {

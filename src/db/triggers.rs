@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// A stored schedule, with the status of its last execution.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ScheduleRow {
+pub(crate) struct ScheduleRow {
     pub id: Uuid,
     pub workflow_id: Uuid,
     pub name: String,
@@ -30,21 +30,20 @@ pub struct ScheduleRow {
     pub last_error_at: Option<DateTime<Utc>>,
     pub max_runs: Option<i32>,
     pub expires_at: Option<DateTime<Utc>>,
-    pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// Columns of [`ScheduleRow`] over `schedules s`.
-pub const SCHEDULE_COLUMNS: &str = "s.id, s.workflow_id, s.name, s.description, s.schedule_type, s.expression,
+pub(crate) const SCHEDULE_COLUMNS: &str = "s.id, s.workflow_id, s.name, s.description, s.schedule_type, s.expression,
     s.timezone, s.run_at, s.params, s.enabled, s.status, s.next_run_at, s.last_run_at, s.last_execution_id,
     (SELECT e.status FROM executions e WHERE e.id = s.last_execution_id) AS last_execution_status,
-    s.run_count, s.failure_count, s.last_error, s.last_error_at, s.max_runs, s.expires_at, s.created_by,
+    s.run_count, s.failure_count, s.last_error, s.last_error_at, s.max_runs, s.expires_at,
     s.created_at, s.updated_at";
 
 /// What a create or an update writes.
 #[derive(Debug, Clone)]
-pub struct ScheduleFields {
+pub(crate) struct ScheduleFields {
     pub name: String,
     pub description: Option<String>,
     pub schedule_type: String,
@@ -60,7 +59,7 @@ pub struct ScheduleFields {
 }
 
 impl ScheduleFields {
-    pub fn of(row: &ScheduleRow) -> Self {
+    pub(crate) fn of(row: &ScheduleRow) -> Self {
         Self {
             name: row.name.clone(),
             description: row.description.clone(),
@@ -79,7 +78,10 @@ impl ScheduleFields {
 }
 
 /// Whether a live (not deleted, not a hidden one-off) pipeline has this id.
-pub async fn pipeline_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn pipeline_exists(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral)",
     )
@@ -88,7 +90,7 @@ pub async fn pipeline_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, 
     .await
 }
 
-pub async fn insert_schedule(
+pub(crate) async fn insert_schedule(
     db: impl PgExecutor<'_>,
     id: Uuid,
     workflow_id: Uuid,
@@ -120,7 +122,7 @@ pub async fn insert_schedule(
     Ok(())
 }
 
-pub async fn update_schedule(
+pub(crate) async fn update_schedule(
     db: impl PgExecutor<'_>,
     id: Uuid,
     f: &ScheduleFields,
@@ -149,7 +151,7 @@ pub async fn update_schedule(
     Ok(())
 }
 
-pub async fn get_schedule(
+pub(crate) async fn get_schedule(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<ScheduleRow>, sqlx::Error> {
@@ -162,7 +164,7 @@ pub async fn get_schedule(
 }
 
 /// The schedule, locked for a change (`FOR UPDATE`: a firing holds it too).
-pub async fn lock_schedule(
+pub(crate) async fn lock_schedule(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<ScheduleRow>, sqlx::Error> {
@@ -174,7 +176,7 @@ pub async fn lock_schedule(
     .await
 }
 
-pub async fn list_schedules(
+pub(crate) async fn list_schedules(
     db: impl PgExecutor<'_>,
     workflow_id: Option<Uuid>,
     enabled: Option<bool>,
@@ -194,7 +196,10 @@ pub async fn list_schedules(
     .await
 }
 
-pub async fn delete_schedule(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete_schedule(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM schedules WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -205,7 +210,7 @@ pub async fn delete_schedule(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, 
 
 /// A stored webhook (its secret only as the SHA-256 of it).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct WebhookRow {
+pub(crate) struct WebhookRow {
     pub id: Uuid,
     pub workflow_id: Uuid,
     pub name: String,
@@ -221,13 +226,13 @@ pub struct WebhookRow {
 }
 
 /// Columns of [`WebhookRow`] over `webhooks`.
-pub const WEBHOOK_COLUMNS: &str =
+pub(crate) const WEBHOOK_COLUMNS: &str =
     "id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled,
     trigger_count, last_triggered_at, created_at, updated_at";
 
 /// What a webhook's create or update writes.
 #[derive(Debug, Clone, Copy)]
-pub struct WebhookFields<'a> {
+pub(crate) struct WebhookFields<'a> {
     pub name: &'a str,
     pub secret_hash: Option<&'a str>,
     pub allowed_ips: Option<&'a [String]>,
@@ -236,7 +241,7 @@ pub struct WebhookFields<'a> {
     pub enabled: bool,
 }
 
-pub async fn insert_webhook(
+pub(crate) async fn insert_webhook(
     db: impl PgExecutor<'_>,
     id: Uuid,
     workflow_id: Uuid,
@@ -258,7 +263,7 @@ pub async fn insert_webhook(
     .await
 }
 
-pub async fn get_webhook(
+pub(crate) async fn get_webhook(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<WebhookRow>, sqlx::Error> {
@@ -271,7 +276,7 @@ pub async fn get_webhook(
 }
 
 /// The webhook, locked for a change.
-pub async fn lock_webhook(
+pub(crate) async fn lock_webhook(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<WebhookRow>, sqlx::Error> {
@@ -283,7 +288,7 @@ pub async fn lock_webhook(
     .await
 }
 
-pub async fn list_webhooks(
+pub(crate) async fn list_webhooks(
     db: impl PgExecutor<'_>,
     workflow_id: Option<Uuid>,
     enabled: Option<bool>,
@@ -300,7 +305,7 @@ pub async fn list_webhooks(
 }
 
 /// Rewrite a webhook (the caller has it locked: [`lock_webhook`]).
-pub async fn update_webhook(
+pub(crate) async fn update_webhook(
     db: impl PgExecutor<'_>,
     id: Uuid,
     f: &WebhookFields<'_>,
@@ -322,7 +327,7 @@ pub async fn update_webhook(
 }
 
 /// A new secret (its hash); `None` when there is no such webhook.
-pub async fn set_webhook_secret(
+pub(crate) async fn set_webhook_secret(
     db: impl PgExecutor<'_>,
     id: Uuid,
     secret_hash: &str,
@@ -336,7 +341,7 @@ pub async fn set_webhook_secret(
     .await
 }
 
-pub async fn delete_webhook(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete_webhook(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -347,7 +352,10 @@ pub async fn delete_webhook(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, s
 
 /// Count a firing of the webhook: in the transaction that records its
 /// execution, so the row lock is held only to that commit.
-pub async fn count_webhook_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn count_webhook_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE webhooks SET trigger_count = trigger_count + 1, last_triggered_at = now() WHERE id = $1",
     )
@@ -359,7 +367,7 @@ pub async fn count_webhook_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<
 
 /// A stored event trigger.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct EventTriggerRow {
+pub(crate) struct EventTriggerRow {
     pub id: Uuid,
     pub workflow_id: Uuid,
     pub name: String,
@@ -374,13 +382,13 @@ pub struct EventTriggerRow {
 }
 
 /// Columns of [`EventTriggerRow`] over `event_triggers`.
-pub const EVENT_TRIGGER_COLUMNS: &str =
+pub(crate) const EVENT_TRIGGER_COLUMNS: &str =
     "id, workflow_id, name, event_type, filters, params, enabled,
     trigger_count, last_triggered_at, created_at, updated_at";
 
 /// What an event trigger's create writes.
 #[derive(Debug, Clone, Copy)]
-pub struct NewEventTrigger<'a> {
+pub(crate) struct NewEventTrigger<'a> {
     pub workflow_id: Uuid,
     pub name: &'a str,
     pub event_type: Option<&'a str>,
@@ -389,7 +397,7 @@ pub struct NewEventTrigger<'a> {
     pub enabled: bool,
 }
 
-pub async fn insert_event_trigger(
+pub(crate) async fn insert_event_trigger(
     db: impl PgExecutor<'_>,
     id: Uuid,
     t: &NewEventTrigger<'_>,
@@ -409,7 +417,7 @@ pub async fn insert_event_trigger(
     .await
 }
 
-pub async fn list_event_triggers(
+pub(crate) async fn list_event_triggers(
     db: impl PgExecutor<'_>,
     workflow_id: Option<Uuid>,
     enabled: Option<bool>,
@@ -428,7 +436,7 @@ pub async fn list_event_triggers(
     .await
 }
 
-pub async fn get_event_trigger(
+pub(crate) async fn get_event_trigger(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<EventTriggerRow>, sqlx::Error> {
@@ -443,7 +451,7 @@ pub async fn get_event_trigger(
 /// What an event trigger's update changes: each field given replaces the
 /// stored one.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EventTriggerChange<'a> {
+pub(crate) struct EventTriggerChange<'a> {
     pub name: Option<&'a str>,
     pub event_type: Option<&'a str>,
     pub filters: Option<&'a Value>,
@@ -452,7 +460,7 @@ pub struct EventTriggerChange<'a> {
 }
 
 /// The changed trigger; `None` when there is no such trigger.
-pub async fn update_event_trigger(
+pub(crate) async fn update_event_trigger(
     db: impl PgExecutor<'_>,
     id: Uuid,
     c: &EventTriggerChange<'_>,
@@ -473,7 +481,10 @@ pub async fn update_event_trigger(
     .await
 }
 
-pub async fn delete_event_trigger(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete_event_trigger(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM event_triggers WHERE id = $1")
         .bind(id)
         .execute(db)

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::paging::Cursor;
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Workflow {
+pub(crate) struct Workflow {
     pub id: Uuid,
     pub name: String,
     pub version: i32,
@@ -29,14 +29,14 @@ pub struct Workflow {
 
 /// The unique index on a live workflow's (name, owner): an insert or an
 /// update that takes a name its owner already uses violates it.
-pub const LIVE_NAME: &str = "workflows_live_name";
+pub(crate) const LIVE_NAME: &str = "workflows_live_name";
 
 /// Columns of [`Workflow`] over `workflows`.
-pub const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, name, version, status, created_by, description, created_at, updated_at, step_count, dag";
 
 /// What a create or an update writes.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     pub name: &'a str,
     pub created_by: Option<&'a str>,
     pub description: Option<&'a str>,
@@ -49,7 +49,7 @@ pub struct Fields<'a> {
 /// [`super::pipelines::insert_version`], in the same transaction.
 ///
 /// A name its owner already uses violates [`LIVE_NAME`].
-pub async fn insert(
+pub(crate) async fn insert(
     db: impl PgExecutor<'_>,
     id: Uuid,
     f: &Fields<'_>,
@@ -72,7 +72,7 @@ pub async fn insert(
 /// conditions asked for (as `executions::ListFilter`), along the
 /// `workflows_page*` indexes.
 #[derive(Debug, Default)]
-pub struct ListFilter<'a> {
+pub(crate) struct ListFilter<'a> {
     pub created_by: Option<&'a str>,
     pub name: Option<&'a str>,
 }
@@ -97,7 +97,7 @@ impl ListFilter<'_> {
 
 /// The live workflows `filter` matches, newest first: after `after` when
 /// given (keyset paging), at most `limit`, past the first `offset`.
-pub async fn list(
+pub(crate) async fn list(
     db: impl PgExecutor<'_>,
     filter: &ListFilter<'_>,
     after: Option<&Cursor>,
@@ -133,7 +133,10 @@ pub async fn list(
 }
 
 /// How many live workflows `filter` matches.
-pub async fn count(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<i64, sqlx::Error> {
+pub(crate) async fn count(
+    db: impl PgExecutor<'_>,
+    filter: &ListFilter<'_>,
+) -> Result<i64, sqlx::Error> {
     let (clause, _) = filter.clause();
     let sql = format!("SELECT count(*) FROM workflows WHERE {clause}");
     let mut count = sqlx::query_scalar::<_, i64>(&sql);
@@ -147,7 +150,10 @@ pub async fn count(db: impl PgExecutor<'_>, filter: &ListFilter<'_>) -> Result<i
 }
 
 /// The live workflow, at its latest version.
-pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Workflow>, sqlx::Error> {
+pub(crate) async fn get(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Workflow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
     ))
@@ -158,7 +164,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Workflow>, 
 
 /// The live workflow as it was at `version`: that version's DAG, and the
 /// description and step count read from it.
-pub async fn get_version(
+pub(crate) async fn get_version(
     db: impl PgExecutor<'_>,
     id: Uuid,
     version: i32,
@@ -178,12 +184,12 @@ pub async fn get_version(
 
 /// The live workflow's row, locked for a new version.
 #[derive(Debug, sqlx::FromRow)]
-pub struct Current {
+pub(crate) struct Current {
     pub version: i32,
     pub created_by: Option<String>,
 }
 
-pub async fn lock_for_update(
+pub(crate) async fn lock_for_update(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<Current>, sqlx::Error> {
@@ -200,7 +206,7 @@ pub async fn lock_for_update(
 /// same transaction.
 ///
 /// A name its owner already uses violates [`LIVE_NAME`].
-pub async fn update(
+pub(crate) async fn update(
     db: impl PgExecutor<'_>,
     id: Uuid,
     version: i32,
@@ -224,7 +230,7 @@ pub async fn update(
 
 /// Soft-delete a live workflow (its executions stay readable); whether
 /// there was one.
-pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral",
     )

@@ -21,7 +21,7 @@ pub struct Finish {
 }
 
 #[derive(Debug, Default)]
-pub struct Advance {
+pub(crate) struct Advance {
     /// Steps made claimable at `now` by this call, in declaration order.
     pub ready_now: Vec<usize>,
     pub finish: Option<Finish>,
@@ -29,7 +29,7 @@ pub struct Advance {
 
 /// `{"params": ..., "steps": {"<id>": {"outputs": ...}}}` for templates.
 /// Steps without outputs are absent, so they read as undefined.
-pub fn rows_context(params: &Map<String, Value>, rows: &[StepRow]) -> Value {
+pub(crate) fn rows_context(params: &Map<String, Value>, rows: &[StepRow]) -> Value {
     let steps: Map<String, Value> = rows
         .iter()
         .filter_map(|r| {
@@ -43,19 +43,19 @@ pub fn rows_context(params: &Map<String, Value>, rows: &[StepRow]) -> Value {
 
 /// The template context (DAG.md "Templating"): `params`, and `steps.<id>`
 /// for every step that has outputs.
-pub fn template_context(params: &Map<String, Value>, steps: Map<String, Value>) -> Value {
+pub(crate) fn template_context(params: &Map<String, Value>, steps: Map<String, Value>) -> Value {
     json!({ "params": params, "steps": steps })
 }
 
 /// What `steps.<id>` holds for a step with `outputs`.
-pub fn step_context(outputs: Value) -> Value {
+pub(crate) fn step_context(outputs: Value) -> Value {
     json!({ "outputs": outputs })
 }
 
 /// Move the execution forward as far as the current state allows.
 /// `rows` are in declaration order (`rows[i]` is `dag.steps[i]`); a
 /// condition may build at most `template_max_bytes` (`TEMPLATE_MAX_BYTES`).
-pub fn advance(
+pub(crate) fn advance(
     dag: &Dag,
     rows: &mut [StepRow],
     params: &Map<String, Value>,
@@ -257,7 +257,7 @@ fn release_ready(dag: &Dag, rows: &mut [StepRow], now: DateTime<Utc>, ready: &mu
 /// The execution's `outputs`: the DAG's templates resolved, or every step's
 /// outputs by id when it declares none. All of them together may build at
 /// most `template_max_bytes`: they are kept together.
-pub fn final_outputs(
+pub(crate) fn final_outputs(
     dag: &Dag,
     rows: &[StepRow],
     params: &Map<String, Value>,

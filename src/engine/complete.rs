@@ -204,7 +204,7 @@ impl Locked {
 
 /// When the step's own `timeout_seconds` ends the current attempt: its
 /// claim plus that many seconds.
-pub fn own_deadline(row: &StepRow) -> Option<DateTime<Utc>> {
+pub(crate) fn own_deadline(row: &StepRow) -> Option<DateTime<Utc>> {
     Some(row.started_at? + seconds(row.timeout_seconds?))
 }
 
@@ -213,14 +213,14 @@ fn seconds(s: f64) -> ChronoDuration {
 }
 
 /// Whether a step's params hold anything to render.
-pub fn params_render(params: &Map<String, Value>) -> bool {
+pub(crate) fn params_render(params: &Map<String, Value>) -> bool {
     params.values().any(template::contains_template)
 }
 
 /// Resolve a step's params; an error (a template that does not render, or
 /// builds more than `max_bytes`, `TEMPLATE_MAX_BYTES`) becomes the step's
 /// (permanent) failure.
-pub fn resolve_params(
+pub(crate) fn resolve_params(
     params: &Map<String, Value>,
     ctx: &Value,
     max_bytes: usize,

@@ -24,7 +24,7 @@ const SEARCH_YEARS: i64 = 8;
 const MAX_INTERVAL_SECONDS: i64 = 366 * 24 * 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Cron,
     Interval,
     OneTime,
@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn parse(raw: &str) -> Option<Self> {
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
         match raw {
             "cron" => Some(Self::Cron),
             "interval" => Some(Self::Interval),
@@ -42,7 +42,7 @@ impl Kind {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Cron => "cron",
             Self::Interval => "interval",
@@ -54,7 +54,7 @@ impl Kind {
 
 /// A schedule's timing, checked.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub kind: Kind,
     pub tz: Tz,
     pub run_at: Option<DateTime<Utc>>,
@@ -64,7 +64,7 @@ pub struct Spec {
 
 /// A schedule's timing as sent: `schedule{type, expression, timezone, run_at}`.
 #[derive(Debug, Clone, Default)]
-pub struct Raw<'a> {
+pub(crate) struct Raw<'a> {
     pub kind: Option<&'a str>,
     pub expression: Option<&'a str>,
     pub timezone: Option<&'a str>,
@@ -75,7 +75,7 @@ pub struct Raw<'a> {
 impl Spec {
     /// Check a schedule's timing. Each problem names its field
     /// (`schedule.expression: …`). `now` bounds `run_at`.
-    pub fn parse(raw: &Raw<'_>, now: DateTime<Utc>) -> Result<Self, Vec<String>> {
+    pub(crate) fn parse(raw: &Raw<'_>, now: DateTime<Utc>) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let kind = match raw.kind {
             None => {
@@ -156,7 +156,7 @@ impl Spec {
     }
 
     /// The first due time of a schedule created (or resumed) at `now`.
-    pub fn first(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn first(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self.kind {
             Kind::Cron => self.cron.as_ref()?.next_after(self.tz, now),
             Kind::Interval => Some(now + self.interval?),
@@ -169,7 +169,7 @@ impl Spec {
     /// `now`, so a schedule that missed several due times (every replica
     /// down) runs once for them all and then keeps its rhythm (an interval
     /// keeps its phase).
-    pub fn after(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn after(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self.kind {
             Kind::Cron => self.cron.as_ref()?.next_after(self.tz, due.max(now)),
             Kind::Interval => {
@@ -190,7 +190,7 @@ impl Spec {
     }
 
     /// Up to `count` due times from `from` on: what `next-runs` shows.
-    pub fn upcoming(
+    pub(crate) fn upcoming(
         &self,
         next: Option<DateTime<Utc>>,
         from: DateTime<Utc>,
@@ -217,7 +217,7 @@ impl Spec {
 }
 
 /// `@every 1h30m`, `@every 30s` (the original's syntax; case-insensitive).
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
     let lower = text.trim().to_ascii_lowercase();
     let rest = lower
         .strip_prefix("@every")
@@ -266,7 +266,7 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// An instant from RFC 3339 text, or from a date and time without offset
 /// read on the wall clock of `tz` (the earlier instant of a repeated time).
-pub fn parse_instant(text: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_instant(text: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
@@ -297,7 +297,7 @@ pub fn parse_instant(text: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
 /// (`JAN`, `MON`); 0 and 7 are Sunday. Presets: `@yearly`, `@annually`,
 /// `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`, `@every_minute`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cron {
+pub(crate) struct Cron {
     minutes: u64,
     hours: u32,
     days: u32,
@@ -315,7 +315,7 @@ const MONTHS: [&str; 12] = [
 const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl Cron {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let expanded = match text.to_ascii_lowercase().as_str() {
             "@yearly" | "@annually" => "0 0 1 1 *".to_owned(),
@@ -374,7 +374,7 @@ impl Cron {
 
     /// The first instant strictly after `after` whose wall-clock time in
     /// `tz` matches; see the module docs for daylight saving.
-    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Local times map to instants in order (a repeated time to its
         // first instant), so the search starts on `after`'s own local date.
         let start = after.with_timezone(&tz).date_naive();

@@ -15,7 +15,7 @@ use super::control::{ControlError, NewExecution};
 
 /// The original's supported event types (`EventTriggerService.SUPPORTED_EVENTS`):
 /// (type, source, description).
-pub const SUPPORTED_EVENTS: &[(&str, &str, &str)] = &[
+pub(crate) const SUPPORTED_EVENTS: &[(&str, &str, &str)] = &[
     ("model.onboarded", "budapp", "Model successfully onboarded"),
     ("model.deleted", "budapp", "Model deleted"),
     ("benchmark.completed", "budapp", "Benchmark run completed"),
@@ -34,11 +34,11 @@ pub const SUPPORTED_EVENTS: &[(&str, &str, &str)] = &[
     ("deployment.failed", "budcluster", "Deployment failed"),
 ];
 
-pub fn is_supported(event_type: &str) -> bool {
+pub(crate) fn is_supported(event_type: &str) -> bool {
     SUPPORTED_EVENTS.iter().any(|(t, _, _)| *t == event_type)
 }
 
-pub use crate::db::triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow};
+pub(crate) use crate::db::triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow};
 
 /// What one trigger did with one event (the original's `triggers[]` item).
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +56,7 @@ pub struct TriggerFiring {
 
 /// Whether every `filters` entry (a dot path into the event, and the value
 /// expected there) holds; numbers compare by value (`1` equals `1.0`).
-pub fn filters_match(event: &Value, filters: &Value) -> bool {
+pub(crate) fn filters_match(event: &Value, filters: &Value) -> bool {
     let Some(filters) = filters.as_object() else {
         return true;
     };

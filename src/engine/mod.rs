@@ -8,26 +8,26 @@
 //! timeouts, retry backoff, `wait_until`, execution deadlines) are rows with
 //! a due time fired by whichever replica's [`sweep`] sees them first.
 
-pub mod advance;
+pub(crate) mod advance;
 mod cache;
-pub mod claim;
-pub mod combine;
-pub mod complete;
-pub mod control;
-pub mod cron;
-pub mod dispatch;
+pub(crate) mod claim;
+pub(crate) mod combine;
+pub(crate) mod complete;
+pub(crate) mod control;
+pub(crate) mod cron;
+pub(crate) mod dispatch;
 mod error;
-pub mod event_triggers;
-pub mod events;
+pub(crate) mod event_triggers;
+pub(crate) mod events;
 pub mod model;
-pub mod outbox;
-pub mod schedule;
-pub mod step;
-pub mod storable;
-pub mod sweep;
+pub(crate) mod outbox;
+pub(crate) mod schedule;
+pub(crate) mod step;
+pub(crate) mod storable;
+pub(crate) mod sweep;
 
 pub use error::{Error, Result};
-pub mod transition;
+pub(crate) mod transition;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -68,7 +68,7 @@ impl PollReport {
 }
 
 /// The `_trigger` parameter of a scheduled run.
-pub fn trigger_param(
+pub(crate) fn trigger_param(
     row: &ScheduleRow,
     scheduled_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -90,7 +90,7 @@ pub fn trigger_param(
 
 /// The execution a schedule starts: its `params` (with `overrides` on top)
 /// plus `_trigger`.
-pub fn execution_for(
+pub(crate) fn execution_for(
     row: &ScheduleRow,
     overrides: Option<&Map<String, Value>>,
     trigger: Value,
@@ -115,7 +115,7 @@ pub fn execution_for(
 }
 
 /// A stored schedule's timing (checked when it was stored).
-pub fn spec_of(row: &ScheduleRow) -> Result<Spec, String> {
+pub(crate) fn spec_of(row: &ScheduleRow) -> Result<Spec, String> {
     let run_at = row.run_at.map(|t| t.to_rfc3339());
     let raw = Raw {
         kind: Some(&row.schedule_type),

@@ -10,12 +10,12 @@ use crate::actions::StepOutcome;
 /// Longest correlation id a step can wait on: the waiting step's id is
 /// indexed, and a Postgres btree row holds about 2.7 kB. `/workflow-events`
 /// drops events whose correlation id is longer.
-pub const MAX_WAIT_ID_BYTES: usize = 2048;
+pub(crate) const MAX_WAIT_ID_BYTES: usize = 2048;
 
 /// Replace U+0000 in every string and object key with U+FFFD. JSON allows
 /// NUL; Postgres' text and jsonb do not, and a value it refuses can never be
 /// recorded however often it is retried.
-pub fn strip_nul(value: &mut Value) {
+pub(crate) fn strip_nul(value: &mut Value) {
     const NUL: char = '\0';
     const REPLACEMENT: &str = "\u{FFFD}";
     match value {
@@ -57,7 +57,7 @@ fn strip_nul_str(text: String) -> String {
 /// permanent failure. Without this, recording the outcome fails on every try
 /// and the step never leaves RUNNING. The dispatcher applies it to every
 /// outcome, so no action can forget it.
-pub fn storable(outcome: StepOutcome) -> StepOutcome {
+pub(crate) fn storable(outcome: StepOutcome) -> StepOutcome {
     match outcome {
         StepOutcome::Completed { outputs } => StepOutcome::Completed {
             outputs: strip_nul_map(outputs),

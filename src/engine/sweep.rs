@@ -13,7 +13,7 @@ use super::model::{ExecutionStatus, SkipReason, StepStatus};
 use super::transition::Locked;
 use crate::actions::StepOutcome;
 
-pub const EXECUTION_TIMEOUT: &str = "execution timed out";
+pub(crate) const EXECUTION_TIMEOUT: &str = "execution timed out";
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// Rows one retention statement deletes: each batch is a short transaction,
 /// so a long history goes without holding locks for long.

@@ -483,7 +483,7 @@ fn stage_event(
     audience.rows(id, event, content, out);
 }
 
-pub fn progress_percentage(rows: &[StepRow]) -> f64 {
+pub(crate) fn progress_percentage(rows: &[StepRow]) -> f64 {
     if rows.is_empty() {
         return 100.0;
     }
@@ -648,16 +648,16 @@ impl Attempts {
 }
 
 /// The columns of [`ExecutionRow`], with the transaction's clock.
-pub const EXEC_COLUMNS: &str =
+pub(crate) const EXEC_COLUMNS: &str =
     "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
     subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id,
     timed_out, revision, now() AS now";
 
-pub const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
+pub(crate) const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
     outputs, error, skip_reason, progress, stage, started_at, completed_at";
 
-pub async fn insert_outbox(
+pub(crate) async fn insert_outbox(
     tx: &mut Transaction<'static, Postgres>,
     events: &[OutboxEvent],
 ) -> Result<(), crate::engine::Error> {

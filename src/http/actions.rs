@@ -19,7 +19,7 @@ use crate::actions::{ActionSpec, ParamSpec};
 use crate::dag::validate::action_params;
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ActionList {
+pub(crate) struct ActionList {
     #[schema(value_type = Vec<Object>)]
     pub actions: Vec<Value>,
     /// Categories sorted by name, each with the types of its actions.
@@ -86,7 +86,7 @@ fn category_icon(category: &str) -> &'static str {
 }
 
 /// One action, with both this service's and the original's field names.
-pub fn describe(spec: &ActionSpec) -> Value {
+pub(crate) fn describe(spec: &ActionSpec) -> Value {
     json!({
         "type": spec.kind,
         "name": spec.name,
@@ -112,7 +112,7 @@ pub fn describe(spec: &ActionSpec) -> Value {
 
 /// Every action a step can use, with its parameters and outputs.
 #[utoipa::path(get, path = "/actions", tag = "actions", responses((status = 200, body = ActionList)))]
-pub async fn list(State(state): State<AppState>) -> Json<ActionList> {
+pub(crate) async fn list(State(state): State<AppState>) -> Json<ActionList> {
     let specs: Vec<&ActionSpec> = state.engine.registry().specs().collect();
     let mut categories: Vec<&str> = specs.iter().map(|s| s.category).collect();
     categories.sort_unstable();
@@ -140,7 +140,7 @@ pub async fn list(State(state): State<AppState>) -> Json<ActionList> {
     params(("action_type" = String, Path, description = "the action's type, e.g. `deploy_model`")),
     responses((status = 200, body = Object), (status = 400, description = "not a valid path segment"),
               (status = 404, description = "unknown action")))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     kind: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -156,7 +156,7 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct ActionValidateRequest {
+pub(crate) struct ActionValidateRequest {
     /// Also accepted as `actionType`.
     #[serde(alias = "actionType")]
     pub action_type: String,
@@ -166,14 +166,14 @@ pub struct ActionValidateRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ActionValidation {
+pub(crate) struct ActionValidation {
     pub valid: bool,
     pub errors: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/actions/validate", request_body = ActionValidateRequest, tag = "actions",
     responses((status = 200, body = ActionValidation), (status = 404, description = "unknown action")))]
-pub async fn validate(
+pub(crate) async fn validate(
     State(state): State<AppState>,
     AppJson(body): AppJson<ActionValidateRequest>,
 ) -> Result<Json<ActionValidation>, ApiError> {

@@ -32,13 +32,13 @@ enum Entry {
 }
 
 #[derive(Default)]
-pub struct ReadCache {
+pub(crate) struct ReadCache {
     entries: Mutex<HashMap<Uuid, Entry>>,
 }
 
 impl ReadCache {
     /// The document of a finished execution, if one is kept.
-    pub fn get_final(&self, id: &Uuid) -> Option<Bytes> {
+    pub(crate) fn get_final(&self, id: &Uuid) -> Option<Bytes> {
         let entries = self.entries.lock().expect("read cache lock");
         match entries.get(id)? {
             Entry::Final { at, body } if at.elapsed() < TTL => Some(body.clone()),
@@ -47,7 +47,7 @@ impl ReadCache {
     }
 
     /// A document to confirm with Postgres: its fingerprint and body.
-    pub fn get_checked(&self, id: &Uuid) -> Option<(String, Bytes)> {
+    pub(crate) fn get_checked(&self, id: &Uuid) -> Option<(String, Bytes)> {
         let entries = self.entries.lock().expect("read cache lock");
         match entries.get(id)? {
             Entry::Checked { fingerprint, body } => Some((fingerprint.clone(), body.clone())),
@@ -55,7 +55,7 @@ impl ReadCache {
         }
     }
 
-    pub fn put_final(&self, id: Uuid, body: Bytes) {
+    pub(crate) fn put_final(&self, id: Uuid, body: Bytes) {
         self.insert(
             id,
             Entry::Final {
@@ -65,7 +65,7 @@ impl ReadCache {
         );
     }
 
-    pub fn put_checked(&self, id: Uuid, fingerprint: String, body: Bytes) {
+    pub(crate) fn put_checked(&self, id: Uuid, fingerprint: String, body: Bytes) {
         self.insert(id, Entry::Checked { fingerprint, body });
     }
 

@@ -17,7 +17,7 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub struct Coalescer<K, T> {
+pub(crate) struct Coalescer<K, T> {
     slots: Mutex<HashMap<K, Arc<Slot<T>>>>,
 }
 
@@ -37,7 +37,7 @@ impl<K: Eq + Hash + Clone, T: Clone> Default for Coalescer<K, T> {
 }
 
 impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
-    pub async fn run<F, Fut, E>(&self, key: K, query: F) -> Result<T, E>
+    pub(crate) async fn run<F, Fut, E>(&self, key: K, query: F) -> Result<T, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 /// The page itself (`src/http/docs.html`).
-pub const PAGE: &str = include_str!("docs.html");
+pub(crate) const PAGE: &str = include_str!("docs.html");
 
 /// The page may run its own inline script and style and fetch from this
 /// origin, nothing else.
@@ -18,7 +18,7 @@ const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 
 /// This API's documentation as a web page.
 #[utoipa::path(get, path = "/docs", tag = "operations",
     responses((status = 200, description = "this API rendered as one self-contained HTML page (no token needed)", content_type = "text/html")))]
-pub async fn page() -> impl IntoResponse {
+pub(crate) async fn page() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -93,14 +93,14 @@ pub enum ApiError {
 }
 
 /// A boxed error with its source chain, without pulling in `anyhow`.
-pub mod anyhow_like {
-    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) mod anyhow_like {
+    pub(crate) type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
 }
 
 /// The cause of a 5xx, attached to the response for the request middleware
 /// to log (with the request's method and route, inside its span).
 #[derive(Debug, Clone)]
-pub struct Cause {
+pub(crate) struct Cause {
     /// The error and its sources, `a: b: c`.
     pub chain: Arc<str>,
     /// A fault of ours (logged as an error), or a dependency away (a warning).
@@ -303,7 +303,7 @@ impl From<ControlError> for ApiError {
 }
 
 /// Why a pipeline in `status` cannot start.
-pub fn not_runnable(status: &str) -> String {
+pub(crate) fn not_runnable(status: &str) -> String {
     match status {
         "draft" => "the pipeline is a draft (it has no steps): add steps before running it".into(),
         other => format!("the pipeline is {other}: only active pipelines run"),

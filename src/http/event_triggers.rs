@@ -20,7 +20,7 @@ use crate::engine::event_triggers::{SUPPORTED_EVENTS, is_supported};
 
 /// The original's `EventTriggerConfig`.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct EventTriggerConfig {
+pub(crate) struct EventTriggerConfig {
     pub event_type: Option<String>,
     /// Dot path into the event -> the value expected there.
     #[schema(value_type = Option<Object>)]
@@ -31,7 +31,7 @@ pub struct EventTriggerConfig {
 /// sends `event_type` and `filters` at the top level, read as well as
 /// `config.*`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct EventTriggerRequest {
+pub(crate) struct EventTriggerRequest {
     pub workflow_id: Option<String>,
     pub name: Option<String>,
     pub config: Option<EventTriggerConfig>,
@@ -44,7 +44,7 @@ pub struct EventTriggerRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventTriggerConfigView {
+pub(crate) struct EventTriggerConfigView {
     pub event_type: String,
     #[schema(value_type = Object)]
     pub filters: Value,
@@ -52,7 +52,7 @@ pub struct EventTriggerConfigView {
 
 /// The original's `EventTriggerResponse`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventTriggerView {
+pub(crate) struct EventTriggerView {
     pub id: Uuid,
     pub workflow_id: Uuid,
     pub name: String,
@@ -87,14 +87,14 @@ impl From<EventTriggerRow> for EventTriggerView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct EventTriggerQuery {
+pub(crate) struct EventTriggerQuery {
     pub event_type: Option<String>,
     pub workflow_id: Option<String>,
     pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventType {
+pub(crate) struct EventType {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub source: &'static str,
@@ -137,7 +137,7 @@ fn check_type(kind: Option<&str>, required: bool, errors: &mut Vec<String>) {
 #[utoipa::path(post, path = "/event-triggers", request_body = EventTriggerRequest, tag = "event_triggers",
     responses((status = 201, body = EventTriggerView), (status = 400, description = "invalid, naming the field"),
               (status = 404, description = "unknown pipeline")))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     AppJson(body): AppJson<EventTriggerRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -168,7 +168,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/event-triggers", params(EventTriggerQuery), tag = "event_triggers",
     responses((status = 200, body = Vec<EventTriggerView>)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<EventTriggerQuery>,
 ) -> Result<Json<Vec<EventTriggerView>>, ApiError> {
@@ -191,7 +191,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/event-triggers/event-types", tag = "event_triggers",
     responses((status = 200, body = Vec<EventType>)))]
-pub async fn event_types() -> Json<Vec<EventType>> {
+pub(crate) async fn event_types() -> Json<Vec<EventType>> {
     Json(
         SUPPORTED_EVENTS
             .iter()
@@ -206,7 +206,7 @@ pub async fn event_types() -> Json<Vec<EventType>> {
 
 #[utoipa::path(get, path = "/event-triggers/{id}", tag = "event_triggers",
     responses((status = 200, body = EventTriggerView), (status = 404, description = "Event trigger not found")))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EventTriggerView>, ApiError> {
@@ -218,7 +218,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/event-triggers/{id}", request_body = EventTriggerRequest, tag = "event_triggers",
     responses((status = 200, body = EventTriggerView), (status = 400, description = "invalid, naming the field"),
               (status = 404, description = "Event trigger not found")))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(body): AppJson<EventTriggerRequest>,
@@ -246,7 +246,7 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/event-triggers/{id}", tag = "event_triggers",
     responses((status = 204, description = "deleted"), (status = 404, description = "Event trigger not found")))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

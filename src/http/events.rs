@@ -24,7 +24,7 @@ use crate::engine::storable::{MAX_WAIT_ID_BYTES, strip_nul};
 /// The pub/sub subscription Dapr reads at start-up.
 #[utoipa::path(get, path = "/dapr/subscribe", tag = "events",
     responses((status = 200, description = "the subscription Dapr reads at start-up")))]
-pub async fn subscribe(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn subscribe(State(state): State<AppState>) -> Json<Value> {
     let s = state.engine.settings();
     if !s.programmatic_subscription {
         // A declarative Subscription (Bud's Helm chart's) subscribes us;
@@ -53,7 +53,7 @@ fn drop(state: &AppState, reason: &str) -> Response {
 #[utoipa::path(post, path = "/workflow-events", tag = "events", request_body = Object,
     responses((status = 200, description = "{\"status\": \"SUCCESS\" | \"DROP\"}"),
               (status = 503, description = "{\"status\": \"RETRY\"}: transient failure, redeliver")))]
-pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
+pub(crate) async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
     let envelope = match unwrap(&body) {
         Ok(e) => e,
         Err(reason) => return drop(&state, &reason),
@@ -161,7 +161,7 @@ fn storable_key(key: String) -> String {
 }
 
 /// An event as delivered, unwrapped: its dedupe key and its body.
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub source: String,
     pub id: String,
     /// The event itself (the CloudEvent's `data`, or the flat CloudEvent).
@@ -171,13 +171,13 @@ pub struct Envelope {
 
 impl Envelope {
     /// The event's own `type` (what event triggers match on).
-    pub fn event_type(&self) -> Option<&str> {
+    pub(crate) fn event_type(&self) -> Option<&str> {
         self.body.get("type").and_then(Value::as_str)
     }
 
     /// The event as the engine's waits see it: `Err` when it names no
     /// correlation id a step could wait on.
-    pub fn correlate(self) -> Result<InboundEvent, String> {
+    pub(crate) fn correlate(self) -> Result<InboundEvent, String> {
         let correlation_id =
             correlation_id(&self.body).ok_or("the event has no correlation id (workflow_id)")?;
         if correlation_id.len() > MAX_CORRELATION_ID_BYTES {
@@ -198,12 +198,13 @@ impl Envelope {
 /// Unwrap a CloudEvent envelope (or take a bare event, or an envelope
 /// without `data`, which is the event itself) and find its correlation id.
 /// `Err` is the reason to drop it.
-pub fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
+#[cfg(test)]
+pub(crate) fn parse(raw: &[u8]) -> Result<InboundEvent, String> {
     unwrap(raw)?.correlate()
 }
 
 /// Unwrap an event as [`parse`] does, without asking for a correlation id.
-pub fn unwrap(raw: &[u8]) -> Result<Envelope, String> {
+pub(crate) fn unwrap(raw: &[u8]) -> Result<Envelope, String> {
     let body: Value = serde_json::from_slice(raw).map_err(|e| {
         if super::extract::too_deep(&e) {
             format!(

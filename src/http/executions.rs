@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AppQuery, Id, OptionalJson, Page};
+use super::extract::{AppQuery, Id, OptionalJson, page_bounds};
 use super::paging::{Cursor, cursor_alone, split_page};
 use crate::db::executions::{self as db, ListFilter};
-pub use crate::db::executions::{ExecutionView, StepView};
+pub(crate) use crate::db::executions::{ExecutionView, StepView};
 use crate::engine::control::{ControlError, NewExecution, StartOutcome, Started};
 use crate::engine::model::ExecutionStatus;
 use crate::engine::outbox::{MAX_TOPIC_CHARS, valid_topic};
@@ -24,7 +24,7 @@ use crate::engine::outbox::{MAX_TOPIC_CHARS, valid_topic};
 /// Every field is optional; unknown fields are ignored so that callers can
 /// send more than this version reads.
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct ExecuteRequest {
+pub(crate) struct ExecuteRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
@@ -65,7 +65,7 @@ fn route_problems(body: &ExecuteRequest) -> Vec<String> {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ExecuteResponse {
+pub(crate) struct ExecuteResponse {
     pub execution_id: Uuid,
     pub workflow_id: Uuid,
     pub workflow_version: i32,
@@ -86,7 +86,7 @@ impl From<Started> for ExecuteResponse {
 }
 
 /// Most callback topics one execution may name (API.md).
-pub const MAX_TOPICS: usize = 32;
+pub(crate) const MAX_TOPICS: usize = 32;
 /// Start an execution of a workflow.
 ///
 /// Answers as soon as the execution is stored; the steps run in the
@@ -96,7 +96,7 @@ pub const MAX_TOPICS: usize = 32;
     responses((status = 202, body = ExecuteResponse), (status = 200, body = ExecuteResponse, description = "repeated Idempotency-Key"),
               (status = 404, description = "unknown or deleted workflow"), (status = 409, description = "key reused with another body"),
               (status = 422, description = "invalid parameters or topics")))]
-pub async fn execute(
+pub(crate) async fn execute(
     State(state): State<AppState>,
     Id(workflow_id): Id,
     headers: HeaderMap,
@@ -203,7 +203,7 @@ pub(super) fn new_execution(
     Ok(new)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -218,7 +218,7 @@ pub(super) async fn load(state: &AppState, id: Uuid) -> Result<ExecutionView, Ap
 #[utoipa::path(get, path = "/executions/{id}", tag = "executions",
     params(("id" = Uuid, Path, description = "execution id")),
     responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution")))]
-pub async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Response, ApiError> {
+pub(crate) async fn get(State(state): State<AppState>, Id(id): Id) -> Result<Response, ApiError> {
     // The hottest read (budapp polls it); see `cache` for what is kept and
     // `coalesce` for how concurrent reads of one execution share a query.
     // The document is built by Postgres in one query (one consistent
@@ -273,14 +273,17 @@ async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StepList {
+pub(crate) struct StepList {
     pub steps: Vec<StepView>,
 }
 
 /// The steps of an execution, in the DAG's declaration order.
 #[utoipa::path(get, path = "/executions/{id}/steps", tag = "executions",
     responses((status = 200, body = StepList), (status = 404, description = "unknown execution")))]
-pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<StepList>, ApiError> {
+pub(crate) async fn steps(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<StepList>, ApiError> {
     let exec = load(&state, id).await?;
     Ok(Json(StepList {
         steps: exec.steps.unwrap_or_default(),
@@ -289,7 +292,7 @@ pub async fn steps(State(state): State<AppState>, Id(id): Id) -> Result<Json<Ste
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only the executions of this workflow.
     pub workflow_id: Option<Uuid>,
     /// Only those in this state: PENDING, RUNNING, COMPLETED, FAILED or CANCELLED.
@@ -316,7 +319,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Pagination {
+pub(crate) struct Pagination {
     pub page: i64,
     pub page_size: i64,
     /// Exact while the filter matches up to [`EXACT_COUNT_LIMIT`]
@@ -327,7 +330,7 @@ pub struct Pagination {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ExecutionList {
+pub(crate) struct ExecutionList {
     pub executions: Vec<ExecutionView>,
     /// The same figure as `pagination.total_count`. Not on a page read
     /// with `cursor` (nothing is counted then).
@@ -347,11 +350,11 @@ pub struct ExecutionList {
 
 /// Counting more matching rows than this scans history for a figure the
 /// caller only shows: past it the planner's estimate is given instead.
-pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+pub(crate) const EXACT_COUNT_LIMIT: i64 = 10_000;
 
 /// Totals from this size on are kept for a few seconds per filter: below
 /// it, counting costs less than reading the page, and is done every time.
-pub const CACHED_TOTAL_FROM: i64 = 1_000;
+pub(crate) const CACHED_TOTAL_FROM: i64 = 1_000;
 
 /// `start_date` / `end_date`: an RFC 3339 instant, or a date (its start, or
 /// for an end, its end).
@@ -385,7 +388,7 @@ fn instant(name: &str, raw: &str, end: bool) -> Result<DateTime<Utc>, ApiError> 
 /// executions are added.
 #[utoipa::path(get, path = "/executions", params(ListQuery), tag = "executions",
     responses((status = 200, body = ExecutionList), (status = 400, description = "bad filter or cursor")))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<ExecutionList>, ApiError> {
@@ -404,7 +407,7 @@ pub async fn list(
         }
         (size, (page - 1).saturating_mul(size))
     } else {
-        Page::bounds(q.limit, q.offset)?
+        page_bounds(q.limit, q.offset)?
     };
     let status = match q.status.as_deref() {
         None | Some("") => None,
@@ -534,7 +537,7 @@ async fn total(state: &AppState, filter: &ListFilter<'_>) -> Result<i64, ApiErro
 #[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
     responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution"),
               (status = 409, description = "already finished")))]
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     Id(id): Id,
 ) -> Result<Json<ExecutionView>, ApiError> {
@@ -548,7 +551,7 @@ pub async fn cancel(
 #[utoipa::path(post, path = "/executions/{id}/retry", tag = "executions",
     responses((status = 200, body = ExecutionView), (status = 404, description = "unknown execution"),
               (status = 409, description = "not FAILED or CANCELLED")))]
-pub async fn retry(
+pub(crate) async fn retry(
     State(state): State<AppState>,
     Id(id): Id,
 ) -> Result<Json<ExecutionView>, ApiError> {

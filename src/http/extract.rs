@@ -20,7 +20,7 @@ use super::server::BodyStalled;
 /// The body is first parsed as any JSON value, so that a truncated document
 /// is reported as such (400) rather than by whatever field the streaming
 /// deserializer met first (`unknown field ...`).
-pub struct AppJson<T>(pub T);
+pub(crate) struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
@@ -67,18 +67,18 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// How deep arrays and objects may nest: serde_json stops parsing at 128.
-pub const MAX_JSON_DEPTH: usize = 127;
+pub(crate) const MAX_JSON_DEPTH: usize = 127;
 
 /// serde_json gave up at its recursion limit: the document may well be
 /// valid JSON, just deeper than [`MAX_JSON_DEPTH`]. serde_json reports this
 /// as a syntax error, told apart only by its message.
-pub fn too_deep(e: &serde_json::Error) -> bool {
+pub(crate) fn too_deep(e: &serde_json::Error) -> bool {
     e.is_syntax() && e.to_string().starts_with("recursion limit exceeded")
 }
 
 /// [`AppJson`] for bodies whose every field is optional: an empty body
 /// without a Content-Type is `T::default()`.
-pub struct OptionalJson<T>(pub T);
+pub(crate) struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
@@ -127,7 +127,7 @@ fn json_content_type(headers: &HeaderMap) -> bool {
 
 /// Reading the body failed: over the limit (413), the client stopped
 /// sending it (408, see [`super::server`]) or the connection broke.
-pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+pub(crate) fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::for_status(status, "request body is too large");
@@ -173,7 +173,7 @@ fn source_text(e: &dyn std::error::Error) -> String {
 }
 
 /// A UUID path segment; anything else is a 400 naming the segment.
-pub struct Id(pub Uuid);
+pub(crate) struct Id(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
@@ -199,7 +199,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 
 /// `400 {"detail": "id: 'nope' is not a UUID"}`: short, naming the field and
 /// the value (cut at 40 characters), instead of the parser's own sentence.
-pub fn not_a_uuid(field: &str, value: Option<&str>) -> ApiError {
+pub(crate) fn not_a_uuid(field: &str, value: Option<&str>) -> ApiError {
     let detail = match value {
         Some(v) if !v.is_empty() => {
             let head: String = v.chars().take(40).collect();
@@ -212,7 +212,7 @@ pub fn not_a_uuid(field: &str, value: Option<&str>) -> ApiError {
 }
 
 /// Query strings with JSON errors.
-pub struct AppQuery<T>(pub T);
+pub(crate) struct AppQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
     type Rejection = ApiError;
@@ -245,25 +245,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
     }
 }
 
-/// `limit`/`offset` paging with bounds.
-#[derive(Debug, serde::Deserialize)]
-pub struct Page {
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
-impl Page {
-    pub fn bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
-        let limit = limit.unwrap_or(20);
-        let offset = offset.unwrap_or(0);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
-        }
-        if offset < 0 {
-            return Err(ApiError::bad_request("offset: must not be negative"));
-        }
-        Ok((limit, offset))
+/// `limit` (1 to 1000, 20 when absent) and `offset` (0 or more) of a list.
+pub(crate) fn page_bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(20);
+    let offset = offset.unwrap_or(0);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
     }
+    if offset < 0 {
+        return Err(ApiError::bad_request("offset: must not be negative"));
+    }
+    Ok((limit, offset))
 }
 
 #[cfg(test)]

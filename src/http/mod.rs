@@ -1,23 +1,23 @@
 //! The HTTP API (API.md): routes, the token middleware, request metrics.
 
-pub mod actions;
-pub mod cache;
-pub mod coalesce;
-pub mod docs;
-pub mod error;
-pub mod event_triggers;
-pub mod events;
-pub mod executions;
-pub mod extract;
-pub mod openapi;
-pub mod ops;
-pub mod paging;
-pub mod pipelines;
-pub mod runs;
-pub mod schedules;
-pub mod server;
-pub mod webhooks;
-pub mod workflows;
+pub(crate) mod actions;
+pub(crate) mod cache;
+pub(crate) mod coalesce;
+pub(crate) mod docs;
+pub(crate) mod error;
+pub(crate) mod event_triggers;
+pub(crate) mod events;
+pub(crate) mod executions;
+pub(crate) mod extract;
+pub(crate) mod openapi;
+pub(crate) mod ops;
+pub(crate) mod paging;
+pub(crate) mod pipelines;
+pub(crate) mod runs;
+pub(crate) mod schedules;
+pub(crate) mod server;
+pub(crate) mod webhooks;
+pub(crate) mod workflows;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -38,7 +38,7 @@ use crate::metrics::{HttpLabels, RouteLabels};
 use error::ApiError;
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub engine: Engine,
     pub dapr: DaprClient,
     /// Set once migrations are applied; `/ready` waits for it.
@@ -54,7 +54,7 @@ pub struct AppState {
     pub webhook_limiter: Arc<webhooks::RateLimiter>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/workflows", post(workflows::create).get(workflows::list))
         .route("/workflows/validate", post(workflows::check))

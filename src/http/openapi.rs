@@ -27,7 +27,7 @@ use super::{
     modifiers(&TokenSecurity, &PathParameters, &OpenRoutes, &OperationIds),
     security(("dapr_api_token" = [])),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct TokenSecurity;
 
@@ -114,7 +114,8 @@ impl utoipa::Modify for OperationIds {
 struct OpenRoutes;
 
 /// Every route served without the token (all `GET`).
-pub const OPEN_ROUTES: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
+pub(crate) const OPEN_ROUTES: [&str; 5] =
+    ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
 
 impl utoipa::Modify for OpenRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -141,7 +142,7 @@ impl utoipa::Modify for OpenRoutes {
 
 /// This API's OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "this document (no token needed)")))]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 

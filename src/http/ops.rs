@@ -14,7 +14,7 @@ use crate::metrics::{AppLabels, StateLabels};
 
 /// Liveness: the process serves.
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "{\"status\": \"ok\"}")))]
-pub async fn health() -> Json<Value> {
+pub(crate) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
@@ -33,7 +33,7 @@ async fn database_answers(state: &AppState) -> Result<(), String> {
 /// Readiness: the database answers and migrations are applied.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, description = "database answers, migrations applied"), (status = 503, description = "not ready")))]
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let database = database_answers(&state).await;
     let migrations = state.migrated.load(std::sync::atomic::Ordering::Relaxed);
     let draining = state.engine.is_draining();
@@ -65,7 +65,7 @@ async fn depths(state: &AppState) -> Option<Depths> {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.engine.metrics();
     if let Some(d) = depths(&state).await {
         m.steps_claimable.set(d.claimable);
@@ -108,7 +108,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// This replica's engine state: queues, handlers, outbox, breakers.
 #[utoipa::path(get, path = "/internal/status", tag = "operations", responses((status = 200, description = "engine state")))]
-pub async fn status(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
     let engine = &state.engine;
     let d = depths(&state).await;
     let breakers: serde_json::Map<String, Value> = state

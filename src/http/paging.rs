@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 /// The type lives with the statements that page on it; its text form (this
 /// file) is the API's.
-pub use crate::db::paging::Cursor;
+pub(crate) use crate::db::paging::Cursor;
 
 /// The first byte of an encoded cursor: another layout gets another value.
 const VERSION: u8 = 1;
@@ -65,7 +65,7 @@ impl Cursor {
 
 /// A cursor says where the page starts: `offset` or `page` with it is a
 /// contradiction, answered 400 rather than silently preferring one.
-pub fn cursor_alone(
+pub(crate) fn cursor_alone(
     cursor: Option<&Cursor>,
     offset: Option<i64>,
     page: Option<i64>,
@@ -80,7 +80,7 @@ pub fn cursor_alone(
 
 /// Of `limit + 1` rows read, the page (the first `limit`) and the cursor of
 /// the next page (`None` when there was no row beyond the page).
-pub fn split_page<T>(
+pub(crate) fn split_page<T>(
     mut rows: Vec<T>,
     limit: i64,
     key: impl Fn(&T) -> Cursor,
@@ -101,17 +101,17 @@ pub fn split_page<T>(
 /// costs more than the page itself. Small totals are not kept (they are
 /// cheap to count and are counted on each request).
 #[derive(Default)]
-pub struct TotalCache {
+pub(crate) struct TotalCache {
     entries: Mutex<HashMap<String, (Instant, i64)>>,
 }
 
 /// How long a kept total is given again for the same filter.
-pub const TOTAL_TTL: Duration = Duration::from_secs(10);
+pub(crate) const TOTAL_TTL: Duration = Duration::from_secs(10);
 /// Filters remembered at most (the least recent go first past it).
 const MAX_ENTRIES: usize = 1024;
 
 impl TotalCache {
-    pub fn get(&self, key: &str) -> Option<i64> {
+    pub(crate) fn get(&self, key: &str) -> Option<i64> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(key)
@@ -119,7 +119,7 @@ impl TotalCache {
             .map(|(_, total)| *total)
     }
 
-    pub fn put(&self, key: String, total: i64) {
+    pub(crate) fn put(&self, key: String, total: i64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, (at, _)| at.elapsed() < TOTAL_TTL);

@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, Detail};
-use super::extract::{AppJson, AppQuery, Id, Page};
+use super::extract::{AppJson, AppQuery, Id, page_bounds};
 use super::paging::{Cursor, split_page};
 use crate::dag::validate::{MAX_NAME_LEN, validate};
 use crate::db::pipelines::{self, Definition, Pipeline, Viewer};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct PipelineRequest {
+pub(crate) struct PipelineRequest {
     /// The workflow document; with no `steps` the pipeline is a draft.
     #[schema(value_type = Option<Object>)]
     pub dag: Option<Value>,
@@ -33,7 +33,7 @@ pub struct PipelineRequest {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct PipelineQuery {
+pub(crate) struct PipelineQuery {
     /// With `X-User-ID`: list system-owned pipelines too.
     #[serde(default)]
     pub include_system: bool,
@@ -48,16 +48,16 @@ pub struct PipelineQuery {
 
 /// The response header that carries `GET /pipelines`' next cursor (its
 /// body is the original's bare JSON array).
-pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
+pub(crate) const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct DagBody {
+pub(crate) struct DagBody {
     #[schema(value_type = Object)]
     pub dag: Value,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DagValidation {
+pub(crate) struct DagValidation {
     pub valid: bool,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
@@ -67,7 +67,7 @@ pub struct DagValidation {
 }
 
 /// The caller, from `X-User-ID` (budapp sends the signed-in user).
-pub fn viewer(headers: &HeaderMap) -> Viewer {
+pub(crate) fn viewer(headers: &HeaderMap) -> Viewer {
     let user_id = headers
         .get("x-user-id")
         .and_then(|v| v.to_str().ok())
@@ -179,7 +179,7 @@ fn check_owner(owner: Option<&str>) -> Result<(), ApiError> {
 
 #[utoipa::path(post, path = "/validate", request_body = DagBody, tag = "pipelines",
     responses((status = 200, body = DagValidation)))]
-pub async fn validate_dag(
+pub(crate) async fn validate_dag(
     State(state): State<AppState>,
     AppJson(body): AppJson<DagBody>,
 ) -> Json<DagValidation> {
@@ -202,7 +202,7 @@ pub async fn validate_dag(
     params(("X-User-ID" = Option<String>, Header, description = "the owner when the body names none")),
     responses((status = 201, body = Pipeline), (status = 400, description = "validation failed"),
               (status = 409, description = "name taken for this owner")))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppJson(body): AppJson<PipelineRequest>,
@@ -243,16 +243,16 @@ pub async fn create(
     tag = "pipelines", responses((status = 200, body = Vec<Pipeline>,
         headers(("x-next-cursor" = String, description = "with `limit` or `cursor`: the `cursor` of the next page; absent on the last page"))),
         (status = 400, description = "bad limit or cursor")))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppQuery(q): AppQuery<PipelineQuery>,
 ) -> Result<Response, ApiError> {
     let cursor = Cursor::from_query(q.cursor.as_deref())?;
     let limit = match q.limit {
-        None if cursor.is_some() => Some(Page::bounds(None, None)?.0),
+        None if cursor.is_some() => Some(page_bounds(None, None)?.0),
         None => None,
-        Some(_) => Some(Page::bounds(q.limit, None)?.0),
+        Some(_) => Some(page_bounds(q.limit, None)?.0),
     };
     let rows = pipelines::list(
         state.engine.pool(),
@@ -279,7 +279,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/pipelines/{id}", tag = "pipelines",
     responses((status = 200, body = Pipeline), (status = 404, description = "unknown, deleted or not visible")))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Id(id): Id,
@@ -293,7 +293,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/pipelines/{id}", request_body = PipelineRequest, tag = "pipelines",
     responses((status = 200, body = Pipeline), (status = 400, description = "validation failed"),
               (status = 404, description = "unknown, deleted or not visible"), (status = 409, description = "name taken")))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Id(id): Id,
@@ -333,7 +333,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/pipelines/{id}", tag = "pipelines",
     responses((status = 204, description = "deleted; its executions are kept"),
               (status = 404, description = "unknown, deleted or not visible")))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     Id(id): Id,

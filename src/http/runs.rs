@@ -24,7 +24,7 @@ use crate::engine::control::{ControlError, StartOutcome, Started};
 /// The original's `ExecutionCreateRequest` (and `EphemeralExecutionRequest`
 /// with `pipeline_definition` instead of `workflow_id`).
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct RunRequest {
+pub(crate) struct RunRequest {
     /// The pipeline to run (`POST /executions`).
     pub workflow_id: Option<String>,
     /// The whole definition to run (`POST /executions/run`).
@@ -46,7 +46,7 @@ pub struct RunRequest {
 
 /// The original's `ExecutionResponse`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RunResponse {
+pub(crate) struct RunResponse {
     pub execution_id: Uuid,
     pub workflow_id: Uuid,
     pub workflow_name: String,
@@ -127,7 +127,7 @@ async fn start(
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 201, body = RunResponse), (status = 200, body = RunResponse, description = "repeated Idempotency-Key"),
               (status = 400, description = "a draft, or invalid parameters"), (status = 404, description = "unknown pipeline")))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppJson(body): AppJson<RunRequest>,
@@ -147,7 +147,7 @@ pub async fn create(
 
 #[utoipa::path(post, path = "/executions/run", request_body = RunRequest, tag = "executions",
     responses((status = 201, body = RunResponse), (status = 400, description = "invalid pipeline definition")))]
-pub async fn run(
+pub(crate) async fn run(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppJson(body): AppJson<RunRequest>,
@@ -190,7 +190,7 @@ pub async fn run(
 /// A step as budadmin's execution view reads it: API.md's fields plus the
 /// original's names (`step_name`, `start_time`, `end_time`, `error_message`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ProgressStep {
+pub(crate) struct ProgressStep {
     #[serde(flatten)]
     pub step: StepView,
     pub step_name: String,
@@ -202,7 +202,7 @@ pub struct ProgressStep {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AggregatedProgress {
+pub(crate) struct AggregatedProgress {
     pub overall_progress: f64,
     pub eta_seconds: Option<f64>,
     pub completed_steps: usize,
@@ -211,7 +211,7 @@ pub struct AggregatedProgress {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// The execution as `GET /executions/{id}` has it, without its steps.
     #[schema(value_type = Object)]
     pub execution: Value,
@@ -283,7 +283,7 @@ fn aggregate(steps: &[StepView]) -> AggregatedProgress {
 #[utoipa::path(get, path = "/executions/{id}/progress", tag = "executions",
     params(("id" = Uuid, Path, description = "execution id")),
     responses((status = 200, body = Progress), (status = 404, description = "unknown execution")))]
-pub async fn progress(
+pub(crate) async fn progress(
     State(state): State<AppState>,
     Id(id): Id,
 ) -> Result<Json<Progress>, ApiError> {

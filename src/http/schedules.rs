@@ -22,7 +22,7 @@ use crate::engine::schedule::{execution_for, spec_of, trigger_param};
 
 /// The original's `ScheduleConfig`.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct ScheduleConfig {
+pub(crate) struct ScheduleConfig {
     /// `cron`, `interval`, `one_time` or `manual`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -37,7 +37,7 @@ pub struct ScheduleConfig {
 
 /// The original's `ScheduleCreate` (and `ScheduleUpdate`: every field optional).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct ScheduleRequest {
+pub(crate) struct ScheduleRequest {
     pub workflow_id: Option<String>,
     pub name: Option<String>,
     pub schedule: Option<ScheduleConfig>,
@@ -55,7 +55,7 @@ pub struct ScheduleRequest {
 /// The original's `ScheduleResponse`, plus why the last due time could not
 /// start, if it could not.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ScheduleView {
+pub(crate) struct ScheduleView {
     pub id: Uuid,
     pub workflow_id: Uuid,
     pub name: String,
@@ -83,7 +83,7 @@ pub struct ScheduleView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ScheduleConfigView {
+pub(crate) struct ScheduleConfigView {
     #[serde(rename = "type")]
     pub kind: String,
     pub expression: Option<String>,
@@ -124,20 +124,20 @@ impl From<ScheduleRow> for ScheduleView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ScheduleList {
+pub(crate) struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
     pub total: usize,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ScheduleQuery {
+pub(crate) struct ScheduleQuery {
     pub workflow_id: Option<String>,
     pub enabled: Option<bool>,
     pub status: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct NextRunsQuery {
+pub(crate) struct NextRunsQuery {
     /// 1 to 100 (default 10).
     pub count: Option<i64>,
     /// Preview from this instant (RFC 3339) instead of now: how a schedule
@@ -146,23 +146,23 @@ pub struct NextRunsQuery {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NextRuns {
+pub(crate) struct NextRuns {
     pub schedule_id: Uuid,
     pub next_runs: Vec<DateTime<Utc>>,
 }
 
 /// The answer of a trigger (schedule or webhook): the original's shape.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TriggerResponse {
+pub(crate) struct TriggerResponse {
     pub execution_id: Uuid,
     pub workflow_id: Uuid,
     pub status: String,
 }
 
-pub const MAX_NAME_CHARS: usize = 255;
+pub(crate) const MAX_NAME_CHARS: usize = 255;
 const MAX_DESCRIPTION_CHARS: usize = 1000;
 
-pub fn invalid(summary: &str, errors: Vec<String>) -> ApiError {
+pub(crate) fn invalid(summary: &str, errors: Vec<String>) -> ApiError {
     ApiError::BadRequest(Detail::Object(
         json!({ "error": summary, "errors": errors }),
     ))
@@ -172,17 +172,17 @@ fn not_found() -> ApiError {
     ApiError::not_found_detail("Schedule not found")
 }
 
-pub fn pipeline_not_found(id: &str) -> ApiError {
+pub(crate) fn pipeline_not_found(id: &str) -> ApiError {
     ApiError::not_found_detail(format!("Pipeline not found: {id}"))
 }
 
 /// A path id; anything that is not a UUID names no schedule.
-pub fn path_id(raw: &str) -> Option<Uuid> {
+pub(crate) fn path_id(raw: &str) -> Option<Uuid> {
     raw.trim().parse().ok()
 }
 
 /// `name`: 1 to 255 characters.
-pub fn check_name(name: Option<&str>, required: bool, errors: &mut Vec<String>) {
+pub(crate) fn check_name(name: Option<&str>, required: bool, errors: &mut Vec<String>) {
     match name.map(str::trim) {
         None if required => errors.push("name: Field required".into()),
         Some(n) if n.is_empty() || n.chars().count() > MAX_NAME_CHARS => {
@@ -193,7 +193,7 @@ pub fn check_name(name: Option<&str>, required: bool, errors: &mut Vec<String>) 
 }
 
 /// The pipeline a trigger starts: it must exist (404 otherwise).
-pub async fn check_pipeline(state: &AppState, raw: Option<&str>) -> Result<Uuid, ApiError> {
+pub(crate) async fn check_pipeline(state: &AppState, raw: Option<&str>) -> Result<Uuid, ApiError> {
     let Some(raw) = raw.map(str::trim) else {
         return Err(invalid(
             "Validation failed",
@@ -300,7 +300,7 @@ fn schedule_state(fields: &mut ScheduleFields, spec: &Spec, now: DateTime<Utc>) 
 #[utoipa::path(post, path = "/schedules", request_body = ScheduleRequest, tag = "schedules",
     responses((status = 201, body = ScheduleView), (status = 400, description = "invalid schedule, naming the field"),
               (status = 404, description = "unknown pipeline")))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     AppJson(body): AppJson<ScheduleRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -360,7 +360,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/schedules", params(ScheduleQuery), tag = "schedules",
     responses((status = 200, body = ScheduleList)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ScheduleQuery>,
 ) -> Result<Json<ScheduleList>, ApiError> {
@@ -393,7 +393,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/schedules/{id}", tag = "schedules",
     responses((status = 200, body = ScheduleView), (status = 404, description = "Schedule not found")))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
@@ -407,7 +407,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/schedules/{id}", request_body = ScheduleRequest, tag = "schedules",
     responses((status = 200, body = ScheduleView), (status = 400, description = "invalid schedule, naming the field"),
               (status = 404, description = "Schedule not found")))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppJson(body): AppJson<ScheduleRequest>,
@@ -487,7 +487,7 @@ fn unchanged(config: &ScheduleConfig, row: &ScheduleRow) -> bool {
 
 #[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules",
     responses((status = 204, description = "deleted"), (status = 404, description = "Schedule not found")))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -501,7 +501,7 @@ pub async fn delete(
 
 #[utoipa::path(post, path = "/schedules/{id}/pause", tag = "schedules",
     responses((status = 200, body = ScheduleView), (status = 404, description = "Schedule not found")))]
-pub async fn pause(
+pub(crate) async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
@@ -526,7 +526,7 @@ pub async fn pause(
 #[utoipa::path(post, path = "/schedules/{id}/resume", tag = "schedules",
     responses((status = 200, body = ScheduleView), (status = 400, description = "an expired or completed schedule"),
               (status = 404, description = "Schedule not found")))]
-pub async fn resume(
+pub(crate) async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
@@ -562,7 +562,7 @@ pub async fn resume(
     request_body(content = Object, description = "optional parameter overrides"),
     responses((status = 200, body = TriggerResponse), (status = 404, description = "Schedule or pipeline not found"),
               (status = 400, description = "the pipeline is a draft or refuses the parameters")))]
-pub async fn trigger(
+pub(crate) async fn trigger(
     State(state): State<AppState>,
     Path(id): Path<String>,
     OptionalJson(overrides): OptionalJson<Map<String, Value>>,
@@ -588,7 +588,7 @@ pub async fn trigger(
 }
 
 /// A trigger's execution could not start: what budapp shows.
-pub fn start_error(e: ControlError, workflow_id: &str) -> ApiError {
+pub(crate) fn start_error(e: ControlError, workflow_id: &str) -> ApiError {
     match e {
         ControlError::WorkflowNotFound => pipeline_not_found(workflow_id),
         ControlError::NotRunnable(status) => ApiError::BadRequest(Detail::Object(json!({
@@ -603,7 +603,7 @@ pub fn start_error(e: ControlError, workflow_id: &str) -> ApiError {
 #[utoipa::path(get, path = "/schedules/{id}/next-runs", params(NextRunsQuery), tag = "schedules",
     responses((status = 200, body = NextRuns), (status = 400, description = "count outside 1-100"),
               (status = 404, description = "Schedule not found")))]
-pub async fn next_runs(
+pub(crate) async fn next_runs(
     State(state): State<AppState>,
     Path(id): Path<String>,
     AppQuery(q): AppQuery<NextRunsQuery>,
@@ -648,7 +648,7 @@ pub async fn next_runs(
 
 /// The original's poll answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PollAnswer {
+pub(crate) struct PollAnswer {
     pub polled_at: DateTime<Utc>,
     pub due_count: usize,
     pub triggered_count: usize,
@@ -665,7 +665,7 @@ pub struct PollAnswer {
 /// transaction, so calls on several replicas fire nothing twice.
 #[utoipa::path(post, path = "/internal/schedule-poll", tag = "schedules",
     responses((status = 200, body = PollAnswer)))]
-pub async fn poll(State(state): State<AppState>) -> Result<Json<PollAnswer>, ApiError> {
+pub(crate) async fn poll(State(state): State<AppState>) -> Result<Json<PollAnswer>, ApiError> {
     let polled_at = Utc::now();
     let report = state.engine.fire_due_schedules().await?;
     let triggered: Vec<Value> = report

@@ -66,14 +66,14 @@ use crate::config::Settings;
 
 /// The connection limits, from the `HTTP_*` settings.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
 }
 
 impl Limits {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub(crate) fn from_settings(settings: &Settings) -> Self {
         Self {
             header_read_timeout: settings.http_header_read_timeout,
             idle_timeout: settings.http_idle_timeout,
@@ -86,11 +86,11 @@ impl Limits {
 /// the idle timeout while the handler waits for it.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body stopped arriving for {0:?}")]
-pub struct BodyStalled(pub Duration);
+pub(crate) struct BodyStalled(pub Duration);
 
 /// Serve `router` on `listener` until `stop` resolves, then close down as
 /// described in the module docs.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,

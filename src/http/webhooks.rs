@@ -36,12 +36,12 @@ use crate::db::triggers::{self as db, WebhookFields, WebhookRow};
 use crate::engine::control::{ControlError, NewExecution, Recorded};
 
 /// The header that carries a webhook's secret (the original's).
-pub const SECRET_HEADER: &str = "x-webhook-secret";
+pub(crate) const SECRET_HEADER: &str = "x-webhook-secret";
 const MAX_LIST: usize = 100;
 
 /// The original's `WebhookConfig`.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct WebhookConfig {
+pub(crate) struct WebhookConfig {
     /// Default true: a secret is generated and must be sent as `X-Webhook-Secret`.
     pub require_secret: Option<bool>,
     /// Addresses or CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`) allowed to
@@ -54,7 +54,7 @@ pub struct WebhookConfig {
 /// The original's `WebhookCreate` / `WebhookUpdate`; budadmin sends
 /// `require_secret` at the top level, read as well as `config.require_secret`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct WebhookRequest {
+pub(crate) struct WebhookRequest {
     pub workflow_id: Option<String>,
     pub name: Option<String>,
     pub config: Option<WebhookConfig>,
@@ -65,7 +65,7 @@ pub struct WebhookRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WebhookConfigView {
+pub(crate) struct WebhookConfigView {
     pub require_secret: bool,
     pub allowed_ips: Option<Vec<String>>,
     pub headers_to_include: Vec<String>,
@@ -73,7 +73,7 @@ pub struct WebhookConfigView {
 
 /// The original's `WebhookResponse`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WebhookView {
+pub(crate) struct WebhookView {
     pub id: Uuid,
     pub workflow_id: Uuid,
     pub name: String,
@@ -115,13 +115,13 @@ impl WebhookRow {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct WebhookQuery {
+pub(crate) struct WebhookQuery {
     pub workflow_id: Option<String>,
     pub enabled: Option<bool>,
 }
 
 /// An address (`10.1.2.3`, `::1`) or a CIDR range (`10.0.0.0/8`).
-pub fn parse_net(text: &str) -> Option<IpNet> {
+pub(crate) fn parse_net(text: &str) -> Option<IpNet> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         return Some(net.trunc());
@@ -199,7 +199,7 @@ async fn load(state: &AppState, id: Uuid) -> Result<Option<WebhookRow>, ApiError
 #[utoipa::path(post, path = "/webhooks", request_body = WebhookRequest, tag = "webhooks",
     responses((status = 201, body = WebhookView, description = "with the secret, shown this once"),
               (status = 400, description = "invalid, naming the field"), (status = 404, description = "unknown pipeline")))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppJson(body): AppJson<WebhookRequest>,
@@ -243,7 +243,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/webhooks", params(WebhookQuery), tag = "webhooks",
     responses((status = 200, body = Vec<WebhookView>)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     AppQuery(q): AppQuery<WebhookQuery>,
@@ -264,7 +264,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks",
     responses((status = 200, body = WebhookView), (status = 404, description = "Webhook not found")))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -277,7 +277,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/webhooks/{id}", request_body = WebhookRequest, tag = "webhooks",
     responses((status = 200, body = WebhookView, description = "with a secret only if this update created one"),
               (status = 400, description = "invalid, naming the field"), (status = 404, description = "Webhook not found")))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -327,7 +327,7 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks",
     responses((status = 204, description = "deleted"), (status = 404, description = "Webhook not found")))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -344,7 +344,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/webhooks/{id}/rotate-secret", tag = "webhooks",
     responses((status = 200, body = WebhookView, description = "with the new secret, shown this once; the old one stops working"),
               (status = 404, description = "Webhook not found")))]
-pub async fn rotate_secret(
+pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -359,7 +359,7 @@ pub async fn rotate_secret(
 
 /// The original's `WebhookTriggerRequest`; other fields are ignored.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct TriggerBody {
+pub(crate) struct TriggerBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub params: Map<String, Value>,
@@ -368,7 +368,7 @@ pub struct TriggerBody {
 /// The caller's address: the connection's peer, or, when the peer is one of
 /// `WEBHOOK_TRUSTED_PROXIES`, the right-most `X-Forwarded-For` address that
 /// is not (the one the first trusted proxy saw).
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
@@ -405,7 +405,7 @@ fn refuse(state: &AppState, error: ApiError, outcome: &str) -> Response {
               (status = 403, description = "Webhook is disabled, or IP not allowed"),
               (status = 404, description = "Webhook (or its pipeline) not found"),
               (status = 429, description = "over the webhook's rate limit; Retry-After says when to try again")))]
-pub async fn trigger(
+pub(crate) async fn trigger(
     State(state): State<AppState>,
     Path(id): Path<String>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -549,7 +549,7 @@ pub async fn trigger(
 /// A token bucket per webhook, on this replica: `WEBHOOK_RATE_BURST` calls
 /// at once, refilled at `WEBHOOK_RATE_PER_SECOND`. With N replicas behind a
 /// load balancer a webhook gets up to N times the rate.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<Uuid, (f64, Instant)>>,
@@ -559,7 +559,7 @@ pub struct RateLimiter {
 const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
-    pub fn new(rate_per_second: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_second: f64, burst: u32) -> Self {
         Self {
             rate: rate_per_second,
             burst: burst as f64,
@@ -568,7 +568,7 @@ impl RateLimiter {
     }
 
     /// Take a token, or say how long until one is there.
-    pub fn take(&self, id: Uuid) -> Result<(), Duration> {
+    pub(crate) fn take(&self, id: Uuid) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&id) {
@@ -588,7 +588,7 @@ impl RateLimiter {
         }
     }
 
-    pub fn forget(&self, id: Uuid) {
+    pub(crate) fn forget(&self, id: Uuid) {
         self.buckets.lock().expect("rate limiter lock").remove(&id);
     }
 }

@@ -10,16 +10,16 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AppJson, AppQuery, Id, Page};
+use super::extract::{AppJson, AppQuery, Id, page_bounds};
 use super::paging::{Cursor, cursor_alone, split_page};
 use crate::dag::Dag;
 use crate::dag::validate::{MAX_NAME_LEN, validate};
 use crate::db::pipelines::insert_version;
-pub use crate::db::workflows::Workflow;
+pub(crate) use crate::db::workflows::Workflow;
 use crate::db::workflows::{self as db, Fields, ListFilter};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct WorkflowRequest {
+pub(crate) struct WorkflowRequest {
     /// The workflow document (DAG.md).
     #[schema(value_type = Object)]
     pub dag: Value,
@@ -29,20 +29,20 @@ pub struct WorkflowRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct ValidateRequest {
+pub(crate) struct ValidateRequest {
     #[schema(value_type = Object)]
     pub dag: Value,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ValidateResponse {
+pub(crate) struct ValidateResponse {
     pub valid: bool,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WorkflowList {
+pub(crate) struct WorkflowList {
     pub workflows: Vec<Workflow>,
     /// How many live workflows the filter matches. Not on a page read with
     /// `cursor` (nothing is counted then).
@@ -59,7 +59,7 @@ pub struct WorkflowList {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// How many, 1 to 1000 (default 20).
     pub limit: Option<i64>,
     /// How many to pass over first (default 0).
@@ -76,7 +76,7 @@ pub struct ListQuery {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct GetQuery {
+pub(crate) struct GetQuery {
     /// An earlier version: its DAG and `version` instead of the latest
     /// (executions keep the version they started with).
     pub version: Option<i32>,
@@ -134,7 +134,7 @@ fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
 #[utoipa::path(post, path = "/workflows", request_body = WorkflowRequest, tag = "workflows",
     responses((status = 201, body = Workflow), (status = 409, description = "name taken"),
               (status = 422, description = "DAG validation failed")))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     AppJson(body): AppJson<WorkflowRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -163,13 +163,13 @@ pub async fn create(
 /// Pages by `limit` / `offset`, or by `cursor` (each answer's `next_cursor`).
 #[utoipa::path(get, path = "/workflows", params(ListQuery), tag = "workflows",
     responses((status = 200, body = WorkflowList), (status = 400, description = "bad paging or cursor")))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<WorkflowList>, ApiError> {
     let cursor = Cursor::from_query(q.cursor.as_deref())?;
     cursor_alone(cursor.as_ref(), q.offset, None)?;
-    let (limit, offset) = Page::bounds(q.limit, q.offset)?;
+    let (limit, offset) = page_bounds(q.limit, q.offset)?;
     let filter = ListFilter {
         created_by: q.created_by.as_deref(),
         name: q.name.as_deref(),
@@ -215,7 +215,7 @@ pub async fn list(
 /// Read a workflow: its latest version, or `?version=N`.
 #[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", params(GetQuery),
     responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted, or no such version")))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Id(id): Id,
     AppQuery(q): AppQuery<GetQuery>,
@@ -237,7 +237,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/workflows/{id}", request_body = WorkflowRequest, tag = "workflows",
     responses((status = 200, body = Workflow), (status = 404, description = "unknown or deleted"),
               (status = 409, description = "name taken"), (status = 422, description = "DAG validation failed")))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     Id(id): Id,
     AppJson(body): AppJson<WorkflowRequest>,
@@ -269,7 +269,10 @@ pub async fn update(
 /// Delete a workflow; its executions stay readable.
 #[utoipa::path(delete, path = "/workflows/{id}", tag = "workflows",
     responses((status = 204, description = "deleted"), (status = 404, description = "unknown or deleted")))]
-pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<StatusCode, ApiError> {
     if !db::delete(state.engine.pool(), id).await? {
         return Err(ApiError::not_found("workflow"));
     }
@@ -279,7 +282,7 @@ pub async fn delete(State(state): State<AppState>, Id(id): Id) -> Result<StatusC
 /// Check a workflow document without storing it.
 #[utoipa::path(post, path = "/workflows/validate", request_body = ValidateRequest, tag = "workflows",
     responses((status = 200, body = ValidateResponse)))]
-pub async fn check(
+pub(crate) async fn check(
     State(state): State<AppState>,
     AppJson(body): AppJson<ValidateRequest>,
 ) -> Json<ValidateResponse> {

@@ -14,7 +14,7 @@ use crate::engine::model::{ExecutionStatus, SkipReason, StepStatus};
 
 /// A pipeline status of the original (member name, or the lowercase server
 /// default) as this service stores it.
-pub fn pipeline_status(raw: &str) -> Option<&'static str> {
+pub(super) fn pipeline_status(raw: &str) -> Option<&'static str> {
     match raw.trim().to_ascii_uppercase().as_str() {
         "DRAFT" => Some("draft"),
         "ACTIVE" => Some("active"),
@@ -27,7 +27,7 @@ pub fn pipeline_status(raw: &str) -> Option<&'static str> {
 /// passes (what `POST /pipelines` stores), else the document as the
 /// original kept it, with the validator's errors.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(super) struct Prepared {
     pub stored: Value,
     /// `stored` as the engine will read it, when it can: the engine pairs
     /// step rows with these steps by position.
@@ -37,12 +37,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn valid(&self) -> bool {
+    pub(super) fn valid(&self) -> bool {
         self.errors.is_empty()
     }
 
     /// The first errors, for one line of output.
-    pub fn first_errors(&self) -> String {
+    pub(super) fn first_errors(&self) -> String {
         let mut text = self
             .errors
             .iter()
@@ -57,7 +57,7 @@ impl Prepared {
     }
 }
 
-pub fn prepare(doc: &Value, registry: &Registry) -> Prepared {
+pub(super) fn prepare(doc: &Value, registry: &Registry) -> Prepared {
     let report = validate(doc, registry);
     if let Some(dag) = report.dag.filter(|_| report.errors.is_empty()) {
         if let Ok(stored) = serde_json::to_value(&dag) {
@@ -78,7 +78,7 @@ pub fn prepare(doc: &Value, registry: &Registry) -> Prepared {
 }
 
 /// The document kept as it is (a draft).
-pub fn as_stored(doc: &Value, errors: Vec<String>) -> Prepared {
+pub(super) fn as_stored(doc: &Value, errors: Vec<String>) -> Prepared {
     Prepared {
         stored: doc.clone(),
         dag: serde_json::from_value(doc.clone()).ok(),
@@ -96,7 +96,7 @@ fn raw_steps(doc: &Value) -> &[Value] {
 
 /// The name to try first, then the renamed ones when it is taken:
 /// `name (imported)`, `name (imported 2)`, … each within the name limit.
-pub fn names(name: &str) -> impl Iterator<Item = String> + '_ {
+pub(super) fn names(name: &str) -> impl Iterator<Item = String> + '_ {
     (0..100u32).map(move |n| {
         if n == 0 {
             return name.to_owned();
@@ -114,7 +114,7 @@ pub fn names(name: &str) -> impl Iterator<Item = String> + '_ {
 
 /// An execution's snapshot (`pipeline_definition`): `{workflow_id,
 /// workflow_name, dag, params}`.
-pub struct Snapshot<'a> {
+pub(super) struct Snapshot<'a> {
     pub workflow_id: Option<&'a str>,
     pub name: Option<&'a str>,
     pub dag: Option<&'a Value>,
@@ -122,7 +122,7 @@ pub struct Snapshot<'a> {
 }
 
 impl<'a> Snapshot<'a> {
-    pub fn of(doc: &'a Value) -> Self {
+    pub(super) fn of(doc: &'a Value) -> Self {
         let text = |key: &str| {
             doc.get(key)
                 .and_then(Value::as_str)
@@ -142,7 +142,7 @@ impl<'a> Snapshot<'a> {
 
     /// The owner of an ephemeral run: the `user_id` the original added to
     /// its params.
-    pub fn user_id(&self) -> Option<&str> {
+    pub(super) fn user_id(&self) -> Option<&str> {
         self.params
             .get("user_id")
             .and_then(Value::as_str)
@@ -151,7 +151,7 @@ impl<'a> Snapshot<'a> {
     }
 
     /// The name of the definition kept for a run without a stored pipeline.
-    pub fn definition_name(&self) -> String {
+    pub(super) fn definition_name(&self) -> String {
         let name = self.name.unwrap_or("Ephemeral Pipeline");
         name.chars().take(MAX_NAME_LEN).collect()
     }
@@ -159,7 +159,7 @@ impl<'a> Snapshot<'a> {
 
 /// What becomes of an execution, by its status in the original.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Fate {
+pub(super) enum Fate {
     Copy {
         status: ExecutionStatus,
         /// `INTERRUPTED` in the original (copied as FAILED).
@@ -168,7 +168,7 @@ pub enum Fate {
     Skip(String),
 }
 
-pub fn fate(status: &str) -> Fate {
+pub(super) fn fate(status: &str) -> Fate {
     let copy = |status, interrupted| Fate::Copy {
         status,
         interrupted,
@@ -187,7 +187,7 @@ pub fn fate(status: &str) -> Fate {
 
 /// The original's `error_info` as one sentence: `{"error": "…"}`,
 /// `{"message": "…"}`, `{"failed_steps": n, "total_steps": m}`, or its JSON.
-pub fn error_text(info: Option<&Value>) -> Option<String> {
+pub(super) fn error_text(info: Option<&Value>) -> Option<String> {
     let info = info?;
     let text = match info {
         Value::Null => return None,
@@ -219,7 +219,7 @@ pub fn error_text(info: Option<&Value>) -> Option<String> {
 
 /// The execution's `error`: the original's, or the first failed step's
 /// (as the engine words it); an interruption says so.
-pub fn execution_error(
+pub(super) fn execution_error(
     status: ExecutionStatus,
     interrupted: bool,
     info: Option<&Value>,
@@ -255,7 +255,7 @@ pub fn execution_error(
 
 /// A `step_executions` row to insert.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewStep {
+pub(super) struct NewStep {
     pub step_id: String,
     pub position: i32,
     pub name: String,
@@ -275,7 +275,7 @@ pub struct NewStep {
 }
 
 /// The facts about the execution the step rows depend on.
-pub struct Ending {
+pub(super) struct Ending {
     /// FAILED (or INTERRUPTED): steps that never ran were skipped because of
     /// it, and a retry runs them.
     pub failed: bool,
@@ -288,7 +288,7 @@ pub struct Ending {
 /// original kept no row for gets one (skipped), and a row for a step the
 /// DAG does not have refuses the execution. Otherwise rows follow
 /// `sequence_number`.
-pub fn steps(
+pub(super) fn steps(
     dag: Option<&Dag>,
     doc: &Value,
     legacy: &[source::Step],

@@ -36,7 +36,7 @@ const PAGE: i64 = 200;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub pipelines_copied: u64,
     pub pipelines_skipped: u64,
     pub executions_copied: u64,
@@ -58,7 +58,7 @@ impl std::fmt::Display for Totals {
 
 /// Why a run stopped before the end.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
+pub(crate) enum ImportError {
     #[error("{0}")]
     NotTheOriginal(String),
     #[error("cannot read the original's database: {0}")]
@@ -80,7 +80,7 @@ fn line(kind: &str, label: &str, outcome: &Result<Outcome, sqlx::Error>) -> (boo
 /// (this service's, migrated), calling `out` with one line per item.
 /// A failure on one item is reported and the others go on; an error is
 /// returned only when the original cannot be read.
-pub async fn import(
+pub(crate) async fn import(
     legacy: &PgPool,
     target: &PgPool,
     registry: &Registry,
@@ -120,7 +120,7 @@ pub async fn import(
 }
 
 /// The arguments after `import-legacy`: `--from URL` or `--from=URL`.
-pub fn from_arg(args: &[String]) -> Result<String, String> {
+pub(crate) fn from_arg(args: &[String]) -> Result<String, String> {
     let url = match args {
         [flag, url] if flag == "--from" => Some(url.as_str()),
         [arg] => arg.strip_prefix("--from="),
@@ -150,7 +150,7 @@ async fn connect_legacy(url: &str) -> Result<PgPool, sqlx::Error> {
 /// `budpipeline import-legacy --from URL`: 0 when the run finished (skips
 /// included), 1 when a database could not be reached, migrated or read,
 /// 2 on a configuration error.
-pub fn run(from: &str) -> ExitCode {
+pub(crate) fn run(from: &str) -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {

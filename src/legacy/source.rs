@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// A `pipeline_definition` row.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Pipeline {
+pub(super) struct Pipeline {
     pub id: Uuid,
     pub version: i32,
     pub name: String,
@@ -27,7 +27,7 @@ pub struct Pipeline {
 
 /// A `pipeline_execution` row with its steps and callback topics.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Execution {
+pub(super) struct Execution {
     pub id: Uuid,
     pub pipeline_id: Option<Uuid>,
     /// The snapshot `{workflow_id, workflow_name, dag, params}`.
@@ -52,7 +52,7 @@ pub struct Execution {
 
 /// A `step_execution` row.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Step {
+pub(super) struct Step {
     pub execution_id: Uuid,
     pub step_id: String,
     pub step_name: String,
@@ -87,7 +87,7 @@ const NEEDED: &[(&str, &str)] = &[
 
 /// Refuse a database that is not the original's (or not migrated to its
 /// last revision) with a sentence saying so.
-pub async fn check(pool: &PgPool) -> Result<(), String> {
+pub(super) async fn check(pool: &PgPool) -> Result<(), String> {
     let unreadable = |e: sqlx::Error| format!("cannot read the original's schema: {e}");
     let tables: bool = sqlx::query_scalar(
         "SELECT to_regclass('pipeline_definition') IS NOT NULL
@@ -132,7 +132,7 @@ pub async fn check(pool: &PgPool) -> Result<(), String> {
 }
 
 /// Every pipeline definition, oldest first.
-pub async fn pipelines(pool: &PgPool) -> Result<Vec<Pipeline>, sqlx::Error> {
+pub(super) async fn pipelines(pool: &PgPool) -> Result<Vec<Pipeline>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, version, name, description, icon, dag_definition, status, user_id,
                 system_owned, step_count, created_at, updated_at
@@ -144,7 +144,7 @@ pub async fn pipelines(pool: &PgPool) -> Result<Vec<Pipeline>, sqlx::Error> {
 
 /// The next `limit` executions after `after` (oldest first), with their
 /// steps and topics.
-pub async fn executions(
+pub(super) async fn executions(
     pool: &PgPool,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,

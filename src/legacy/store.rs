@@ -15,7 +15,7 @@ use crate::actions::Registry;
 
 /// What became of one item.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Copied; the text says how when it was not copied as it was.
     Copied(String),
     Skipped(String),
@@ -25,7 +25,7 @@ const ALREADY: &str = "already imported";
 
 type Tx = Transaction<'static, Postgres>;
 
-pub async fn pipeline(
+pub(super) async fn pipeline(
     target: &PgPool,
     p: &source::Pipeline,
     registry: &Registry,
@@ -210,7 +210,7 @@ async fn version_for(
     Ok(free)
 }
 
-pub async fn execution(
+pub(super) async fn execution(
     target: &PgPool,
     e: &source::Execution,
     registry: &Registry,

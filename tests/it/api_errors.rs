@@ -784,7 +784,7 @@ async fn unknown_ids_are_404_with_a_detail(pool: sqlx::PgPool) {
 #[sqlx::test]
 async fn a_malformed_cursor_is_400(pool: sqlx::PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let good = budpipeline::http::paging::Cursor {
+    let good = budpipeline::db::paging::Cursor {
         created_at: chrono::Utc::now(),
         id: Uuid::now_v7(),
     }

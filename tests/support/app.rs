@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub const TOKEN: &str = "test-app-token";
+pub(crate) const TOKEN: &str = "test-app-token";
 
 /// The URL of the database behind `pool` (a `#[sqlx::test]` database).
-pub fn database_url(pool: &PgPool) -> String {
+pub(crate) fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
     let db = pool
         .connect_options()
@@ -30,7 +30,7 @@ pub fn database_url(pool: &PgPool) -> String {
 
 /// Environment for a test service: a real database, a token, a sidecar
 /// that does not exist unless `DAPR_HTTP_ENDPOINT` is given, quick timers.
-pub fn env_for(db_url: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+pub(crate) fn env_for(db_url: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", db_url),
         ("APP_API_TOKEN", TOKEN),
@@ -53,14 +53,14 @@ pub fn env_for(db_url: &str, overrides: &[(&str, &str)]) -> HashMap<String, Stri
 
 /// A small HTTP client for the service's API with the token set.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub http: reqwest::Client,
     pub token: Option<String>,
 }
 
 impl Api {
-    pub fn new(base: String) -> Self {
+    pub(crate) fn new(base: String) -> Self {
         Self {
             base,
             http: reqwest::Client::new(),
@@ -68,7 +68,7 @@ impl Api {
         }
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -92,23 +92,23 @@ impl Api {
         (status, value)
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// Create a workflow from a DAG; panics unless 201.
-    pub async fn create_workflow(&self, dag: Value) -> Uuid {
+    pub(crate) async fn create_workflow(&self, dag: Value) -> Uuid {
         let (status, body) = self.post("/workflows", json!({ "dag": dag })).await;
         assert_eq!(status, StatusCode::CREATED, "create workflow: {body}");
         body["id"].as_str().unwrap().parse().unwrap()
     }
 
     /// Start an execution; panics unless 202.
-    pub async fn execute(&self, workflow_id: Uuid, body: Value) -> Uuid {
+    pub(crate) async fn execute(&self, workflow_id: Uuid, body: Value) -> Uuid {
         let (status, resp) = self
             .post(&format!("/workflows/{workflow_id}/execute"), body)
             .await;
@@ -116,14 +116,14 @@ impl Api {
         resp["execution_id"].as_str().unwrap().parse().unwrap()
     }
 
-    pub async fn execution(&self, id: Uuid) -> Value {
+    pub(crate) async fn execution(&self, id: Uuid) -> Value {
         let (status, body) = self.get(&format!("/executions/{id}")).await;
         assert_eq!(status, StatusCode::OK, "get execution: {body}");
         body
     }
 
     /// Poll until the execution is terminal (COMPLETED, FAILED, CANCELLED).
-    pub async fn wait_terminal(&self, id: Uuid, timeout: Duration) -> Value {
+    pub(crate) async fn wait_terminal(&self, id: Uuid, timeout: Duration) -> Value {
         self.wait_until(id, timeout, |e| {
             matches!(
                 e["status"].as_str(),
@@ -134,7 +134,7 @@ impl Api {
     }
 
     /// Poll the execution until `done` holds; panics with the last state on timeout.
-    pub async fn wait_until(
+    pub(crate) async fn wait_until(
         &self,
         id: Uuid,
         timeout: Duration,
@@ -155,7 +155,7 @@ impl Api {
 }
 
 /// The step named `id` in an execution body.
-pub fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
     execution["steps"]
         .as_array()
         .and_then(|steps| steps.iter().find(|s| s["step_id"] == id))
@@ -163,7 +163,7 @@ pub fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
 }
 
 /// The service running inside the test process.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub api: Api,
     pub port: u16,
     pub engine: budpipeline::engine::Engine,
@@ -172,11 +172,11 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn(pool: &PgPool) -> Self {
+    pub(crate) async fn spawn(pool: &PgPool) -> Self {
         Self::spawn_with(pool, &[]).await
     }
 
-    pub async fn spawn_with(pool: &PgPool, overrides: &[(&str, &str)]) -> Self {
+    pub(crate) async fn spawn_with(pool: &PgPool, overrides: &[(&str, &str)]) -> Self {
         let vars = env_for(&database_url(pool), overrides);
         let settings =
             Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings");
@@ -199,7 +199,7 @@ impl TestApp {
     }
 
     /// Graceful stop (as on SIGTERM), waiting for the drain to finish.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -217,7 +217,7 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn wait_ready(api: &Api, timeout: Duration) {
+pub(crate) async fn wait_ready(api: &Api, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(resp) = api.http.get(format!("{}/ready", api.base)).send().await {
@@ -235,7 +235,7 @@ pub async fn wait_ready(api: &Api, timeout: Duration) {
 }
 
 /// A free loopback port (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -244,7 +244,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The built `budpipeline` binary running as a child process.
-pub struct ServiceProcess {
+pub(crate) struct ServiceProcess {
     pub api: Api,
     pub port: u16,
     vars: HashMap<String, String>,
@@ -255,7 +255,7 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    pub async fn start(db_url: &str, overrides: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(db_url: &str, overrides: &[(&str, &str)]) -> Self {
         let port = free_port();
         let port_text = port.to_string();
         let mut all: Vec<(&str, &str)> = overrides.to_vec();
@@ -300,7 +300,7 @@ impl ServiceProcess {
         self.replica = body["replica_id"].as_str().and_then(|s| s.parse().ok());
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().and_then(|c| c.id()).expect("running")
     }
 
@@ -308,7 +308,7 @@ impl ServiceProcess {
     /// AND Postgres has ended its sessions: a statement the process sent
     /// just before it died (a COMMIT, say) still takes effect after its
     /// death, so what the database holds is final only then.
-    pub async fn kill9(&mut self) {
+    pub(crate) async fn kill9(&mut self) {
         if let Some(replica) = self.replica {
             // The LISTEN session is always open: if none carries the name,
             // the wait below would prove nothing.
@@ -355,7 +355,7 @@ impl ServiceProcess {
     }
 
     /// SIGTERM, then wait for the process to exit by itself.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = child.id().expect("pid") as i32;
         let _ = std::process::Command::new("kill")
@@ -369,7 +369,7 @@ impl ServiceProcess {
     }
 
     /// Start again on the same port and database.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.launch().await;
     }
 }

@@ -28,11 +28,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use super::budcluster::Reply;
+pub(crate) use super::budcluster::Reply;
 
 /// A request as the stand-in received it.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The path, still percent-encoded.
     pub path: String,
@@ -44,12 +44,12 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The value of query parameter `name`, percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<String> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
         self.query.as_deref()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (k == name).then(|| decode(v))
@@ -105,14 +105,14 @@ struct Script {
 }
 
 /// The stand-in. See the module docs.
-pub struct FakeBud {
+pub(crate) struct FakeBud {
     url: String,
     script: Arc<Mutex<Script>>,
     task: JoinHandle<()>,
 }
 
 impl FakeBud {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let script = Arc::new(Mutex::new(Script::default()));
         let app = Router::new()
             .fallback(handle)
@@ -127,12 +127,12 @@ impl FakeBud {
         Self { url, script, task }
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// Add `reply` to the route `method pattern` (created on first use).
-    pub fn on(&self, method: &str, pattern: &str, reply: Reply) {
+    pub(crate) fn on(&self, method: &str, pattern: &str, reply: Reply) {
         let mut script = self.script.lock().unwrap();
         let pattern: Vec<String> = pattern
             .trim_matches('/')
@@ -154,12 +154,12 @@ impl FakeBud {
         }
     }
 
-    pub fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.script.lock().unwrap().requests.clone()
     }
 
     /// The requests whose method and path match `method pattern`.
-    pub fn requests_to(&self, method: &str, pattern: &str) -> Vec<Request> {
+    pub(crate) fn requests_to(&self, method: &str, pattern: &str) -> Vec<Request> {
         let probe = Route {
             method: method.to_owned(),
             pattern: pattern

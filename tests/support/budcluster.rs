@@ -43,7 +43,7 @@ use uuid::Uuid;
 
 /// The budcluster operations the stand-in knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
+pub(crate) enum Route {
     Deploy,
     Health,
     Delete,
@@ -53,7 +53,7 @@ pub enum Route {
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: String,
     pub content_type: &'static str,
@@ -64,7 +64,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(status: u16, body: Value) -> Self {
+    pub(crate) fn json(status: u16, body: Value) -> Self {
         Self {
             status,
             body: body.to_string(),
@@ -75,7 +75,7 @@ impl Reply {
     }
 
     /// A body that is not JSON (or an empty one, with `""`).
-    pub fn text(status: u16, body: &str) -> Self {
+    pub(crate) fn text(status: u16, body: &str) -> Self {
         Self {
             status,
             body: body.to_owned(),
@@ -86,16 +86,16 @@ impl Reply {
     }
 
     /// A redirect with this status to `location`.
-    pub fn redirect(status: u16, location: &str) -> Self {
+    pub(crate) fn redirect(status: u16, location: &str) -> Self {
         Self::text(status, "").header("location", location)
     }
 
-    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
     }
 
-    pub fn after(mut self, delay: Duration) -> Self {
+    pub(crate) fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
@@ -103,7 +103,7 @@ impl Reply {
 
 /// A request as the stand-in received it, with the answer it gave.
 #[derive(Debug, Clone)]
-pub struct RecordedRequest {
+pub(crate) struct RecordedRequest {
     pub route: Route,
     pub method: String,
     /// The path without the query, still percent-encoded.
@@ -119,7 +119,7 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -132,14 +132,14 @@ struct Script {
 }
 
 /// The budcluster stand-in. See the module docs.
-pub struct FakeBudcluster {
+pub(crate) struct FakeBudcluster {
     url: String,
     script: Arc<Mutex<Script>>,
     task: JoinHandle<()>,
 }
 
 impl FakeBudcluster {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let script = Arc::new(Mutex::new(Script::default()));
         let app = Router::new()
             .fallback(handle)
@@ -155,52 +155,52 @@ impl FakeBudcluster {
     }
 
     /// `http://127.0.0.1:<port>`, what a [`super::sidecar::FakeSidecar`] forwards to.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// Queue the next answer for `route`.
-    pub fn push(&self, route: Route, reply: Reply) {
+    pub(crate) fn push(&self, route: Route, reply: Reply) {
         let mut script = self.script.lock().unwrap();
         script.queued.entry(route).or_default().push_back(reply);
     }
 
-    pub fn push_deploy_response(&self, status: u16, body: Value) {
+    pub(crate) fn push_deploy_response(&self, status: u16, body: Value) {
         self.push(Route::Deploy, Reply::json(status, body));
     }
 
-    pub fn push_health_response(&self, status: u16, body: Value) {
+    pub(crate) fn push_health_response(&self, status: u16, body: Value) {
         self.push(Route::Health, Reply::json(status, body));
     }
 
-    pub fn push_delete_response(&self, status: u16, body: Value) {
+    pub(crate) fn push_delete_response(&self, status: u16, body: Value) {
         self.push(Route::Delete, Reply::json(status, body));
     }
 
     /// Answer `route` with `reply` whenever nothing is queued.
-    pub fn set_default(&self, route: Route, reply: Reply) {
+    pub(crate) fn set_default(&self, route: Route, reply: Reply) {
         self.script.lock().unwrap().defaults.insert(route, reply);
     }
 
     /// Every request so far, oldest first.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.script.lock().unwrap().requests.clone()
     }
 
-    pub fn requests_to(&self, route: Route) -> Vec<RecordedRequest> {
+    pub(crate) fn requests_to(&self, route: Route) -> Vec<RecordedRequest> {
         self.requests()
             .into_iter()
             .filter(|r| r.route == route)
             .collect()
     }
 
-    pub fn request_count(&self) -> usize {
+    pub(crate) fn request_count(&self) -> usize {
         self.script.lock().unwrap().requests.len()
     }
 
     /// The `workflow_id`s handed out by answered deploy requests (2xx), in
     /// order: the correlation ids of the events a test delivers.
-    pub fn deploy_workflow_ids(&self) -> Vec<String> {
+    pub(crate) fn deploy_workflow_ids(&self) -> Vec<String> {
         self.requests_to(Route::Deploy)
             .iter()
             .filter(|r| (200..300).contains(&r.status))
@@ -217,7 +217,7 @@ impl Drop for FakeBudcluster {
 
 /// The event budcluster publishes when its workflow ends (the design note's
 /// example): `{"event_type", "event", "workflow_id", "status", "content"}`.
-pub fn deployment_event(workflow_id: &str, status: &str, content: Value) -> Value {
+pub(crate) fn deployment_event(workflow_id: &str, status: &str, content: Value) -> Value {
     json!({
         "event_type": "deployment_status",
         "event": "verify_deployment_status",

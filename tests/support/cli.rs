@@ -11,26 +11,26 @@ use uuid::Uuid;
 
 use super::app::{Api, TOKEN};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_budpipeline");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_budpipeline");
 
 /// How long one command may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// What a finished command left.
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Output {
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         self.status.code().unwrap_or(-1)
     }
 
     /// The id in the last `execution <uuid> …` of the output.
-    pub fn execution_id(&self) -> Uuid {
+    pub(crate) fn execution_id(&self) -> Uuid {
         let text = &self.stdout;
         text.match_indices("execution ")
             .filter_map(|(at, word)| text.get(at + word.len()..at + word.len() + 36))
@@ -42,13 +42,13 @@ impl Output {
 
 /// The client side of a test: where the service is and its token.
 #[derive(Clone)]
-pub struct Cli {
+pub(crate) struct Cli {
     pub url: String,
     pub token: Option<String>,
 }
 
 impl Cli {
-    pub fn new(api: &Api) -> Self {
+    pub(crate) fn new(api: &Api) -> Self {
         Self {
             url: api.base.clone(),
             token: Some(TOKEN.to_owned()),
@@ -57,7 +57,7 @@ impl Cli {
 
     /// The command, run from the repository (so `examples/…` resolves),
     /// with nothing from the test's environment but `PATH`, `HOME`, `LANG`.
-    pub fn command(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+    pub(crate) fn command(&self, program: &str, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
@@ -80,12 +80,12 @@ impl Cli {
     }
 
     /// `budpipeline ARGS` with its output piped; waits for it to exit.
-    pub async fn run(&self, args: &[&str]) -> Output {
+    pub(crate) async fn run(&self, args: &[&str]) -> Output {
         finish(self.command(BIN, args), args).await
     }
 
     /// Started, not awaited (to act on the service while it watches).
-    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+    pub(crate) fn spawn(&self, args: &[&str]) -> tokio::process::Child {
         self.command(BIN, args).spawn().expect("start budpipeline")
     }
 
@@ -93,7 +93,7 @@ impl Cli {
     /// quiet, flush as it goes, exit with the command's status), so that
     /// the program sees a terminal. Its size is unknown (0x0), as in many
     /// CI terminals, so the program falls back to 80 columns.
-    pub async fn in_terminal(&self, args: &[&str]) -> Output {
+    pub(crate) async fn in_terminal(&self, args: &[&str]) -> Output {
         assert!(
             std::process::Command::new("script")
                 .arg("--version")
@@ -128,12 +128,12 @@ async fn finish(mut command: tokio::process::Command, args: &[&str]) -> Output {
 }
 
 /// One word for `sh -c`.
-pub fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// The text of a terminal output without its escape sequences.
-pub fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -153,7 +153,7 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 /// Wait for a spawned command to exit.
-pub async fn wait(child: tokio::process::Child, what: &str) -> Output {
+pub(crate) async fn wait(child: tokio::process::Child, what: &str) -> Output {
     let out = tokio::time::timeout(LIMIT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish in {LIMIT:?}"))

@@ -33,7 +33,7 @@ use super::app::{Api, TOKEN};
 /// same time show up in [`SlowSidecar::overlaps`]. Health checks answer
 /// 204, publishes 204.
 #[derive(Clone, Default)]
-pub struct SlowSidecar {
+pub(crate) struct SlowSidecar {
     state: Arc<Mutex<SidecarState>>,
 }
 
@@ -63,7 +63,7 @@ impl Drop for InflightGuard {
 }
 
 impl SlowSidecar {
-    pub async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let sidecar = SlowSidecar::default();
         let app = axum::Router::new()
             .fallback(sidecar_handle)
@@ -76,16 +76,16 @@ impl SlowSidecar {
         (sidecar, url)
     }
 
-    pub fn overlaps(&self) -> Vec<String> {
+    pub(crate) fn overlaps(&self) -> Vec<String> {
         self.state.lock().unwrap().overlaps.clone()
     }
 
-    pub fn calls(&self) -> Vec<String> {
+    pub(crate) fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
     }
 
     /// (execution_id, step_id, attempt, arrived) of every call.
-    pub fn timed_calls(&self) -> Vec<(Uuid, String, i32, DateTime<Utc>)> {
+    pub(crate) fn timed_calls(&self) -> Vec<(Uuid, String, i32, DateTime<Utc>)> {
         let s = self.state.lock().unwrap();
         s.calls
             .iter()
@@ -151,7 +151,7 @@ async fn sidecar_handle(
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 #[allow(dead_code)]
-pub struct AttemptRow {
+pub(crate) struct AttemptRow {
     pub execution_id: Uuid,
     pub step_id: String,
     pub attempt: i32,
@@ -163,7 +163,7 @@ pub struct AttemptRow {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 #[allow(dead_code)]
-pub struct StepState {
+pub(crate) struct StepState {
     pub execution_id: Uuid,
     pub step_id: String,
     pub status: String,
@@ -178,7 +178,7 @@ pub struct StepState {
 /// What the database says about a finished load.
 #[derive(Debug, Default)]
 #[allow(dead_code)]
-pub struct History {
+pub(crate) struct History {
     /// Attempts that did not end COMPLETED (RELEASED by a drain or by the
     /// sweeper after a dead replica's lease expired, FAILED, ...).
     pub not_completed_attempts: usize,
@@ -201,7 +201,7 @@ pub struct History {
 /// - exactly one attempt per step ended COMPLETED, and it is the last.
 ///
 /// Panics with every violation found.
-pub async fn check_history(
+pub(crate) async fn check_history(
     pool: &PgPool,
     executions: &[Uuid],
     steps_per_execution: usize,
@@ -342,7 +342,7 @@ pub async fn check_history(
 }
 
 /// Wait until every execution is terminal; panics with the stragglers.
-pub async fn wait_all_terminal(pool: &PgPool, executions: &[Uuid], timeout: Duration) {
+pub(crate) async fn wait_all_terminal(pool: &PgPool, executions: &[Uuid], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let open: Vec<(Uuid, String)> = sqlx::query_as(
@@ -380,7 +380,7 @@ pub async fn wait_all_terminal(pool: &PgPool, executions: &[Uuid], timeout: Dura
 
 #[derive(Debug, Default, Clone, Copy, sqlx::FromRow)]
 #[allow(dead_code)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub executions_open: i64,
     pub executions_completed: i64,
     pub steps_completed: i64,
@@ -389,7 +389,7 @@ pub struct Snapshot {
     pub steps_pending: i64,
 }
 
-pub async fn snapshot(pool: &PgPool) -> Snapshot {
+pub(crate) async fn snapshot(pool: &PgPool) -> Snapshot {
     sqlx::query_as(
         "SELECT
            (SELECT count(*) FROM executions WHERE status = 'RUNNING') AS executions_open,
@@ -407,7 +407,7 @@ pub async fn snapshot(pool: &PgPool) -> Snapshot {
 }
 
 /// Submit `n` executions of `workflow` concurrently (8 at a time).
-pub async fn submit(api: &Api, workflow: Uuid, n: usize) -> Vec<Uuid> {
+pub(crate) async fn submit(api: &Api, workflow: Uuid, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::with_capacity(n);
     let mut batch = Vec::new();
     for _ in 0..n {
@@ -428,7 +428,7 @@ pub async fn submit(api: &Api, workflow: Uuid, n: usize) -> Vec<Uuid> {
 }
 
 /// The replica id a running service reports on `/internal/status`.
-pub async fn replica_id(api: &Api) -> Uuid {
+pub(crate) async fn replica_id(api: &Api) -> Uuid {
     let (status, body) = api.get("/internal/status").await;
     assert!(status.is_success(), "status: {body}");
     body["replica_id"].as_str().unwrap().parse().unwrap()
@@ -436,7 +436,7 @@ pub async fn replica_id(api: &Api) -> Uuid {
 
 /// The last `lines` lines of the log of the [`super::app::ServiceProcess`]
 /// on `port`.
-pub fn log_tail(port: u16, lines: usize) -> String {
+pub(crate) fn log_tail(port: u16, lines: usize) -> String {
     let path = std::env::temp_dir().join(format!("budpipeline-test-{port}.log"));
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -444,7 +444,7 @@ pub fn log_tail(port: u16, lines: usize) -> String {
 }
 
 /// How many lines of the log of the service on `port` contain `needle`.
-pub fn log_lines_matching(port: u16, needle: &str) -> usize {
+pub(crate) fn log_lines_matching(port: u16, needle: &str) -> usize {
     let path = std::env::temp_dir().join(format!("budpipeline-test-{port}.log"));
     std::fs::read_to_string(&path)
         .unwrap_or_default()
@@ -455,7 +455,7 @@ pub fn log_lines_matching(port: u16, needle: &str) -> usize {
 
 /// POST execute without panicking: `Some(id)` on 202, `None` when the
 /// request failed (refused, or reset by a kill) or got another status.
-pub async fn try_execute(api: &Api, workflow: Uuid) -> Option<Uuid> {
+pub(crate) async fn try_execute(api: &Api, workflow: Uuid) -> Option<Uuid> {
     let resp = api
         .http
         .post(format!("{}/workflows/{workflow}/execute", api.base))
@@ -475,7 +475,7 @@ pub async fn try_execute(api: &Api, workflow: Uuid) -> Option<Uuid> {
 /// log -> wait_until 1 s -> log -> log, and a parallel branch with a slow
 /// service call (`slow_ms`, a handler that holds its lease while it runs)
 /// then a log, joined at the end: [`LOAD_DAG_STEPS`] steps.
-pub fn load_dag(name: &str, slow_ms: u64) -> Value {
+pub(crate) fn load_dag(name: &str, slow_ms: u64) -> Value {
     json!({"name": name, "steps": [
         {"id": "start", "action": "log", "params": {"message": "start"}},
         {"id": "wait", "action": "wait_until", "params": {"duration_seconds": 1}, "depends_on": ["start"]},
@@ -488,10 +488,10 @@ pub fn load_dag(name: &str, slow_ms: u64) -> Value {
         {"id": "join", "action": "log", "params": {"message": "join"}, "depends_on": ["tail", "after_slow"]}
     ]})
 }
-pub const LOAD_DAG_STEPS: usize = 7;
+pub(crate) const LOAD_DAG_STEPS: usize = 7;
 
 /// start -> one service call of `call_ms` (`slow`) -> end: 3 steps.
-pub fn slow_call_dag(name: &str, call_ms: u64) -> Value {
+pub(crate) fn slow_call_dag(name: &str, call_ms: u64) -> Value {
     json!({"name": name, "steps": [
         {"id": "start", "action": "log"},
         {"id": "slow", "action": "invoke_service",

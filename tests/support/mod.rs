@@ -15,19 +15,19 @@
 
 #![allow(dead_code)]
 
-pub mod app;
-pub mod bud;
-pub mod budcluster;
-pub mod cli;
-pub mod cluster;
-pub mod sidecar;
+pub(crate) mod app;
+pub(crate) mod bud;
+pub(crate) mod budcluster;
+pub(crate) mod cli;
+pub(crate) mod cluster;
+pub(crate) mod sidecar;
 
 use budpipeline::config::Settings;
 
 /// Settings that talk to the sidecar at `dapr_url`, with `vars` on top.
 /// `DATABASE_URL` defaults to a dummy (pass a real one in `vars` when the
 /// test needs a database).
-pub fn settings(dapr_url: &str, vars: &[(&str, &str)]) -> Settings {
+pub(crate) fn settings(dapr_url: &str, vars: &[(&str, &str)]) -> Settings {
     let lookup = |name: &str| {
         vars.iter()
             .find(|(key, _)| *key == name)

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 /// One event published through the sidecar.
 #[derive(Debug, Clone)]
-pub struct Published {
+pub(crate) struct Published {
     pub pubsub: String,
     pub topic: String,
     /// The `metadata.cloudevent.id` query parameter.
@@ -55,7 +55,7 @@ pub struct Published {
 
 /// One service invocation the sidecar received.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub app_id: String,
     pub method: String,
     /// The method path as forwarded, with its query.
@@ -78,7 +78,7 @@ struct Shared {
 }
 
 /// The sidecar stand-in. See the module docs.
-pub struct FakeSidecar {
+pub(crate) struct FakeSidecar {
     url: String,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
@@ -86,7 +86,7 @@ pub struct FakeSidecar {
 
 impl FakeSidecar {
     /// A sidecar that routes app id `budcluster` to `budcluster_url`.
-    pub async fn start(budcluster_url: &str) -> Self {
+    pub(crate) async fn start(budcluster_url: &str) -> Self {
         let shared = Arc::new(Shared {
             apps: Mutex::new(HashMap::from([(
                 "budcluster".to_owned(),
@@ -114,12 +114,12 @@ impl FakeSidecar {
     }
 
     /// `http://127.0.0.1:<port>`, the value for `DAPR_HTTP_ENDPOINT`.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// Route invocations of `app_id` to `url` (e.g. a second stand-in).
-    pub fn add_app(&self, app_id: &str, url: &str) {
+    pub(crate) fn add_app(&self, app_id: &str, url: &str) {
         let url = url.trim_end_matches('/').to_owned();
         self.shared
             .apps
@@ -129,26 +129,26 @@ impl FakeSidecar {
     }
 
     /// Demand this `dapr-api-token` on invoke and publish (`None`: accept any).
-    pub fn require_token(&self, token: Option<&str>) {
+    pub(crate) fn require_token(&self, token: Option<&str>) {
         *self.shared.token.lock().unwrap() = token.map(str::to_owned);
     }
 
     /// Answer the next `n` publishes with `500` (and record nothing).
-    pub fn fail_next_publishes(&self, n: usize) {
+    pub(crate) fn fail_next_publishes(&self, n: usize) {
         self.shared.publish_failures.store(n, Ordering::SeqCst);
     }
 
     /// `false`: the health endpoints answer `500`.
-    pub fn set_healthy(&self, healthy: bool) {
+    pub(crate) fn set_healthy(&self, healthy: bool) {
         self.shared.healthy.store(healthy, Ordering::SeqCst);
     }
 
     /// Every event published so far, oldest first.
-    pub fn published(&self) -> Vec<Published> {
+    pub(crate) fn published(&self) -> Vec<Published> {
         self.shared.published.lock().unwrap().clone()
     }
 
-    pub fn published_to(&self, topic: &str) -> Vec<Published> {
+    pub(crate) fn published_to(&self, topic: &str) -> Vec<Published> {
         self.published()
             .into_iter()
             .filter(|p| p.topic == topic)
@@ -157,7 +157,7 @@ impl FakeSidecar {
 
     /// The first published event matching `predicate`, waiting up to
     /// `timeout` for it to arrive; `None` if none did.
-    pub async fn wait_for_published(
+    pub(crate) async fn wait_for_published(
         &self,
         predicate: impl Fn(&Published) -> bool,
         timeout: Duration,
@@ -172,7 +172,7 @@ impl FakeSidecar {
     }
 
     /// Every invocation so far, oldest first.
-    pub fn invocations(&self) -> Vec<Invocation> {
+    pub(crate) fn invocations(&self) -> Vec<Invocation> {
         self.shared.invocations.lock().unwrap().clone()
     }
 
@@ -183,7 +183,7 @@ impl FakeSidecar {
     /// `budpubsub`) and header `dapr-api-token: app_token` (omitted when
     /// `app_token` is empty). Returns the app's status and JSON answer
     /// (`Null` when empty, a string when not JSON).
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         app_url: &str,
         app_token: &str,
@@ -196,7 +196,7 @@ impl FakeSidecar {
 
     /// [`deliver`](Self::deliver) with a given CloudEvent `id`, to replay a
     /// delivery (the broker's at-least-once redelivery).
-    pub async fn deliver_with_id(
+    pub(crate) async fn deliver_with_id(
         &self,
         app_url: &str,
         app_token: &str,
@@ -221,7 +221,7 @@ impl FakeSidecar {
     /// daprd delivers an event whose publisher sent it as its own CloudEvent
     /// (`application/cloudevents+json`), as every Bud service does. daprd
     /// adds its attributes beside the publisher's fields; there is no `data`.
-    pub async fn deliver_raw(
+    pub(crate) async fn deliver_raw(
         &self,
         app_url: &str,
         app_token: &str,

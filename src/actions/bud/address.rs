@@ -83,7 +83,7 @@ impl fmt::Display for AddressRange {
 
 /// Parse a comma list of ranges (`HTTP_REQUEST_ALLOWED_CIDRS`); empty items
 /// are skipped.
-pub fn parse_ranges(list: &str) -> Result<Vec<AddressRange>, String> {
+pub(crate) fn parse_ranges(list: &str) -> Result<Vec<AddressRange>, String> {
     list.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
@@ -104,7 +104,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Why `ip` may not be reached unless an operator allowed it, or `None`
 /// for a public address.
-pub fn forbidden_class(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn forbidden_class(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => forbidden_v6(v6),
@@ -153,7 +153,7 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// The verdict on one resolved address: `Err` names the class and the
 /// address when it is forbidden and no allowed range contains it.
-pub fn check_address(ip: IpAddr, allowed: &[AddressRange]) -> Result<(), String> {
+pub(crate) fn check_address(ip: IpAddr, allowed: &[AddressRange]) -> Result<(), String> {
     match forbidden_class(ip) {
         Some(_) if allowed.iter().any(|range| range.contains(ip)) => Ok(()),
         Some(class) => Err(format!("{ip} is a {class} address")),

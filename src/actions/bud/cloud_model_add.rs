@@ -65,12 +65,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct CloudModelAdd {
+pub(crate) struct CloudModelAdd {
     bud: BudServices,
 }
 
 impl CloudModelAdd {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

@@ -186,7 +186,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
-pub struct DeploymentCreate {
+pub(crate) struct DeploymentCreate {
     bud: BudServices,
 }
 
@@ -197,7 +197,7 @@ struct Simulated {
 }
 
 impl DeploymentCreate {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

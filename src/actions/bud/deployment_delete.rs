@@ -92,12 +92,12 @@ static SPEC: LazyLock<ActionSpec> =
         default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
     });
 
-pub struct DeploymentDelete {
+pub(crate) struct DeploymentDelete {
     bud: BudServices,
 }
 
 impl DeploymentDelete {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

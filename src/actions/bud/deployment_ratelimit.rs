@@ -87,12 +87,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct DeploymentRatelimit {
+pub(crate) struct DeploymentRatelimit {
     bud: BudServices,
 }
 
 impl DeploymentRatelimit {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

@@ -73,12 +73,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct DeploymentScale {
+pub(crate) struct DeploymentScale {
     bud: BudServices,
 }
 
 impl DeploymentScale {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

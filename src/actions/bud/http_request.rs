@@ -33,9 +33,9 @@ use crate::actions::{
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// Redirects followed, each checked like the first request.
-pub const MAX_REDIRECTS: usize = 5;
+pub(super) const MAX_REDIRECTS: usize = 5;
 /// The largest response body kept in the step's outputs.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 const DEFAULT_TIMEOUT_SECONDS: f64 = 30.0;
 /// Headers that must not follow a redirect to another origin.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
@@ -87,14 +87,14 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
 });
 
 /// Name resolution, replaceable in tests.
-pub trait Resolve: Send + Sync + 'static {
+pub(crate) trait Resolve: Send + Sync + 'static {
     fn lookup<'a>(&'a self, host: &'a str, port: u16)
     -> BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
 }
 
 /// The system resolver (`getaddrinfo` through tokio).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemResolver;
+pub(super) struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn lookup<'a>(
@@ -106,7 +106,7 @@ impl Resolve for SystemResolver {
     }
 }
 
-pub struct HttpRequest {
+pub(crate) struct HttpRequest {
     allowed: Arc<Vec<AddressRange>>,
     resolver: Arc<dyn Resolve>,
 }
@@ -121,11 +121,11 @@ struct Plan {
 }
 
 impl HttpRequest {
-    pub fn new(allowed: Vec<AddressRange>) -> Self {
+    pub(crate) fn new(allowed: Vec<AddressRange>) -> Self {
         Self::with_resolver(allowed, Arc::new(SystemResolver))
     }
 
-    pub fn with_resolver(allowed: Vec<AddressRange>, resolver: Arc<dyn Resolve>) -> Self {
+    pub(crate) fn with_resolver(allowed: Vec<AddressRange>, resolver: Arc<dyn Resolve>) -> Self {
         Self {
             allowed: Arc::new(allowed),
             resolver,

@@ -15,7 +15,7 @@
 //! A callee's 4xx fails the step with the callee's own message and is never
 //! retried; a 5xx, a timeout or an unreachable callee fails it retryably.
 
-pub mod address;
+pub(crate) mod address;
 mod cloud_model_add;
 mod deployment_create;
 mod deployment_delete;
@@ -38,23 +38,23 @@ use super::{Registry, StepContext, StepOutcome};
 use crate::config::Settings;
 use crate::dapr::{CallHints, DaprClient, InvokeError, encode_segment};
 
-pub use cloud_model_add::CloudModelAdd;
-pub use deployment_create::DeploymentCreate;
-pub use deployment_delete::DeploymentDelete;
-pub use deployment_ratelimit::DeploymentRatelimit;
-pub use deployment_scale::DeploymentScale;
-pub use http_request::HttpRequest;
-pub use model_add::ModelAdd;
-pub use model_benchmark::ModelBenchmark;
-pub use model_delete::ModelDelete;
-pub use simulation_run::SimulationRun;
+pub(crate) use cloud_model_add::CloudModelAdd;
+pub(crate) use deployment_create::DeploymentCreate;
+pub(crate) use deployment_delete::DeploymentDelete;
+pub(crate) use deployment_ratelimit::DeploymentRatelimit;
+pub(crate) use deployment_scale::DeploymentScale;
+pub(crate) use http_request::HttpRequest;
+pub(crate) use model_add::ModelAdd;
+pub(crate) use model_benchmark::ModelBenchmark;
+pub(crate) use model_delete::ModelDelete;
+pub(crate) use simulation_run::SimulationRun;
 
 const MODEL_OPERATIONS: &str = "Model Operations";
 const DEPLOYMENT: &str = "Deployment";
 const SIMULATION: &str = "Simulation";
 
 /// Register every Bud action.
-pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings) {
+pub(crate) fn register(registry: &mut Registry, client: DaprClient, settings: &Settings) {
     let bud = BudServices::new(client, settings);
     registry.register(ModelAdd::new(bud.clone()));
     registry.register(CloudModelAdd::new(bud.clone()));
@@ -73,7 +73,7 @@ pub fn register(registry: &mut Registry, client: DaprClient, settings: &Settings
 /// What the Bud actions share: the sidecar client, the callees' app ids,
 /// the topic events come back on and the user budapp calls are made for.
 #[derive(Debug, Clone)]
-pub struct BudServices {
+pub(crate) struct BudServices {
     inner: Arc<Inner>,
 }
 
@@ -160,7 +160,7 @@ impl BudCall {
 }
 
 impl BudServices {
-    pub fn new(client: DaprClient, settings: &Settings) -> Self {
+    pub(crate) fn new(client: DaprClient, settings: &Settings) -> Self {
         // budapp compares `x-app-api-token` with its own APP_API_TOKEN; in a
         // Bud install every service shares that secret, so ours is the one
         // to send (the original sent DAPR_API_TOKEN, else APP_API_TOKEN).

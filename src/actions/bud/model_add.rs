@@ -105,12 +105,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
-pub struct ModelAdd {
+pub(crate) struct ModelAdd {
     bud: BudServices,
 }
 
 impl ModelAdd {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

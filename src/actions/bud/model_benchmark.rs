@@ -131,7 +131,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
-pub struct ModelBenchmark {
+pub(crate) struct ModelBenchmark {
     bud: BudServices,
 }
 
@@ -156,7 +156,7 @@ fn failed_outputs(message: &str) -> Map<String, Value> {
 }
 
 impl ModelBenchmark {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

@@ -47,12 +47,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct ModelDelete {
+pub(crate) struct ModelDelete {
     bud: BudServices,
 }
 
 impl ModelDelete {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

@@ -205,7 +205,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
-pub struct SimulationRun {
+pub(crate) struct SimulationRun {
     bud: BudServices,
 }
 
@@ -224,7 +224,7 @@ fn failed_outputs(workflow_id: Value, message: &str) -> Map<String, Value> {
 }
 
 impl SimulationRun {
-    pub fn new(bud: BudServices) -> Self {
+    pub(crate) fn new(bud: BudServices) -> Self {
         Self { bud }
     }
 

@@ -39,7 +39,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct Aggregate;
+pub(crate) struct Aggregate;
 
 impl StepHandler for Aggregate {
     fn spec(&self) -> &ActionSpec {

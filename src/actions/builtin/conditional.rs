@@ -75,7 +75,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct Conditional;
+pub(crate) struct Conditional;
 
 impl StepHandler for Conditional {
     fn spec(&self) -> &ActionSpec {

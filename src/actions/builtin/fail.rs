@@ -31,7 +31,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct Fail;
+pub(crate) struct Fail;
 
 impl StepHandler for Fail {
     fn spec(&self) -> &ActionSpec {

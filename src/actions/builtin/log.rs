@@ -35,7 +35,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct Log;
+pub(crate) struct Log;
 
 impl StepHandler for Log {
     fn spec(&self) -> &ActionSpec {

@@ -20,18 +20,18 @@ use serde_json::{Map, Value};
 use super::{BoxFuture, Registry, StepOutcome};
 use crate::dag::template::is_template_value as is_template;
 
-pub use aggregate::Aggregate;
-pub use conditional::Conditional;
-pub use fail::Fail;
-pub use log::Log;
-pub use set_output::SetOutput;
-pub use transform::Transform;
-pub use wait_until::WaitUntil;
+pub(crate) use aggregate::Aggregate;
+pub(crate) use conditional::Conditional;
+pub(crate) use fail::Fail;
+pub(crate) use log::Log;
+pub(crate) use set_output::SetOutput;
+pub(crate) use transform::Transform;
+pub(crate) use wait_until::WaitUntil;
 
 /// The category every built-in control action is listed under.
 const CATEGORY: &str = "Control Flow";
 
-pub fn register(registry: &mut Registry) {
+pub(crate) fn register(registry: &mut Registry) {
     registry.register(Log);
     registry.register(WaitUntil);
     registry.register(Conditional);
@@ -122,14 +122,14 @@ pub(crate) mod test_util {
 
     use crate::actions::{StepContext, StepOutcome};
 
-    pub fn params(value: Value) -> Map<String, Value> {
+    pub(crate) fn params(value: Value) -> Map<String, Value> {
         match value {
             Value::Object(map) => map,
             other => panic!("params must be an object, got {other}"),
         }
     }
 
-    pub fn ctx(value: Value) -> StepContext {
+    pub(crate) fn ctx(value: Value) -> StepContext {
         StepContext {
             execution_id: Uuid::nil(),
             step_id: "step".into(),
@@ -141,7 +141,7 @@ pub(crate) mod test_util {
     }
 
     /// The outputs of a Completed outcome; panics on anything else.
-    pub fn completed(outcome: StepOutcome) -> Map<String, Value> {
+    pub(crate) fn completed(outcome: StepOutcome) -> Map<String, Value> {
         match outcome {
             StepOutcome::Completed { outputs } => outputs,
             other => panic!("expected Completed, got {other:?}"),
@@ -149,7 +149,7 @@ pub(crate) mod test_util {
     }
 
     /// The error of a permanent failure; panics on anything else.
-    pub fn permanent(outcome: StepOutcome) -> String {
+    pub(crate) fn permanent(outcome: StepOutcome) -> String {
         match outcome {
             StepOutcome::Failed {
                 error,

@@ -27,7 +27,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct SetOutput;
+pub(crate) struct SetOutput;
 
 impl StepHandler for SetOutput {
     fn spec(&self) -> &ActionSpec {

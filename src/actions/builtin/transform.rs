@@ -47,7 +47,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
-pub struct Transform;
+pub(crate) struct Transform;
 
 impl StepHandler for Transform {
     fn spec(&self) -> &ActionSpec {

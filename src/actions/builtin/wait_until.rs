@@ -74,7 +74,7 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(MAX_HOURS as u64 * 3600 + 60),
 });
 
-pub struct WaitUntil;
+pub(crate) struct WaitUntil;
 
 impl StepHandler for WaitUntil {
     fn spec(&self) -> &ActionSpec {

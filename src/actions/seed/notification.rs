@@ -16,7 +16,7 @@ use crate::actions::{
 use crate::dapr::DaprClient;
 
 /// The topic the original published to.
-pub const NOTIFICATIONS_TOPIC: &str = "notifications";
+pub(super) const NOTIFICATIONS_TOPIC: &str = "notifications";
 const CHANNELS: &[&str] = &["email", "slack", "teams", "webhook"];
 const SEVERITIES: &[&str] = &["info", "warning", "error", "critical"];
 const DEFAULT_TITLE: &str = "Workflow Notification";

@@ -9,14 +9,14 @@ use uuid::Uuid;
 use crate::{Result, fail};
 
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub http: reqwest::Client,
     pub base: String,
     token: String,
 }
 
 impl Api {
-    pub fn new(base: &str, token: &str) -> Result<Self> {
+    pub(crate) fn new(base: &str, token: &str) -> Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
@@ -29,7 +29,7 @@ impl Api {
         })
     }
 
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .header("dapr-api-token", &self.token)
@@ -47,7 +47,7 @@ impl Api {
         serde_json::from_str(&text).map_err(|e| fail(format!("{what}: unreadable answer: {e}")))
     }
 
-    pub async fn create_workflow(&self, dag: &Value) -> Result<Uuid> {
+    pub(crate) async fn create_workflow(&self, dag: &Value) -> Result<Uuid> {
         let body = self
             .call(
                 self.request(Method::POST, "/workflows")
@@ -59,7 +59,7 @@ impl Api {
         uuid_field(&body, "id")
     }
 
-    pub async fn execute(&self, workflow: Uuid) -> Result<Uuid> {
+    pub(crate) async fn execute(&self, workflow: Uuid) -> Result<Uuid> {
         let body = self
             .call(
                 self.request(Method::POST, &format!("/workflows/{workflow}/execute"))
@@ -71,7 +71,7 @@ impl Api {
         uuid_field(&body, "execution_id")
     }
 
-    pub async fn execution(&self, id: Uuid) -> Result<Value> {
+    pub(crate) async fn execution(&self, id: Uuid) -> Result<Value> {
         self.call(
             self.request(Method::GET, &format!("/executions/{id}")),
             StatusCode::OK,
@@ -81,7 +81,7 @@ impl Api {
     }
 
     /// POST a CloudEvent to /workflow-events; the answer's `status`.
-    pub async fn post_event(&self, envelope: &Value) -> Result<String> {
+    pub(crate) async fn post_event(&self, envelope: &Value) -> Result<String> {
         let body = self
             .call(
                 self.request(Method::POST, "/workflow-events")

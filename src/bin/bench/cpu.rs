@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::Report;
 
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     total: u64,
     idle: u64,
     service: u64,
@@ -56,7 +56,7 @@ fn backends(database: &str) -> HashMap<u32, u64> {
 }
 
 /// Ticks so far (all in USER_HZ, so only ratios matter).
-pub fn snapshot(service_pid: u32, database: &str) -> Option<Snapshot> {
+pub(crate) fn snapshot(service_pid: u32, database: &str) -> Option<Snapshot> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu: Vec<u64> = stat
         .lines()
@@ -80,7 +80,7 @@ pub fn snapshot(service_pid: u32, database: &str) -> Option<Snapshot> {
 
 /// Add `<prefix>_cpu_{service,bench,postgres,other,idle}_pct` to the report.
 /// Backends that exited during the interval are missed (counted as other).
-pub fn record(
+pub(crate) fn record(
     report: &mut Report,
     prefix: &str,
     before: Option<Snapshot>,

@@ -111,7 +111,7 @@ async fn ms_per_step_runs(
 /// Chains and fan-outs of growing size on the (nearly) empty database:
 /// ms per step of each size (median of its runs), and the largest size's
 /// figure divided by the smallest's.
-pub async fn dag_size(ctx: &Ctx, svc: &mut Service) -> Result<()> {
+pub(crate) async fn dag_size(ctx: &Ctx, svc: &mut Service) -> Result<()> {
     let chains = ctx.cfg.chain_sizes.clone();
     let mut chain_figures = Vec::new();
     for &n in &chains {
@@ -232,7 +232,7 @@ fn url_encode(s: &str) -> String {
 
 /// A page of `GET /executions` before the history is seeded: the baseline
 /// of the history ratio.
-pub async fn list_empty(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn list_empty(ctx: &Ctx) -> Result<()> {
     let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM executions")
         .fetch_one(&ctx.db)
         .await?;
@@ -255,7 +255,7 @@ pub async fn list_empty(ctx: &Ctx) -> Result<()> {
 /// Cancel every RUNNING execution (those the memory scenario left
 /// waiting), then vacuum and analyze, so that the history figures differ from the empty-database
 /// ones by the history alone.
-pub async fn quiesce(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn quiesce(ctx: &Ctx) -> Result<()> {
     let running: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM executions WHERE status = 'RUNNING'")
             .fetch_all(&ctx.db)
@@ -314,7 +314,7 @@ async fn baseline_chain(ctx: &Ctx, suffix: &str) -> Result<(usize, Uuid, f64)> {
 /// then the same three figures as on the empty database: the chain's ms
 /// per step, event to resume p99, a page of `GET /executions`.
 /// Returns the workflow the history belongs to.
-pub async fn history(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
+pub(crate) async fn history(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
     let per = ctx.cfg.history_steps_per_execution;
     let count = ctx.cfg.history_executions;
     let workflow = ctx
@@ -437,7 +437,7 @@ async fn restart(
 /// benchmark's, not ENGINE.md's: retention shares the database with the
 /// work, and a backlog (a lowered RETENTION_DAYS, a long outage) should
 /// slow it down noticeably less than a second service would.
-pub async fn retention(
+pub(crate) async fn retention(
     ctx: &mut Ctx,
     svc: Service,
     service: &ServiceConfig,
@@ -534,7 +534,7 @@ pub async fn retention(
 /// to /ready, RSS once settled, and event to resume for steps picked across
 /// the seeded and the real ones (each execution has one `log` step after
 /// its waiting one, so COMPLETED means it really resumed).
-pub async fn waiting_at_scale(
+pub(crate) async fn waiting_at_scale(
     ctx: &mut Ctx,
     svc: Service,
     service: &ServiceConfig,

@@ -27,7 +27,7 @@ const MEMORY: &str = "memory";
 const STARTUP: &str = "start-up";
 
 /// What every scenario needs.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub cfg: Config,
     pub api: Api,
     pub db: PgPool,
@@ -39,18 +39,18 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+    pub(crate) fn report(&self) -> std::sync::MutexGuard<'_, Report> {
         self.report.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// Start the service (migrations applied beforehand), restart it `samples`
 /// times measuring spawn to the first 200 from /ready; then the idle RSS.
-pub async fn startup(
+pub(crate) async fn startup(
     cfg: &Config,
     service: &ServiceConfig,
     report: &std::sync::Mutex<Report>,
@@ -94,12 +94,12 @@ pub async fn startup(
     Ok(svc)
 }
 
-pub fn step(id: &str, action: &str, deps: &[String], params: Value) -> Value {
+pub(crate) fn step(id: &str, action: &str, deps: &[String], params: Value) -> Value {
     json!({"id": id, "name": id, "action": action, "depends_on": deps, "params": params})
 }
 
 /// s0 -> s1 -> ... -> s{n-1}, all `log`.
-pub fn chain_dag(name: &str, n: usize) -> Value {
+pub(crate) fn chain_dag(name: &str, n: usize) -> Value {
     let steps: Vec<Value> = (0..n)
         .map(|i| {
             let deps = if i == 0 {
@@ -137,7 +137,7 @@ fn deploy_params() -> Value {
 }
 
 /// deploy (waits for its event) -> after (`log`).
-pub fn event_dag(name: &str) -> Value {
+pub(crate) fn event_dag(name: &str) -> Value {
     json!({"name": name, "steps": [
         step("deploy", "deploy_model", &[], deploy_params()),
         step("after", "log", &["deploy".to_owned()],
@@ -154,7 +154,7 @@ fn parallel_deploy_dag(name: &str, k: usize) -> Value {
 }
 
 /// Start `n` executions of `workflow`, `concurrency` requests in flight.
-pub async fn submit_many(
+pub(crate) async fn submit_many(
     api: &Api,
     workflow: Uuid,
     n: usize,
@@ -180,7 +180,7 @@ pub async fn submit_many(
 
 /// Poll the database (cheap, and no load on the service) until the
 /// execution is terminal; its status.
-pub async fn wait_terminal(
+pub(crate) async fn wait_terminal(
     ctx: &Ctx,
     svc: &mut Service,
     id: Uuid,
@@ -223,7 +223,7 @@ fn span_ms(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 /// A linear chain of `log` steps, one execution at a time. Per step: the
 /// gap between consecutive steps' `completed_at` (the first from the
 /// execution's `started_at`), from the service's own timestamps.
-pub async fn sequential(ctx: &Ctx, svc: &mut Service) -> Result<()> {
+pub(crate) async fn sequential(ctx: &Ctx, svc: &mut Service) -> Result<()> {
     let n = ctx.cfg.seq_steps;
     let workflow = ctx
         .api
@@ -334,7 +334,7 @@ pub async fn sequential(ctx: &Ctx, svc: &mut Service) -> Result<()> {
 
 /// Many small executions submitted at once; from the first submit until
 /// the last is COMPLETED. Returns one of them (for the reads).
-pub async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
+pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
     let n = ctx.cfg.tp_executions;
     let workflow = ctx
         .api
@@ -414,7 +414,7 @@ pub async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
 
 /// The bare minimum SQL of a job queue, each statement its own commit:
 /// insert a job; claim the oldest queued one with SKIP LOCKED; mark it done.
-pub async fn floor(ctx: &Ctx, service_pid: u32) -> Result<()> {
+pub(crate) async fn floor(ctx: &Ctx, service_pid: u32) -> Result<()> {
     let connections = ctx.pool_size.max(8) as usize;
     sqlx::raw_sql(
         "CREATE TABLE bench_jobs (
@@ -540,7 +540,7 @@ pub async fn floor(ctx: &Ctx, service_pid: u32) -> Result<()> {
 /// A `deploy_model` step waits; its event is POSTed; time until a GET
 /// shows the execution (one `log` step after it) COMPLETED, polling GETs
 /// back to back. Events are sent one at a time.
-pub async fn event_to_resume(ctx: &Ctx, svc: &mut Service) -> Result<()> {
+pub(crate) async fn event_to_resume(ctx: &Ctx, svc: &mut Service) -> Result<()> {
     let e = event_samples(ctx, svc, "bench-event", ctx.cfg.events).await?;
     let server = server_side_resume_ms(ctx, &e.measured).await?;
     let c = summarize(&e.resume);
@@ -571,7 +571,7 @@ pub async fn event_to_resume(ctx: &Ctx, svc: &mut Service) -> Result<()> {
 }
 
 /// The samples of one run of events (warm-up excluded).
-pub struct EventSamples {
+pub(crate) struct EventSamples {
     /// POST of the event until a GET shows the execution COMPLETED (ms).
     pub resume: Vec<f64>,
     /// The POST alone (ms).
@@ -585,7 +585,7 @@ pub struct EventSamples {
 
 /// `count` executions of a new [`event_dag`] workflow, started in batches
 /// through the API; each batch waits, then its events go one at a time.
-pub async fn event_samples(
+pub(crate) async fn event_samples(
     ctx: &Ctx,
     svc: &mut Service,
     name: &str,
@@ -629,7 +629,7 @@ pub async fn event_samples(
 
 /// Until the `deploy` step of every execution of `ids` waits for its
 /// event; their (execution, correlation id) pairs.
-pub async fn wait_for_waiting(
+pub(crate) async fn wait_for_waiting(
     ctx: &Ctx,
     svc: &mut Service,
     ids: &[Uuid],
@@ -663,7 +663,7 @@ pub async fn wait_for_waiting(
 /// POST budcluster's "deployment COMPLETED" event for the step waiting on
 /// `correlation`, then GET the execution back to back until COMPLETED.
 /// (POST to COMPLETED, the POST alone, the number of GETs.)
-pub async fn resume_one(
+pub(crate) async fn resume_one(
     ctx: &Ctx,
     execution: Uuid,
     correlation: &str,
@@ -712,7 +712,7 @@ pub async fn resume_one(
 
 /// The same interval from the service's own clock: the event's
 /// received_at (its transaction) to the execution's completed_at.
-pub async fn server_side_resume_ms(ctx: &Ctx, measured: &[Uuid]) -> Result<Vec<f64>> {
+pub(crate) async fn server_side_resume_ms(ctx: &Ctx, measured: &[Uuid]) -> Result<Vec<f64>> {
     Ok(sqlx::query_scalar(
         "SELECT (extract(epoch FROM e.completed_at - i.received_at) * 1000)::float8
          FROM executions e
@@ -730,7 +730,7 @@ pub async fn server_side_resume_ms(ctx: &Ctx, measured: &[Uuid]) -> Result<Vec<f
 /// `prefix` names the figures (`reads` for the completed execution,
 /// `reads_running` for one whose steps still wait: a finished execution
 /// may be served from a cache, a running one cannot).
-pub async fn reads(
+pub(crate) async fn reads(
     ctx: &Ctx,
     id: Uuid,
     service_pid: u32,
@@ -801,7 +801,7 @@ pub async fn reads(
 /// Executions of ten parallel `deploy_model` steps until the target number
 /// of steps wait for events; then the RSS.
 /// Returns one of the executions, still RUNNING (for the reads).
-pub async fn memory_waiting(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
+pub(crate) async fn memory_waiting(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
     const PER: usize = 10;
     let target = ctx.cfg.waiting_steps;
     let executions = target.div_ceil(PER);

@@ -91,7 +91,7 @@ fn v7_from(ts: &str) -> String {
 }
 
 /// What a seeding did.
-pub struct Seeded {
+pub(crate) struct Seeded {
     pub executions: u64,
     pub steps: u64,
     pub attempts: u64,
@@ -102,7 +102,7 @@ pub struct Seeded {
 /// (with its steps and attempts), completed between 2 and 28 days ago
 /// (inside the default 30-day retention, and all past a 1-day one);
 /// every tenth one FAILED at its last step.
-pub async fn history(db: &PgPool, template: Uuid, executions: usize) -> Result<Seeded> {
+pub(crate) async fn history(db: &PgPool, template: Uuid, executions: usize) -> Result<Seeded> {
     let started = Instant::now();
     let last_step: String = sqlx::query_scalar(
         "SELECT step_id FROM step_executions WHERE execution_id = $1 ORDER BY position DESC LIMIT 1",
@@ -193,7 +193,7 @@ pub async fn history(db: &PgPool, template: Uuid, executions: usize) -> Result<S
 /// own correlation id, `bench-seed-<n>` (the `step_waiting` index is
 /// unique). Created just before the template, a millisecond apart.
 /// Returns the seeded (execution, correlation id) pairs.
-pub async fn waiting(
+pub(crate) async fn waiting(
     db: &PgPool,
     template: Uuid,
     count: usize,
@@ -270,7 +270,7 @@ pub async fn waiting(
 /// A real database reaches this size over months, with autovacuum running
 /// all along; after a bulk insert, vacuum and analyze at once so that the
 /// planner's statistics and the visibility map are what they would be.
-pub async fn settle(db: &PgPool) -> Result<()> {
+pub(crate) async fn settle(db: &PgPool) -> Result<()> {
     sqlx::raw_sql("VACUUM (ANALYZE) executions, step_executions, step_attempts")
         .execute(db)
         .await?;

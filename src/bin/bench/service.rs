@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use crate::{Result, fail, progress};
 
 /// A database created for one run, dropped by [`BenchDb::drop_now`].
-pub struct BenchDb {
+pub(crate) struct BenchDb {
     admin_url: String,
     pub name: String,
     pub url: String,
@@ -20,7 +20,7 @@ pub struct BenchDb {
 
 impl BenchDb {
     /// `CREATE DATABASE budpipeline_bench_<pid>` on the server of `admin_url`.
-    pub async fn create(admin_url: &str) -> Result<Self> {
+    pub(crate) async fn create(admin_url: &str) -> Result<Self> {
         let name = format!("budpipeline_bench_{}", std::process::id());
         let mut url = reqwest::Url::parse(admin_url)
             .map_err(|e| fail(format!("DATABASE_URL is not a URL: {e}")))?;
@@ -42,7 +42,7 @@ impl BenchDb {
     }
 
     /// Drop the database, ending any session still connected to it.
-    pub async fn drop_now(&self) -> Result<()> {
+    pub(crate) async fn drop_now(&self) -> Result<()> {
         let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
         let forced = sqlx::raw_sql(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -88,7 +88,7 @@ async fn drop_leftovers(admin: &mut sqlx::PgConnection) {
 
 /// The `budpipeline` binary next to this one, built first when running
 /// under cargo (`cargo run --bin bench` builds only the bench).
-pub async fn service_binary(build: bool) -> Result<PathBuf> {
+pub(crate) async fn service_binary(build: bool) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
@@ -139,7 +139,7 @@ pub async fn service_binary(build: bool) -> Result<PathBuf> {
 }
 
 /// How to start the service.
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     pub bin: PathBuf,
     pub database_url: String,
     pub token: String,
@@ -166,7 +166,7 @@ impl ServiceConfig {
     }
 
     /// `budpipeline migrate`; its duration.
-    pub async fn migrate(&self) -> Result<Duration> {
+    pub(crate) async fn migrate(&self) -> Result<Duration> {
         let started = Instant::now();
         let status = self.command(&["migrate"])?.status().await?;
         if !status.success() {
@@ -179,13 +179,13 @@ impl ServiceConfig {
     }
 
     /// `budpipeline serve` on a free port.
-    pub fn spawn(&self) -> Result<Service> {
+    pub(crate) fn spawn(&self) -> Result<Service> {
         self.spawn_with(&[])
     }
 
     /// `budpipeline serve` on a free port, with more environment variables
     /// (the retention scenario sets RETENTION_DAYS).
-    pub fn spawn_with(&self, env: &[(&str, &str)]) -> Result<Service> {
+    pub(crate) fn spawn_with(&self, env: &[(&str, &str)]) -> Result<Service> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -210,7 +210,7 @@ impl ServiceConfig {
 }
 
 /// The running service.
-pub struct Service {
+pub(crate) struct Service {
     child: Child,
     pub pid: u32,
     pub base: String,
@@ -220,7 +220,7 @@ pub struct Service {
 
 impl Service {
     /// Poll `GET /ready` every 2 ms; the time from spawn to the first 200.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
         // No pooled connections: each poll is what a fresh caller would see.
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -244,7 +244,7 @@ impl Service {
     }
 
     /// An error if the process has exited.
-    pub fn alive(&mut self) -> Result<()> {
+    pub(crate) fn alive(&mut self) -> Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
             Some(status) => Err(fail(format!(
@@ -255,7 +255,7 @@ impl Service {
     }
 
     /// Resident and peak resident set size in MiB (from /proc/<pid>/status).
-    pub fn memory_mb(&self) -> Option<(f64, f64)> {
+    pub(crate) fn memory_mb(&self) -> Option<(f64, f64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         let field = |name: &str| -> Option<f64> {
             let line = status.lines().find(|l| l.starts_with(name))?;
@@ -266,7 +266,7 @@ impl Service {
     }
 
     /// SIGTERM, then SIGKILL after `grace`. `None` when it had to be killed.
-    pub async fn stop(mut self, grace: Duration) -> Result<Option<ExitStatus>> {
+    pub(crate) async fn stop(mut self, grace: Duration) -> Result<Option<ExitStatus>> {
         if self.child.try_wait()?.is_none() {
             let sent = std::process::Command::new("kill")
                 .args(["-s", "TERM", &self.pid.to_string()])
@@ -289,7 +289,7 @@ impl Service {
 
 /// Counts of WARN and ERROR lines in the service log, and the most common
 /// messages of each (the log is JSON lines).
-pub fn log_summary(path: &Path) -> (usize, usize, Vec<(String, usize)>) {
+pub(crate) fn log_summary(path: &Path) -> (usize, usize, Vec<(String, usize)>) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return (0, 0, Vec::new());
     };

@@ -16,13 +16,13 @@ use tokio::task::JoinHandle;
 use crate::Result;
 
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub deployments: AtomicU64,
     pub publishes: AtomicU64,
     pub unexpected: AtomicU64,
 }
 
-pub struct Sidecar {
+pub(crate) struct Sidecar {
     pub url: String,
     pub counters: Arc<Counters>,
     task: JoinHandle<()>,
@@ -34,7 +34,7 @@ impl Drop for Sidecar {
     }
 }
 
-pub async fn start() -> Result<Sidecar> {
+pub(crate) async fn start() -> Result<Sidecar> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let counters = Arc::new(Counters::default());

@@ -1,7 +1,7 @@
 //! Percentiles and rounding for the report.
 
 /// Nearest-rank percentile of an ascending slice (`p` in 0..=100); NaN when empty.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -11,7 +11,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The usual figures of a sample.
 #[derive(Debug, Clone, Copy)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub n: usize,
     pub mean: f64,
     pub p50: f64,
@@ -20,7 +20,7 @@ pub struct Summary {
     pub max: f64,
 }
 
-pub fn summarize(values: &[f64]) -> Summary {
+pub(crate) fn summarize(values: &[f64]) -> Summary {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
@@ -40,7 +40,7 @@ pub fn summarize(values: &[f64]) -> Summary {
 }
 
 /// Three decimals are plenty for milliseconds and rates.
-pub fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 

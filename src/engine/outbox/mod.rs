@@ -2,7 +2,7 @@
 //! transaction that caused them (ENGINE.md guarantee 5) and drained by
 //! [`publisher`].
 
-pub mod publisher;
+pub(crate) mod publisher;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -11,11 +11,11 @@ use uuid::Uuid;
 use super::model::ExecutionRow;
 
 /// Longest callback topic (API.md; Kafka's limit, the strictest broker's).
-pub const MAX_TOPIC_CHARS: usize = 249;
+pub(crate) const MAX_TOPIC_CHARS: usize = 249;
 
 /// A topic every broker Dapr fronts can take: `^[A-Za-z][A-Za-z0-9._-]*$`,
 /// at most [`MAX_TOPIC_CHARS`] characters.
-pub fn valid_topic(topic: &str) -> bool {
+pub(crate) fn valid_topic(topic: &str) -> bool {
     if topic.len() > MAX_TOPIC_CHARS {
         return false;
     }
@@ -26,7 +26,7 @@ pub fn valid_topic(topic: &str) -> bool {
 
 /// One row for the outbox: a body bound for one topic, with a stable id.
 #[derive(Debug, Clone, Serialize)]
-pub struct OutboxEvent {
+pub(crate) struct OutboxEvent {
     pub event_id: String,
     pub topic: String,
     pub body: Value,
@@ -38,7 +38,7 @@ pub struct OutboxEvent {
 
 /// Where an execution's events go: its callback topics, plus `NOTIFY_TOPIC`
 /// when the execution names subscribers.
-pub struct Audience<'a> {
+pub(crate) struct Audience<'a> {
     pub topics: &'a [String],
     pub notify_topic: Option<&'a str>,
     pub subscriber_ids: Option<&'a str>,
@@ -52,13 +52,13 @@ pub struct Audience<'a> {
 /// flows send `payload_type` and `notification_workflow_id` on execute);
 /// without them, `pipeline_execution` and the execution id.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Route<'a> {
+pub(crate) struct Route<'a> {
     pub payload_type: Option<&'a str>,
     pub workflow_id: Option<&'a str>,
 }
 
 impl<'a> Route<'a> {
-    pub fn new(payload_type: &'a Option<String>, workflow_id: &'a Option<String>) -> Self {
+    pub(crate) fn new(payload_type: &'a Option<String>, workflow_id: &'a Option<String>) -> Self {
         let set = |v: &'a Option<String>| v.as_deref().filter(|s| !s.is_empty());
         Self {
             payload_type: set(payload_type),
@@ -68,7 +68,7 @@ impl<'a> Route<'a> {
 }
 
 impl<'a> Audience<'a> {
-    pub fn of(exec: &'a ExecutionRow, notify_topic: Option<&'a str>) -> Self {
+    pub(crate) fn of(exec: &'a ExecutionRow, notify_topic: Option<&'a str>) -> Self {
         Self {
             topics: &exec.callback_topics,
             notify_topic,
@@ -78,7 +78,7 @@ impl<'a> Audience<'a> {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.topics.is_empty() && self.notify_target().is_none()
     }
 
@@ -87,7 +87,7 @@ impl<'a> Audience<'a> {
     }
 
     /// One outbox row per topic for this event.
-    pub fn rows(
+    pub(crate) fn rows(
         &self,
         execution_id: Uuid,
         event: &str,
@@ -145,13 +145,13 @@ fn body(
     body
 }
 
-pub fn content(title: &str, message: &str, status: &str, result: Value) -> Value {
+pub(crate) fn content(title: &str, message: &str, status: &str, result: Value) -> Value {
     json!({ "title": title, "message": message, "status": status, "result": result })
 }
 
 /// The STARTED event of a step's attempt: the same whether the step was
 /// claimed by a transition or by the dispatcher's batch claim.
-pub fn step_started(name: &str, attempt: i32) -> Value {
+pub(crate) fn step_started(name: &str, attempt: i32) -> Value {
     let message = format!("Step '{name}' started");
     content(name, &message, "STARTED", json!({ "attempt": attempt }))
 }
