@@ -11,6 +11,7 @@ use crate::config::Settings;
 pub mod events;
 pub mod executions;
 pub mod ops;
+pub mod outbox;
 pub mod paging;
 pub mod pipelines;
 pub mod triggers;
