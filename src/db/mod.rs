@@ -1,21 +1,31 @@
-//! The Postgres pool and the migrations.
+//! The Postgres pool and the migrations, the statement that belongs to no
+//! table (the database's clock), and one module per table or aggregate with
+//! its statements.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::config::Settings;
 
 pub mod events;
 pub mod executions;
+pub mod firings;
 pub mod ops;
 pub mod outbox;
 pub mod paging;
 pub mod pipelines;
 pub mod triggers;
 pub mod workflows;
+
+/// The database's clock: inside a transaction, the time it started (every
+/// `now()` of the transaction's statements).
+pub(crate) async fn now(db: impl PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await
+}
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
