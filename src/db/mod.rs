@@ -18,6 +18,7 @@ pub mod ops;
 pub mod outbox;
 pub mod paging;
 pub mod pipelines;
+pub mod steps;
 pub mod triggers;
 pub mod workflows;
 
