@@ -1,6 +1,6 @@
-//! The Postgres pool and the migrations, the statement that belongs to no
-//! table (the database's clock), and one module per table or aggregate with
-//! its statements.
+//! The Postgres pool and the migrations, the two statements that belong to
+//! no table (the database's clock, `NOTIFY`), and one module per table or
+//! aggregate with its statements.
 
 use std::time::Duration;
 
@@ -26,6 +26,15 @@ pub mod workflows;
 /// `now()` of the transaction's statements).
 pub(crate) async fn now(db: impl PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar("SELECT now()").fetch_one(db).await
+}
+
+/// `NOTIFY` (with an empty payload) on `channel`.
+pub(crate) async fn notify(db: impl PgExecutor<'_>, channel: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
