@@ -128,3 +128,33 @@ pub(crate) async fn lock_early(
     .fetch_all(tx)
     .await
 }
+
+/// `EARLY` events past their TTL become `EXPIRED`.
+pub(crate) async fn expire_early(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE inbound_events SET status = 'EXPIRED' WHERE status = 'EARLY' AND expires_at < now()",
+    )
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Delete up to `limit` events (not `EARLY` ones) received more than
+/// `days` ago. Returns how many.
+pub(crate) async fn delete_old(
+    db: impl PgExecutor<'_>,
+    days: i32,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM inbound_events WHERE ctid IN (
+             SELECT ctid FROM inbound_events
+             WHERE status <> 'EARLY' AND received_at < now() - make_interval(days => $1::int)
+             LIMIT $2)",
+    )
+    .bind(days)
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

@@ -1,7 +1,8 @@
 //! Executions as the API reads them: the execution document (one
 //! statement, one snapshot, with its steps), and the filtered, paged list
 //! with its count. Then the engine's statements on these rows outside a
-//! transition: recording an execution and the idempotency lookups.
+//! transition: recording an execution, the idempotency lookups, the
+//! sweeper's due timers, quarantine and retention.
 
 use std::sync::LazyLock;
 
@@ -468,4 +469,72 @@ pub(crate) async fn started(
     .bind(id)
     .fetch_optional(db)
     .await
+}
+
+/// Executions with a timer due (at most 500): a step whose lease expired,
+/// a waiting step past its timeout, an execution past its deadline.
+pub(crate) async fn due(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT execution_id FROM step_executions
+          WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
+         UNION
+         SELECT execution_id FROM step_executions
+          WHERE status = 'RUNNING' AND awaiting_event AND timeout_at < now()
+         UNION
+         SELECT id FROM executions WHERE status = 'RUNNING' AND deadline_at < now()
+         LIMIT 500",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Fail an execution and its unfinished steps with `error`, without
+/// reading them (they cannot be read back).
+pub(crate) async fn fail_unread(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH steps AS (
+             UPDATE step_executions SET status = 'FAILED', error = COALESCE(error, $2),
+                    awaiting_event = false, lease_owner = NULL, lease_expires_at = NULL,
+                    available_at = NULL, timeout_at = NULL, completed_at = now()
+             WHERE execution_id = $1
+               AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
+             RETURNING 1
+         )
+         UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
+                revision = revision + 1
+         WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Delete up to `limit` executions finished more than `days` ago (their
+/// steps go with them). Returns how many.
+///
+/// Oldest first, along the `executions_finished` index; rows another
+/// transaction holds are left for the next batch.
+pub(crate) async fn delete_finished(
+    db: impl PgExecutor<'_>,
+    days: i32,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM executions WHERE id IN (
+             SELECT id FROM executions
+             WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+               AND completed_at < now() - make_interval(days => $1::int)
+             ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(days)
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected())
 }

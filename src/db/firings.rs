@@ -246,3 +246,19 @@ pub(crate) async fn record_event_run(
     .await
     .map(|_| ())
 }
+
+/// Delete firing rows (of schedules and event triggers) older than `days`:
+/// their due times and events are long gone (a schedule's next due time
+/// only moves forward).
+pub(crate) async fn delete_old(db: impl PgExecutor<'_>, days: i32) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH s AS (
+             DELETE FROM schedule_firings WHERE fired_at < now() - make_interval(days => $1::int)
+         )
+         DELETE FROM event_trigger_firings WHERE fired_at < now() - make_interval(days => $1::int)",
+    )
+    .bind(days)
+    .execute(db)
+    .await
+    .map(|_| ())
+}

@@ -102,3 +102,12 @@ pub(crate) async fn defer(db: impl PgExecutor<'_>, rows: &Deferred) -> Result<()
     .await
     .map(|_| ())
 }
+
+/// Delete rows that failed more than `days` ago.
+pub(crate) async fn delete_failed(db: impl PgExecutor<'_>, days: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE failed_at < now() - make_interval(days => $1::int)")
+        .bind(days)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
