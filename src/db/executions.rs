@@ -1,7 +1,8 @@
 //! Executions as the API reads them: the execution document (one
 //! statement, one snapshot, with its steps), and the filtered, paged list
-//! with its count. The engine's own statements on these rows are in
-//! `crate::engine`.
+//! with its count. Then the engine's statements on these rows outside a
+//! transition: recording an execution, the idempotency lookups, the
+//! sweeper's due timers, quarantine and retention.
 
 use std::sync::LazyLock;
 
@@ -9,10 +10,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, FromRow, PgExecutor, Row};
+use sqlx::{Arguments, FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::paging::Cursor;
+use crate::engine::control::Started;
+use crate::engine::model::ExecutionRow;
+// The columns of `ExecutionRow` (not this module's view, [`EXEC_COLUMNS`]).
+use crate::engine::transition::EXEC_COLUMNS as ROW_COLUMNS;
 
 #[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub(crate) struct StepView {
@@ -369,4 +374,170 @@ pub(crate) async fn estimate(
         .pointer("/0/Plan/Plan Rows")
         .and_then(Value::as_f64)
         .unwrap_or(0.0) as i64)
+}
+
+// The engine's statements on executions outside a transition (what a
+// transition reads and writes back is `crate::engine::transition`'s).
+
+/// An execution row as its INSERT returned it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Inserted {
+    #[sqlx(flatten)]
+    pub exec: ExecutionRow,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What [`insert`] writes (its steps are [`super::steps::insert`]).
+pub(crate) struct NewRow<'a> {
+    pub id: Uuid,
+    pub workflow_id: Uuid,
+    pub workflow_version: i32,
+    pub parameters: Value,
+    pub callback_topics: &'a [String],
+    pub initiator: &'a str,
+    pub subscriber_ids: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: &'a str,
+    pub total_steps: i32,
+    /// Seconds from now to the execution's deadline.
+    pub timeout_seconds: f64,
+    /// The caller's trace; the execution id (without dashes) when `None`.
+    pub trace_id: Option<&'a str>,
+    pub payload_type: Option<&'a str>,
+    pub notification_workflow_id: Option<&'a str>,
+}
+
+/// Insert a RUNNING execution; `None` when its idempotency key is taken
+/// (nothing was written). The new row comes back from the INSERT itself:
+/// nobody else can see it before the commit, so there is nothing to lock
+/// or re-read.
+pub(crate) async fn insert(
+    tx: &mut PgConnection,
+    row: &NewRow<'_>,
+) -> Result<Option<Inserted>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
+                                 initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
+                                 started_at, deadline_at, trace_id, payload_type, notification_workflow_id)
+         VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
+                 COALESCE($12, replace($1::text, '-', '')), $13, $14)
+         ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING {ROW_COLUMNS}, created_at"
+    ))
+    .bind(row.id)
+    .bind(row.workflow_id)
+    .bind(row.workflow_version)
+    .bind(&row.parameters)
+    .bind(row.callback_topics)
+    .bind(row.initiator)
+    .bind(row.subscriber_ids)
+    .bind(row.idempotency_key)
+    .bind(row.request_hash)
+    .bind(row.total_steps)
+    .bind(row.timeout_seconds)
+    .bind(row.trace_id)
+    .bind(row.payload_type)
+    .bind(row.notification_workflow_id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// The execution of `workflow_id` recorded under idempotency key `key`:
+/// its id and the digest of the request that created it.
+pub(crate) async fn find_by_key(
+    db: impl PgExecutor<'_>,
+    workflow_id: Uuid,
+    key: &str,
+) -> Result<Option<(Uuid, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, request_hash FROM executions WHERE workflow_id = $1 AND idempotency_key = $2",
+    )
+    .bind(workflow_id)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// The acceptance answer. Its status is the one the execution was
+/// accepted with, so a repeated request gets the original answer even
+/// when the execution has moved on since.
+pub(crate) async fn started(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Started>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS execution_id, workflow_id, workflow_version, 'RUNNING' AS status, created_at
+         FROM executions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Executions with a timer due (at most 500): a step whose lease expired,
+/// a waiting step past its timeout, an execution past its deadline.
+pub(crate) async fn due(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT execution_id FROM step_executions
+          WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
+         UNION
+         SELECT execution_id FROM step_executions
+          WHERE status = 'RUNNING' AND awaiting_event AND timeout_at < now()
+         UNION
+         SELECT id FROM executions WHERE status = 'RUNNING' AND deadline_at < now()
+         LIMIT 500",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Fail an execution and its unfinished steps with `error`, without
+/// reading them (they cannot be read back).
+pub(crate) async fn fail_unread(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH steps AS (
+             UPDATE step_executions SET status = 'FAILED', error = COALESCE(error, $2),
+                    awaiting_event = false, lease_owner = NULL, lease_expires_at = NULL,
+                    available_at = NULL, timeout_at = NULL, completed_at = now()
+             WHERE execution_id = $1
+               AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
+             RETURNING 1
+         )
+         UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
+                revision = revision + 1
+         WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Delete up to `limit` executions finished more than `days` ago (their
+/// steps go with them). Returns how many.
+///
+/// Oldest first, along the `executions_finished` index; rows another
+/// transaction holds are left for the next batch.
+pub(crate) async fn delete_finished(
+    db: impl PgExecutor<'_>,
+    days: i32,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM executions WHERE id IN (
+             SELECT id FROM executions
+             WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+               AND completed_at < now() - make_interval(days => $1::int)
+             ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(days)
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected())
 }

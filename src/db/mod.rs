@@ -1,20 +1,41 @@
-//! The Postgres pool and the migrations.
+//! The Postgres pool and the migrations, the two statements that belong to
+//! no table (the database's clock, `NOTIFY`), and one module per table or
+//! aggregate with its statements.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::config::Settings;
 
 pub(crate) mod events;
 pub(crate) mod executions;
+pub(crate) mod firings;
 pub(crate) mod ops;
+pub(crate) mod outbox;
 pub mod paging;
 pub(crate) mod pipelines;
+pub(crate) mod steps;
 pub(crate) mod triggers;
 pub(crate) mod workflows;
+
+/// The database's clock: inside a transaction, the time it started (every
+/// `now()` of the transaction's statements).
+pub(crate) async fn now(db: impl PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await
+}
+
+/// `NOTIFY` (with an empty payload) on `channel`.
+pub(crate) async fn notify(db: impl PgExecutor<'_>, channel: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

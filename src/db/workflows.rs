@@ -2,7 +2,8 @@
 //! with its latest DAG, and a `workflow_versions` row per version, so that
 //! an execution reads the exact version it started with. Every statement of
 //! `/workflows` lives here; the pipelines on the same rows are
-//! [`super::pipelines`].
+//! [`super::pipelines`]. The engine's two lookups (a pipeline's runnable
+//! version, a version's DAG) are here too.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -180,6 +181,32 @@ pub(crate) async fn get_version(
     .bind(version)
     .fetch_optional(db)
     .await
+}
+
+/// The current version and status of a workflow that is not deleted (an
+/// ephemeral one too: the engine runs those).
+pub(crate) async fn live_version(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(i32, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT version, status FROM workflows WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The DAG document of one workflow version (any workflow, deleted or
+/// not: its executions still run); `RowNotFound` when there is none.
+pub(crate) async fn dag(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    version: i32,
+) -> Result<Value, sqlx::Error> {
+    sqlx::query_scalar("SELECT dag FROM workflow_versions WHERE workflow_id = $1 AND version = $2")
+        .bind(id)
+        .bind(version)
+        .fetch_one(db)
+        .await
 }
 
 /// The live workflow's row, locked for a new version.

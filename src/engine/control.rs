@@ -10,9 +10,10 @@ use uuid::Uuid;
 use super::Engine;
 use super::advance::Finish;
 use super::complete::Handoff;
-use super::model::{ExecutionRow, ExecutionStatus, SkipReason, StepRow, StepStatus};
-use super::transition::{AfterCommit, EXEC_COLUMNS, Locked, STEP_COLUMNS};
+use super::model::{ExecutionStatus, SkipReason, StepRow, StepStatus};
+use super::transition::{AfterCommit, Locked};
 use crate::dag::{self, Dag};
+use crate::db;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -65,14 +66,6 @@ pub struct Started {
     pub workflow_version: i32,
     pub status: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// An execution row as its INSERT returned it.
-#[derive(sqlx::FromRow)]
-struct Inserted {
-    #[sqlx(flatten)]
-    exec: ExecutionRow,
-    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug)]
@@ -184,12 +177,7 @@ impl Engine {
 
     /// The current version of a runnable pipeline.
     async fn live_version(&self, workflow_id: Uuid) -> Result<i32, ControlError> {
-        let live: Option<(i32, String)> = sqlx::query_as(
-            "SELECT version, status FROM workflows WHERE id = $1 AND deleted_at IS NULL",
-        )
-        .bind(workflow_id)
-        .fetch_optional(self.pool())
-        .await?;
+        let live = db::workflows::live_version(self.pool(), workflow_id).await?;
         let Some((version, status)) = live else {
             return Err(ControlError::WorkflowNotFound);
         };
@@ -258,31 +246,23 @@ impl Engine {
         let execution_id = Uuid::now_v7();
         // The new rows come back from the INSERTs themselves: nobody else can
         // see them before the commit, so there is nothing to lock or re-read.
-        let inserted: Option<Inserted> = sqlx::query_as(&format!(
-            "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
-                                     initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
-                                     started_at, deadline_at, trace_id, payload_type, notification_workflow_id)
-             VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
-                     COALESCE($12, replace($1::text, '-', '')), $13, $14)
-             ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING {EXEC_COLUMNS}, created_at"
-        ))
-        .bind(execution_id)
-        .bind(new.workflow_id)
-        .bind(version)
-        .bind(Value::Object(parameters))
-        .bind(&new.callback_topics)
-        .bind(&new.initiator)
-        .bind(&new.subscriber_ids)
-        .bind(&new.idempotency_key)
-        .bind(&new.request_hash)
-        .bind(dag.steps.len() as i32)
-        .bind(dag.settings.timeout_seconds as f64)
-        .bind(&new.trace_id)
-        .bind(&new.payload_type)
-        .bind(&new.notification_workflow_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = db::executions::NewRow {
+            id: execution_id,
+            workflow_id: new.workflow_id,
+            workflow_version: version,
+            parameters: Value::Object(parameters),
+            callback_topics: &new.callback_topics,
+            initiator: &new.initiator,
+            subscriber_ids: new.subscriber_ids.as_deref(),
+            idempotency_key: new.idempotency_key.as_deref(),
+            request_hash: &new.request_hash,
+            total_steps: dag.steps.len() as i32,
+            timeout_seconds: dag.settings.timeout_seconds as f64,
+            trace_id: new.trace_id.as_deref(),
+            payload_type: new.payload_type.as_deref(),
+            notification_workflow_id: new.notification_workflow_id.as_deref(),
+        };
+        let inserted = db::executions::insert(&mut tx, &row).await?;
         let Some(inserted) = inserted else {
             return Ok(Recorded::KeyTaken { tx });
         };
@@ -337,19 +317,14 @@ impl Engine {
                 s.timeout_seconds.or(default).map(|t| t as f64)
             })
             .collect();
-        let mut rows: Vec<StepRow> = sqlx::query_as(&format!(
-            "INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds)
-             SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])
-             RETURNING {STEP_COLUMNS}"
-        ))
-        .bind(execution_id)
-        .bind(&ids)
-        .bind(&positions)
-        .bind(&names)
-        .bind(&actions)
-        .bind(&timeouts)
-        .fetch_all(&mut **tx)
-        .await?;
+        let steps = db::steps::NewSteps {
+            ids: &ids,
+            positions: &positions,
+            names: &names,
+            actions: &actions,
+            timeouts: &timeouts,
+        };
+        let mut rows = db::steps::insert(tx, execution_id, &steps).await?;
         rows.sort_by_key(|r| r.position);
         Ok(rows)
     }
@@ -358,13 +333,7 @@ impl Engine {
         let Some(key) = &new.idempotency_key else {
             return Ok(None);
         };
-        let found: Option<(Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT id, request_hash FROM executions WHERE workflow_id = $1 AND idempotency_key = $2",
-        )
-        .bind(new.workflow_id)
-        .bind(key)
-        .fetch_optional(self.pool())
-        .await?;
+        let found = db::executions::find_by_key(self.pool(), new.workflow_id, key).await?;
         match found {
             None => Ok(None),
             Some((id, hash)) if hash.as_deref() == Some(new.request_hash.as_str()) => {
@@ -376,18 +345,9 @@ impl Engine {
         }
     }
 
-    /// The acceptance answer. Its status is the one the execution was
-    /// accepted with, so a repeated request gets the original answer even
-    /// when the execution has moved on since.
+    /// The acceptance answer ([`db::executions::started`]).
     async fn started(&self, id: Uuid) -> Result<Option<Started>, crate::engine::Error> {
-        sqlx::query_as(
-            "SELECT id AS execution_id, workflow_id, workflow_version, 'RUNNING' AS status, created_at
-             FROM executions WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(Into::into)
+        Ok(db::executions::started(self.pool(), id).await?)
     }
 
     /// Cancel a running execution: pending and waiting steps are cancelled;

@@ -330,42 +330,9 @@ impl Engine {
         &self,
         held: &[super::AttemptKey],
     ) -> Result<Vec<super::AttemptKey>, crate::engine::Error> {
-        let executions: Vec<uuid::Uuid> = held.iter().map(|k| k.0).collect();
-        let steps: Vec<String> = held.iter().map(|k| k.1.clone()).collect();
-        let attempts: Vec<i32> = held.iter().map(|k| k.2).collect();
-        // Never waits for a row lock: a transition holding a step's row (one
-        // recording results of several executions, say) would otherwise be
-        // able to wait on this statement while it waits on that transition,
-        // a deadlock that fails the renewal. A row locked at this moment is
-        // being finished or was just claimed; it is still ours (the snapshot
-        // says so) and its lease is extended at the next round.
-        sqlx::query_as(
-            "WITH mine AS (
-                 SELECT s.execution_id, s.step_id, s.attempt FROM step_executions s
-                 JOIN UNNEST($3::uuid[], $4::text[], $5::int[]) AS h(execution_id, step_id, attempt)
-                   ON s.execution_id = h.execution_id AND s.step_id = h.step_id AND s.attempt = h.attempt
-                 WHERE s.status = 'RUNNING' AND NOT s.awaiting_event AND s.lease_owner = $1
-             ), free AS (
-                 SELECT s.execution_id, s.step_id FROM step_executions s
-                 JOIN mine m ON s.execution_id = m.execution_id AND s.step_id = m.step_id
-                 WHERE s.attempt = m.attempt AND s.status = 'RUNNING' AND NOT s.awaiting_event
-                   AND s.lease_owner = $1
-                 FOR NO KEY UPDATE OF s SKIP LOCKED
-             ), renewed AS (
-                 UPDATE step_executions s SET lease_expires_at = now() + make_interval(secs => $2)
-                 FROM free f WHERE s.execution_id = f.execution_id AND s.step_id = f.step_id
-                 RETURNING 1
-             )
-             SELECT execution_id, step_id, attempt FROM mine",
-        )
-        .bind(self.replica_id())
-        .bind(self.settings().lease.as_secs_f64())
-        .bind(&executions)
-        .bind(&steps)
-        .bind(&attempts)
-        .fetch_all(self.pool())
-        .await
-        .map_err(Into::into)
+        // Never waits for a row lock (see the statement).
+        let lease = self.settings().lease.as_secs_f64();
+        Ok(crate::db::steps::renew_leases(self.pool(), self.replica_id(), lease, held).await?)
     }
 
     /// Tell the other replicas (`NOTIFY`) that steps became claimable, on
@@ -388,11 +355,7 @@ impl Engine {
 
     /// One `NOTIFY` on the work channel, outside any transition.
     async fn notify_others(&self) -> Result<(), crate::engine::Error> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WORK_CHANNEL)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        Ok(crate::db::notify(self.pool(), WORK_CHANNEL).await?)
     }
 
     /// Follow `NOTIFY`s from other replicas into this one's wake-up.
@@ -475,13 +438,7 @@ impl Engine {
     /// Hand the steps this replica holds back to the pool (shutdown), so
     /// another replica runs them now rather than when the lease expires.
     pub async fn release_leases(&self) -> Result<u64, crate::engine::Error> {
-        let held: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT execution_id FROM step_executions
-             WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event",
-        )
-        .bind(self.replica_id())
-        .fetch_all(self.pool())
-        .await?;
+        let held = crate::db::steps::leased_executions(self.pool(), self.replica_id()).await?;
         let mut released = 0;
         // Through the execution lock like every other change, so a
         // concurrent transition can never write back a stale copy.

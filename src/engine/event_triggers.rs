@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::control::{ControlError, NewExecution};
+use crate::db;
 
 /// The original's supported event types (`EventTriggerService.SUPPORTED_EVENTS`):
 /// (type, source, description).
@@ -38,7 +39,7 @@ pub(crate) fn is_supported(event_type: &str) -> bool {
     SUPPORTED_EVENTS.iter().any(|(t, _, _)| *t == event_type)
 }
 
-pub(crate) use crate::db::triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow};
+pub(crate) use crate::db::triggers::EventTriggerRow;
 
 /// What one trigger did with one event (the original's `triggers[]` item).
 #[derive(Debug, Clone, Serialize)]
@@ -85,13 +86,7 @@ impl Engine {
         let Some(kind) = event.get("type").and_then(Value::as_str) else {
             return Ok(Vec::new());
         };
-        let triggers: Vec<EventTriggerRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers
-             WHERE event_type = $1 AND enabled ORDER BY created_at, id"
-        ))
-        .bind(kind)
-        .fetch_all(self.pool())
-        .await?;
+        let triggers = db::firings::event_triggers_for(self.pool(), kind).await?;
         let mut out = Vec::new();
         for t in triggers.iter().filter(|t| filters_match(event, &t.filters)) {
             out.push(self.fire_event_trigger(t, source, event_id, event).await?);
@@ -117,17 +112,7 @@ impl Engine {
         let mut tx = self.pool().begin().await?;
         // A concurrent delivery of the same event waits here for this one's
         // transaction, then finds the row.
-        let claimed = sqlx::query(
-            "INSERT INTO event_trigger_firings (trigger_id, event_source, event_id) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(t.id)
-        .bind(source)
-        .bind(event_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let claimed = db::firings::claim_event_firing(&mut tx, t.id, source, event_id).await?;
         if !claimed {
             tx.rollback().await?;
             firing.status = "duplicate";
@@ -166,16 +151,7 @@ impl Engine {
             Err(e) => {
                 // It cannot start: say why, once for this event.
                 let why = e.trigger_refusal(t.workflow_id);
-                sqlx::query(
-                    "UPDATE event_trigger_firings SET error = $4
-                     WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3",
-                )
-                .bind(t.id)
-                .bind(source)
-                .bind(event_id)
-                .bind(&why)
-                .execute(&mut *tx)
-                .await?;
+                db::firings::fail_event_firing(&mut tx, t.id, source, event_id, &why).await?;
                 tx.commit().await?;
                 tracing::warn!(trigger_id = %t.id, event_id, error = %why, "an event trigger could not start its pipeline");
                 firing.status = "failed";
@@ -184,20 +160,8 @@ impl Engine {
             }
         };
         let (mut tx, started, launch) = self.record_triggered(tx, prepared).await?;
-        sqlx::query(
-            "WITH f AS (
-                 UPDATE event_trigger_firings SET execution_id = $4
-                 WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3
-             )
-             UPDATE event_triggers SET trigger_count = trigger_count + 1, last_triggered_at = now()
-             WHERE id = $1",
-        )
-        .bind(t.id)
-        .bind(source)
-        .bind(event_id)
-        .bind(started.execution_id)
-        .execute(&mut *tx)
-        .await?;
+        db::firings::record_event_run(&mut tx, t.id, source, event_id, started.execution_id)
+            .await?;
         tx.commit().await?;
         launch.go(self);
         self.metrics().event_triggers_fired.inc();

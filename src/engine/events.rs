@@ -14,6 +14,7 @@ use super::Engine;
 use super::model::InboundStatus;
 use super::transition::Locked;
 use crate::actions::EventAction;
+use crate::db;
 
 /// What happened to a delivered event; every variant is a `SUCCESS` to Dapr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,39 +53,22 @@ pub struct InboundEvent {
     pub trace_id: Option<String>,
 }
 
-async fn lock_correlation(
-    tx: &mut sqlx::PgConnection,
-    correlation_id: &str,
-) -> Result<(), crate::engine::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(correlation_id)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
+/// Store the event once per (source, id): `false` when it was seen before.
 async fn record(
     tx: &mut sqlx::PgConnection,
     event: &InboundEvent,
     status: InboundStatus,
     ttl: Option<std::time::Duration>,
 ) -> Result<bool, crate::engine::Error> {
-    let ttl_seconds = ttl.map(|t| t.as_secs_f64());
-    let inserted = sqlx::query(
-        "INSERT INTO inbound_events (source, id, correlation_id, body, status, expires_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
-         ON CONFLICT (source, id) DO NOTHING",
-    )
-    .bind(&event.source)
-    .bind(&event.id)
-    .bind(&event.correlation_id)
-    .bind(&event.body)
-    .bind(status.as_str())
-    .bind(ttl_seconds)
-    .execute(tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    let new = db::events::NewEvent {
+        source: &event.source,
+        id: &event.id,
+        correlation_id: &event.correlation_id,
+        body: &event.body,
+        status: status.as_str(),
+        ttl_seconds: ttl.map(|t| t.as_secs_f64()),
+    };
+    Ok(db::events::record(tx, &new).await?)
 }
 
 impl Engine {
@@ -96,13 +80,7 @@ impl Engine {
         // A step may start or stop waiting between the lookup and the lock;
         // each pass re-checks under the locks and starts over if so.
         for _ in 0..5 {
-            let waiting: Option<(Uuid, String)> = sqlx::query_as(
-                "SELECT execution_id, step_id FROM step_executions
-                 WHERE external_workflow_id = $1 AND awaiting_event",
-            )
-            .bind(&event.correlation_id)
-            .fetch_optional(self.pool())
-            .await?;
+            let waiting = db::steps::waiting_on(self.pool(), &event.correlation_id).await?;
             let verdict = match waiting {
                 Some((execution_id, step_id)) => {
                     match self.apply_to_waiting(event, execution_id, &step_id).await {
@@ -137,7 +115,7 @@ impl Engine {
         let Some(mut locked) = self.lock_cached(execution_id).await? else {
             return Ok(None);
         };
-        lock_correlation(&mut locked.tx, &event.correlation_id).await?;
+        db::events::lock_correlation(&mut locked.tx, &event.correlation_id).await?;
         let Some(i) = locked.index(step_id) else {
             return Ok(None);
         };
@@ -152,13 +130,7 @@ impl Engine {
         }
         let verdict = locked.apply_event(self, i, &event.body);
         if verdict == EventVerdict::Ignored {
-            sqlx::query(
-                "UPDATE inbound_events SET status = 'IGNORED' WHERE source = $1 AND id = $2",
-            )
-            .bind(&event.source)
-            .bind(&event.id)
-            .execute(&mut *locked.tx)
-            .await?;
+            db::events::mark_ignored(&mut locked.tx, &event.source, &event.id).await?;
         }
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, Vec::new());
@@ -172,14 +144,9 @@ impl Engine {
         event: &InboundEvent,
     ) -> Result<Option<EventVerdict>, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
-        lock_correlation(&mut tx, &event.correlation_id).await?;
-        let (waiting, known): (bool, bool) = sqlx::query_as(
-            "SELECT COALESCE(bool_or(awaiting_event), false), count(*) > 0
-             FROM step_executions WHERE external_workflow_id = $1",
-        )
-        .bind(&event.correlation_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        db::events::lock_correlation(&mut tx, &event.correlation_id).await?;
+        let db::steps::Correlation { waiting, known } =
+            db::steps::correlation(&mut *tx, &event.correlation_id).await?;
         if waiting {
             return Ok(None);
         }
@@ -237,15 +204,8 @@ impl Locked {
         i: usize,
         correlation_id: &str,
     ) -> Result<(), crate::engine::Error> {
-        let early: Vec<(String, String, Value)> = sqlx::query_as(
-            "SELECT source, id, body FROM inbound_events
-             WHERE correlation_id = $1 AND status = 'EARLY' AND expires_at > now()
-             ORDER BY received_at FOR UPDATE",
-        )
-        .bind(correlation_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        for (source, id, body) in early {
+        let early = db::events::lock_early(&mut self.tx, correlation_id).await?;
+        for db::events::Early { source, id, body } in early {
             let status = if self.rows[i].is_waiting() {
                 match self.apply_event(engine, i, &body) {
                     EventVerdict::Ignored => InboundStatus::Ignored,
@@ -254,12 +214,7 @@ impl Locked {
             } else {
                 InboundStatus::Ignored
             };
-            sqlx::query("UPDATE inbound_events SET status = $3 WHERE source = $1 AND id = $2")
-                .bind(source)
-                .bind(id)
-                .bind(status.as_str())
-                .execute(&mut *self.tx)
-                .await?;
+            db::events::set_status(&mut self.tx, &source, &id, status.as_str()).await?;
         }
         Ok(())
     }

@@ -189,13 +189,7 @@ impl Engine {
         {
             return Ok(dag.clone());
         }
-        let doc: serde_json::Value = sqlx::query_scalar(
-            "SELECT dag FROM workflow_versions WHERE workflow_id = $1 AND version = $2",
-        )
-        .bind(workflow_id)
-        .bind(version)
-        .fetch_one(&self.inner.pool)
-        .await?;
+        let doc = crate::db::workflows::dag(&self.inner.pool, workflow_id, version).await?;
         let dag: Dag = serde_json::from_value(doc).map_err(|e| {
             Error::Corrupt(format!("workflow {workflow_id} version {version}: {e}"))
         })?;

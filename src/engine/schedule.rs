@@ -28,7 +28,8 @@ use uuid::Uuid;
 use super::Engine;
 use super::control::{ControlError, NewExecution};
 use super::cron::{Raw, Spec};
-use crate::db::triggers::{SCHEDULE_COLUMNS, ScheduleRow};
+use crate::db;
+use crate::db::triggers::ScheduleRow;
 
 /// Schedules fired in one pass at most (the rest wait for the next pass,
 /// which follows at once).
@@ -189,12 +190,7 @@ impl Engine {
     /// How long until the earliest active schedule is due (by the
     /// database's clock, the one that decides).
     async fn until_next_due(&self) -> Result<Option<Duration>, crate::engine::Error> {
-        let secs: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM min(next_run_at) - now())::float8
-             FROM schedules WHERE status = 'active' AND next_run_at IS NOT NULL",
-        )
-        .fetch_one(self.pool())
-        .await?;
+        let secs = db::firings::next_due_in(self.pool()).await?;
         // A little past the due time, so the due row is visible as due.
         Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0) + 0.002)))
     }
@@ -220,21 +216,12 @@ impl Engine {
     /// Fire the earliest due schedule nobody holds; `None` when none is due.
     async fn fire_one(&self) -> Result<Option<Fired>, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
-        let due: Option<ScheduleRow> = sqlx::query_as(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules s
-             WHERE s.status = 'active' AND s.next_run_at <= now()
-             ORDER BY s.next_run_at LIMIT 1
-             FOR UPDATE OF s SKIP LOCKED"
-        ))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let due = db::firings::lock_due_schedule(&mut tx).await?;
         let Some(row) = due else {
             tx.rollback().await?;
             return Ok(None);
         };
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
+        let now = db::now(&mut *tx).await?;
         let scheduled_at = row.next_run_at.expect("selected as due");
         let mut fired = Fired {
             schedule_id: row.id,
@@ -271,29 +258,14 @@ impl Engine {
                 return Ok(Some(fired));
             }
         };
-        // The key of the guarantee. The row lock already keeps other
-        // replicas out; this makes "once per due time" hold even if
-        // `next_run_at` were ever moved back to a due time that fired.
-        let claimed = sqlx::query(
-            "INSERT INTO schedule_firings (schedule_id, due_at, replica_id) VALUES ($1, $2, $3)
-             ON CONFLICT (schedule_id, due_at) DO NOTHING",
-        )
-        .bind(row.id)
-        .bind(scheduled_at)
-        .bind(self.replica_id())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        // The key of the guarantee (see the statement).
+        let claimed =
+            db::firings::claim_schedule_firing(&mut tx, row.id, scheduled_at, self.replica_id())
+                .await?;
         if !claimed {
             tracing::warn!(schedule_id = %row.id, %scheduled_at, "due time already fired; moving on");
             let (status, next) = status_after(&row, row.run_count, next);
-            sqlx::query("UPDATE schedules SET next_run_at = $2, status = $3 WHERE id = $1")
-                .bind(row.id)
-                .bind(next)
-                .bind(status)
-                .execute(&mut *tx)
-                .await?;
+            db::firings::move_schedule(&mut tx, row.id, next, status).await?;
             tx.commit().await?;
             return Ok(None);
         }
@@ -320,23 +292,16 @@ impl Engine {
         let (mut tx, started, launch) = self.record_triggered(tx, prepared).await?;
         let runs = row.run_count + 1;
         let (status, next) = status_after(&row, runs, next);
-        sqlx::query(
-            "WITH f AS (
-                 UPDATE schedule_firings SET execution_id = $2 WHERE schedule_id = $1 AND due_at = $3
-             )
-             UPDATE schedules SET next_run_at = $4, status = $5, run_count = $6, last_run_at = $7,
-                    last_execution_id = $2, updated_at = $7
-             WHERE id = $1",
-        )
-        .bind(row.id)
-        .bind(started.execution_id)
-        .bind(scheduled_at)
-        .bind(next)
-        .bind(status)
-        .bind(runs)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let run = db::firings::ScheduleRun {
+            schedule_id: row.id,
+            due_at: scheduled_at,
+            execution_id: started.execution_id,
+            next_run_at: next,
+            status,
+            run_count: runs,
+            now,
+        };
+        db::firings::record_schedule_run(&mut tx, &run).await?;
         tx.commit().await?;
         launch.go(self);
         self.metrics().schedules_fired.inc();
@@ -365,22 +330,15 @@ impl Engine {
             let (status, next) = status_after(row, row.run_count, next);
             (status, row.enabled, next)
         };
-        sqlx::query(
-            "WITH f AS (
-                 UPDATE schedule_firings SET error = $3 WHERE schedule_id = $1 AND due_at = $2
-             )
-             UPDATE schedules SET next_run_at = $4, status = $5, enabled = $6,
-                    failure_count = failure_count + 1, last_error = $3, last_error_at = now(), updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(row.id)
-        .bind(due)
-        .bind(why)
-        .bind(next)
-        .bind(status)
-        .bind(enabled)
-        .execute(&mut **tx)
-        .await?;
+        let failure = db::firings::ScheduleFailure {
+            schedule_id: row.id,
+            due_at: due,
+            error: why,
+            next_run_at: next,
+            status,
+            enabled,
+        };
+        db::firings::record_schedule_failure(tx, &failure).await?;
         self.metrics().schedules_failed.inc();
         Ok(next)
     }
@@ -391,13 +349,6 @@ impl Engine {
         id: Uuid,
         status: &str,
     ) -> Result<(), crate::engine::Error> {
-        sqlx::query(
-            "UPDATE schedules SET status = $2, next_run_at = NULL, updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        Ok(db::firings::end_schedule(tx, id, status).await?)
     }
 }

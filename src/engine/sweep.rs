@@ -12,6 +12,7 @@ use super::complete::own_deadline;
 use super::model::{ExecutionStatus, SkipReason, StepStatus};
 use super::transition::Locked;
 use crate::actions::StepOutcome;
+use crate::db;
 
 pub(crate) const EXECUTION_TIMEOUT: &str = "execution timed out";
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -50,18 +51,7 @@ impl Engine {
 
     /// Handle every execution with something due. Returns how many.
     pub async fn sweep_once(&self) -> Result<usize, crate::engine::Error> {
-        let due: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT execution_id FROM step_executions
-              WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
-             UNION
-             SELECT execution_id FROM step_executions
-              WHERE status = 'RUNNING' AND awaiting_event AND timeout_at < now()
-             UNION
-             SELECT id FROM executions WHERE status = 'RUNNING' AND deadline_at < now()
-             LIMIT 500",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let due = db::executions::due(self.pool()).await?;
         // One execution's failure is its own: the others' timers still fire.
         for &execution_id in &due {
             match self.sweep_execution(execution_id).await {
@@ -105,24 +95,7 @@ impl Engine {
     pub async fn quarantine(&self, execution_id: Uuid, error: &crate::engine::Error) {
         tracing::error!(%execution_id, error = %error, "failing an execution whose stored rows cannot be read");
         let message = format!("the execution's stored state cannot be read: {error}");
-        let result = sqlx::query(
-            "WITH steps AS (
-                 UPDATE step_executions SET status = 'FAILED', error = COALESCE(error, $2),
-                        awaiting_event = false, lease_owner = NULL, lease_expires_at = NULL,
-                        available_at = NULL, timeout_at = NULL, completed_at = now()
-                 WHERE execution_id = $1
-                   AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
-                 RETURNING 1
-             )
-             UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
-                    revision = revision + 1
-             WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
-        )
-        .bind(execution_id)
-        .bind(message)
-        .execute(self.pool())
-        .await;
-        if let Err(e) = result {
+        if let Err(e) = db::executions::fail_unread(self.pool(), execution_id, &message).await {
             tracing::warn!(%execution_id, error = %e, "could not fail an unreadable execution; will try again");
         }
     }
@@ -213,58 +186,21 @@ impl Engine {
     /// Deletes in batches of [`RETENTION_BATCH`] for at most
     /// [`RETENTION_ROUND`]; `true` when rows past retention are left.
     pub async fn housekeeping(&self) -> Result<bool, crate::engine::Error> {
-        sqlx::query("UPDATE inbound_events SET status = 'EXPIRED' WHERE status = 'EARLY' AND expires_at < now()")
-            .execute(self.pool())
-            .await?;
-        let days = self.settings().retention_days as f64;
+        db::events::expire_early(self.pool()).await?;
+        let days = self.settings().retention_days as i32;
         let started = Instant::now();
         let mut deleted = 0;
         let mut more = true;
         while more && started.elapsed() < RETENTION_ROUND {
-            // Oldest first, along the `executions_finished` index; rows
-            // another transaction holds are left for the next batch.
-            let executions = sqlx::query(
-                "DELETE FROM executions WHERE id IN (
-                     SELECT id FROM executions
-                     WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-                       AND completed_at < now() - make_interval(days => $1::int)
-                     ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(days as i32)
-            .bind(RETENTION_BATCH)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-            let events = sqlx::query(
-                "DELETE FROM inbound_events WHERE ctid IN (
-                     SELECT ctid FROM inbound_events
-                     WHERE status <> 'EARLY' AND received_at < now() - make_interval(days => $1::int)
-                     LIMIT $2)",
-            )
-            .bind(days as i32)
-            .bind(RETENTION_BATCH)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
+            let executions =
+                db::executions::delete_finished(self.pool(), days, RETENTION_BATCH).await?;
+            let events = db::events::delete_old(self.pool(), days, RETENTION_BATCH).await?;
             deleted += executions;
             more = executions as i64 == RETENTION_BATCH || events as i64 == RETENTION_BATCH;
         }
-        crate::db::pipelines::delete_orphaned_ephemeral(self.pool(), days as i32).await?;
-        // Firing rows past retention: their due times and events are long
-        // gone (a schedule's next due time only moves forward).
-        sqlx::query(
-            "WITH s AS (
-                 DELETE FROM schedule_firings WHERE fired_at < now() - make_interval(days => $1::int)
-             )
-             DELETE FROM event_trigger_firings WHERE fired_at < now() - make_interval(days => $1::int)",
-        )
-        .bind(days as i32)
-        .execute(self.pool())
-        .await?;
-        sqlx::query("DELETE FROM outbox WHERE failed_at < now() - make_interval(days => $1::int)")
-            .bind(days as i32)
-            .execute(self.pool())
-            .await?;
+        db::pipelines::delete_orphaned_ephemeral(self.pool(), days).await?;
+        db::firings::delete_old(self.pool(), days).await?;
+        db::outbox::delete_failed(self.pool(), days).await?;
         if deleted > 0 {
             tracing::info!(deleted, more, "deleted finished executions past retention");
         }

@@ -19,25 +19,13 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::dapr::DaprClient;
+use crate::db;
 use crate::engine::Engine;
 
 const BATCH: i64 = 100;
 /// How long a taken batch is ours before another replica may re-send it.
 const CLAIM_SECONDS: f64 = 30.0;
-
-#[derive(sqlx::FromRow)]
-struct Pending {
-    id: i64,
-    event_id: String,
-    topic: String,
-    body: Value,
-    attempts: i32,
-    trace_id: Option<String>,
-    execution_id: Option<uuid::Uuid>,
-}
 
 impl Engine {
     /// Publish outbox rows until draining. Waits for the sidecar first
@@ -63,30 +51,18 @@ impl Engine {
 
     /// Publish one batch of due rows. Returns how many were taken.
     pub async fn publish_batch(&self, dapr: &DaprClient) -> Result<usize, crate::engine::Error> {
-        let batch: Vec<Pending> = sqlx::query_as(
-            "WITH waiting AS (
-                 SELECT topic, min(id) AS first_id FROM outbox
-                 WHERE next_attempt_at > now() AND failed_at IS NULL GROUP BY topic
-             )
-             UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
-             WHERE id IN (SELECT o.id FROM outbox o LEFT JOIN waiting w ON w.topic = o.topic
-                          WHERE o.next_attempt_at <= now() AND o.failed_at IS NULL
-                            AND (w.first_id IS NULL OR o.id < w.first_id)
-                          ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
-             RETURNING id, event_id, topic, body, attempts, trace_id, execution_id",
-        )
-        .bind(BATCH)
-        .bind(CLAIM_SECONDS)
-        .fetch_all(self.pool())
-        .await?;
-        let mut batch = batch;
+        let mut batch = db::outbox::take(self.pool(), BATCH, CLAIM_SECONDS).await?;
         batch.sort_by_key(|p| p.id);
         let mut sent = Vec::new();
-        let (mut failed_ids, mut errors, mut delays) = (Vec::new(), Vec::new(), Vec::new());
+        let mut failed = db::outbox::Deferred {
+            ids: Vec::new(),
+            errors: Vec::new(),
+            delays: Vec::new(),
+            counts: Vec::new(),
+        };
         // Topics whose publish failed in this batch, with the failure's delay:
         // their later rows wait as long, behind it (they are not attempts).
         let mut blocked: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
-        let mut counts = Vec::new();
         let mut dead = Vec::new();
         for p in &batch {
             if !super::valid_topic(&p.topic) {
@@ -97,10 +73,10 @@ impl Engine {
                 continue;
             }
             if let Some(&delay) = blocked.get(p.topic.as_str()) {
-                failed_ids.push(p.id);
-                errors.push(String::new());
-                delays.push(delay);
-                counts.push(false);
+                failed.ids.push(p.id);
+                failed.errors.push(String::new());
+                failed.delays.push(delay);
+                failed.counts.push(false);
                 continue;
             }
             let traceparent = p.trace_id.as_deref().map(crate::engine::model::traceparent);
@@ -116,51 +92,28 @@ impl Engine {
                     let delay = (2f64.powi(p.attempts.min(8))).min(60.0);
                     tracing::warn!(topic = %p.topic, event_id = %p.event_id, attempts = p.attempts + 1,
                         retry_in_s = delay, error = %e, "publish failed; will retry");
-                    failed_ids.push(p.id);
-                    errors.push(e.to_string());
-                    delays.push(delay);
-                    counts.push(true);
+                    failed.ids.push(p.id);
+                    failed.errors.push(e.to_string());
+                    failed.delays.push(delay);
+                    failed.counts.push(true);
                     blocked.insert(p.topic.as_str(), delay);
                 }
             }
         }
         if !sent.is_empty() {
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&sent)
-                .execute(self.pool())
-                .await?;
+            db::outbox::delete(self.pool(), &sent).await?;
             self.inner
                 .metrics
                 .outbox_published
                 .inc_by(sent.len() as u64);
         }
         if !dead.is_empty() {
-            sqlx::query(
-                "UPDATE outbox SET failed_at = now(),
-                        last_error = 'the topic can never be published: it must match ^[A-Za-z][A-Za-z0-9._-]*$ and be at most 249 characters'
-                 WHERE id = ANY($1)",
-            )
-            .bind(&dead)
-            .execute(self.pool())
-            .await?;
+            db::outbox::fail_unpublishable(self.pool(), &dead).await?;
             self.inner.metrics.outbox_failed.inc_by(dead.len() as u64);
         }
-        if !failed_ids.is_empty() {
-            // One statement, so the rows held back behind a failure come due
-            // at the same instant as it and, ordered by id, after it.
-            sqlx::query(
-                "UPDATE outbox o SET attempts = o.attempts + f.counts::int,
-                        last_error = CASE WHEN f.counts THEN f.error ELSE o.last_error END,
-                        next_attempt_at = now() + make_interval(secs => f.delay)
-                 FROM UNNEST($1::bigint[], $2::text[], $3::float8[], $4::bool[]) AS f(id, error, delay, counts)
-                 WHERE o.id = f.id",
-            )
-            .bind(&failed_ids)
-            .bind(&errors)
-            .bind(&delays)
-            .bind(&counts)
-            .execute(self.pool())
-            .await?;
+        if !failed.ids.is_empty() {
+            // Rows held back behind a failure come due with it, after it.
+            db::outbox::defer(self.pool(), &failed).await?;
         }
         Ok(batch.len())
     }

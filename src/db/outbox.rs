@@ -1,0 +1,113 @@
+//! The outbox (`outbox`) as the publisher drains it: taking a batch,
+//! deleting what was published, deferring what failed, failing what can
+//! never be published, and retention of failed rows. Rows are written by
+//! the transitions that produce them (`crate::engine::transition`).
+
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// A row taken for publishing.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Pending {
+    pub id: i64,
+    pub event_id: String,
+    pub topic: String,
+    pub body: Value,
+    pub attempts: i32,
+    pub trace_id: Option<String>,
+    pub execution_id: Option<Uuid>,
+}
+
+/// Take up to `limit` due rows for `claim_seconds` (moving their due time
+/// forward: a lease, so that if this replica dies mid-publish another
+/// re-sends them later with the same event id).
+///
+/// Each topic is taken in order: a row is not taken while an earlier row
+/// of its topic waits (for its retry, or in another replica's batch).
+pub(crate) async fn take(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    claim_seconds: f64,
+) -> Result<Vec<Pending>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH waiting AS (
+             SELECT topic, min(id) AS first_id FROM outbox
+             WHERE next_attempt_at > now() AND failed_at IS NULL GROUP BY topic
+         )
+         UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
+         WHERE id IN (SELECT o.id FROM outbox o LEFT JOIN waiting w ON w.topic = o.topic
+                      WHERE o.next_attempt_at <= now() AND o.failed_at IS NULL
+                        AND (w.first_id IS NULL OR o.id < w.first_id)
+                      ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
+         RETURNING id, event_id, topic, body, attempts, trace_id, execution_id",
+    )
+    .bind(limit)
+    .bind(claim_seconds)
+    .fetch_all(db)
+    .await
+}
+
+/// Delete published rows.
+pub(crate) async fn delete(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Fail rows whose topic no broker takes: they keep their body and
+/// `last_error`, and stop holding their topic back.
+pub(crate) async fn fail_unpublishable(
+    db: impl PgExecutor<'_>,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET failed_at = now(),
+                last_error = 'the topic can never be published: it must match ^[A-Za-z][A-Za-z0-9._-]*$ and be at most 249 characters'
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Rows to publish again later: `ids[i]` comes due `delays[i]` seconds
+/// from now; when `counts[i]`, its publish failed with `errors[i]` (an
+/// attempt), otherwise it was held back behind such a row.
+pub(crate) struct Deferred {
+    pub ids: Vec<i64>,
+    pub errors: Vec<String>,
+    pub delays: Vec<f64>,
+    pub counts: Vec<bool>,
+}
+
+/// One statement, so the rows held back behind a failure come due at the
+/// same instant as it and, ordered by id, after it.
+pub(crate) async fn defer(db: impl PgExecutor<'_>, rows: &Deferred) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox o SET attempts = o.attempts + f.counts::int,
+                last_error = CASE WHEN f.counts THEN f.error ELSE o.last_error END,
+                next_attempt_at = now() + make_interval(secs => f.delay)
+         FROM UNNEST($1::bigint[], $2::text[], $3::float8[], $4::bool[]) AS f(id, error, delay, counts)
+         WHERE o.id = f.id",
+    )
+    .bind(&rows.ids)
+    .bind(&rows.errors)
+    .bind(&rows.delays)
+    .bind(&rows.counts)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Delete rows that failed more than `days` ago.
+pub(crate) async fn delete_failed(db: impl PgExecutor<'_>, days: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE failed_at < now() - make_interval(days => $1::int)")
+        .bind(days)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
