@@ -88,6 +88,9 @@ pub struct Metrics {
     pub steps_running: Gauge,
     pub stale_results: Counter,
     pub combined_results: Counter,
+    /// Transitions that found this replica's kept step rows current (`hit`)
+    /// or had to load them (`miss`).
+    pub step_rows_kept: Family<OutcomeLabels, Counter>,
     pub schedules_fired: Counter,
     pub schedules_failed: Counter,
     pub schedules_due: Gauge,
@@ -131,6 +134,7 @@ impl Metrics {
             steps_running: Gauge::default(),
             stale_results: Counter::default(),
             combined_results: Counter::default(),
+            step_rows_kept: Family::default(),
             schedules_fired: Counter::default(),
             schedules_failed: Counter::default(),
             schedules_due: Gauge::default(),
@@ -139,6 +143,11 @@ impl Metrics {
             db_connections: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "step_rows_kept",
+            "Transitions that reused the step rows this replica kept (hit) or loaded them (miss)",
+            m.step_rows_kept.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",

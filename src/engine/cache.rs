@@ -4,11 +4,18 @@
 //! A transition locks the execution row and reads its `revision`; when the
 //! rows kept here carry that revision they are exactly what the database
 //! holds, so only the execution row was read. Every transaction that changes
-//! step rows bumps the revision (a transition's write, a claim, a
+//! step rows changes the revision (a transition's write, a claim, a
 //! quarantine), whichever replica runs it, so a stale copy never matches.
-//! An entry is taken out while a transition uses it and put back only once
-//! its transaction has committed: a rolled-back transition leaves nothing
-//! behind, and the next one loads from the database.
+//!
+//! A transition sets a revision of its own, drawn at random, and puts its
+//! rows back *before* it commits, while it still holds the execution's
+//! lock: the next transition, which can lock only once this one has ended,
+//! finds them at once. Had they been put back after the commit, the next
+//! transition (often already waiting on the lock) would mostly get there
+//! first and read every row again. A transaction that does not commit
+//! leaves behind rows at a revision the database never had, which are
+//! found stale; a counter could have been reached again by another
+//! writer, a random 63-bit value cannot.
 //!
 //! Lease renewals change `lease_expires_at` without bumping the revision;
 //! only the paths that trust a kept copy (recording a handler's result, an
@@ -28,6 +35,26 @@ use super::model::StepRow;
 /// At most this many step rows are kept (a few hundred bytes each).
 const MAX_ROWS: usize = 50_000;
 
+/// Why kept rows could not be used (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// Nothing kept: never kept here, evicted, or out with another
+    /// transition of this replica.
+    Absent,
+    /// Kept, but another transaction changed the rows since (another
+    /// replica, a batch claim, or a transaction that did not commit).
+    Stale,
+}
+
+impl Miss {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Stale => "stale",
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct StepCache {
     inner: Mutex<Entries>,
@@ -42,11 +69,15 @@ struct Entries {
 impl StepCache {
     /// The rows of `execution_id` at `revision`, if kept; the entry is
     /// removed either way (a mismatch means it is stale).
-    pub(crate) fn take(&self, execution_id: Uuid, revision: i64) -> Option<Vec<StepRow>> {
+    pub(crate) fn take(&self, execution_id: Uuid, revision: i64) -> Result<Vec<StepRow>, Miss> {
         let mut entries = self.inner.lock().expect("step cache lock");
-        let (kept, rows) = entries.map.remove(&execution_id)?;
+        let (kept, rows) = entries.map.remove(&execution_id).ok_or(Miss::Absent)?;
         entries.rows -= rows.len();
-        (kept == revision).then_some(rows)
+        if kept == revision {
+            Ok(rows)
+        } else {
+            Err(Miss::Stale)
+        }
     }
 
     /// Keep `rows` as the state of `execution_id` at `revision` (written
@@ -100,11 +131,23 @@ mod tests {
         let cache = StepCache::default();
         let id = Uuid::new_v4();
         cache.put(id, 3, rows(2));
-        assert!(cache.take(id, 4).is_none(), "another revision is stale");
-        assert!(cache.take(id, 3).is_none(), "a stale entry is dropped");
+        assert_eq!(
+            cache.take(id, 4).err(),
+            Some(Miss::Stale),
+            "another revision is stale"
+        );
+        assert_eq!(
+            cache.take(id, 3).err(),
+            Some(Miss::Absent),
+            "a stale entry is dropped"
+        );
         cache.put(id, 5, rows(2));
-        assert_eq!(cache.take(id, 5).map(|r| r.len()), Some(2));
-        assert!(cache.take(id, 5).is_none(), "taken out while in use");
+        assert_eq!(cache.take(id, 5).map(|r| r.len()).ok(), Some(2));
+        assert_eq!(
+            cache.take(id, 5).err(),
+            Some(Miss::Absent),
+            "taken out while in use"
+        );
         assert_eq!(cache.len(), (0, 0));
     }
 
@@ -121,6 +164,6 @@ mod tests {
         let id = Uuid::new_v4();
         cache.put(id, 1, rows(3));
         cache.forget(id);
-        assert!(cache.take(id, 1).is_none());
+        assert!(cache.take(id, 1).is_err());
     }
 }

@@ -224,7 +224,7 @@ pub struct ExecutionRow {
     /// sweeper): a late handler result then ends its step TIMEOUT, not
     /// CANCELLED.
     pub timed_out: bool,
-    /// Bumped by every transaction that changes the step rows (see
+    /// Changed by every transaction that changes the step rows (see
     /// [`super::cache`]).
     pub revision: i64,
     /// The database's clock at the start of the transaction; every time the

@@ -53,18 +53,10 @@ pub struct AfterCommit {
     ended: Vec<(String, String, f64)>,
     /// The earliest retry this transition scheduled, from now.
     retry_in: Option<std::time::Duration>,
-    execution_id: Uuid,
-    /// The rows as committed and their revision, for the next transition
-    /// ([`super::cache`]); `None` once the execution has finished.
-    keep: Option<Box<(Uuid, i64, Vec<StepRow>)>>,
 }
 
 impl AfterCommit {
     pub fn apply(self, engine: &Engine) {
-        match self.keep.map(|kept| *kept) {
-            Some((id, revision, rows)) => engine.inner.steps.put(id, revision, rows),
-            None => engine.inner.steps.forget(self.execution_id),
-        }
         if self.published {
             engine.inner.outbox_wake.notify_one();
         }
@@ -216,23 +208,24 @@ impl Locked {
         let revision = self.write(&events, &attempts).await?;
         let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
             .then_some(self.exec.status);
-        // What this transaction leaves in the database, to reuse once it has
-        // committed: nothing more will change these rows before then.
-        let keep = (self.exec.status == ExecutionStatus::Running).then(|| {
+        // What this transaction leaves in the database, kept for the next
+        // transition now, while this one holds the lock: at this revision
+        // (its own, see `super::cache`) it is used only if this commits.
+        if self.exec.status == ExecutionStatus::Running {
             let mut rows = std::mem::take(&mut self.rows);
             for row in &mut rows {
                 row.dirty = false;
             }
-            Box::new((self.exec.id, revision, rows))
-        });
+            engine.inner.steps.put(self.exec.id, revision, rows);
+        } else {
+            engine.inner.steps.forget(self.exec.id);
+        }
         let effects = AfterCommit {
             published: !events.is_empty(),
             retry_in,
             released: self.released,
             finished,
             ended,
-            execution_id: self.exec.id,
-            keep,
         };
         Ok((self.tx, effects))
     }
@@ -257,6 +250,9 @@ impl Locked {
         }
         let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
         let bump = !dirty.is_empty() || self.exec_dirty;
+        // This transaction's own revision: one no other writer can reach
+        // (see `super::cache`).
+        let revision = (Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
         if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
             return Ok(self.exec.revision);
         }
@@ -296,7 +292,7 @@ impl Locked {
              )
              UPDATE executions SET status = $9, outputs = $10, error = $11,
                     started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
-                    revision = revision + 1
+                    revision = $18
              WHERE id = $1 AND $15",
         )
         .bind(self.exec.id)
@@ -316,9 +312,10 @@ impl Locked {
         .bind(bump)
         .bind(dirty.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>())
         .bind(self.exec.timed_out)
+        .bind(revision)
         .execute(&mut *self.tx)
         .await?;
-        Ok(self.exec.revision + i64::from(bump))
+        Ok(if bump { revision } else { self.exec.revision })
     }
 
     /// The attempts that ended in this transition. An attempt's row is
@@ -569,9 +566,20 @@ impl Engine {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(exec) = exec else { return Ok(Err(tx)) };
-        let kept = cached
-            .then(|| self.inner.steps.take(execution_id, exec.revision))
-            .flatten();
+        let kept = cached.then(|| self.inner.steps.take(execution_id, exec.revision));
+        if let Some(kept) = &kept {
+            let outcome = match kept {
+                Ok(_) => "hit",
+                Err(miss) => miss.as_str(),
+            };
+            self.metrics()
+                .step_rows_kept
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
+        let kept = kept.and_then(Result::ok);
         let rows: Vec<StepRow> = match kept {
             Some(rows) => rows,
             None => {
