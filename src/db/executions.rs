@@ -16,8 +16,28 @@ use uuid::Uuid;
 use super::paging::Cursor;
 use crate::engine::control::Started;
 use crate::engine::model::ExecutionRow;
-// The columns of `ExecutionRow` (not this module's view, [`EXEC_COLUMNS`]).
-use crate::engine::transition::EXEC_COLUMNS as ROW_COLUMNS;
+
+/// The columns of [`ExecutionRow`] (the engine's, not this module's view,
+/// [`EXEC_COLUMNS`]), with the transaction's clock.
+pub(crate) const ROW_COLUMNS: &str =
+    "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
+    subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id,
+    timed_out, revision, now() AS now";
+
+/// The execution's row, locked by `locking` (`FOR NO KEY UPDATE`, with
+/// `SKIP LOCKED` or not): a transition starts here.
+pub(crate) async fn lock_row(
+    tx: &mut PgConnection,
+    execution_id: Uuid,
+    locking: &str,
+) -> Result<Option<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM executions WHERE id = $1 {locking}"
+    ))
+    .bind(execution_id)
+    .fetch_optional(tx)
+    .await
+}
 
 #[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub(crate) struct StepView {
@@ -540,4 +560,21 @@ pub(crate) async fn delete_finished(
     .execute(db)
     .await?
     .rows_affected())
+}
+
+/// What a batch claim needs of the executions it claimed from, as raw
+/// rows: the caller decodes them one by one, so an unreadable row fails only
+/// its own execution.
+pub(crate) async fn claim_infos(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id,
+                payload_type, notification_workflow_id
+         FROM executions WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(tx)
+    .await
 }

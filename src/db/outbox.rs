@@ -1,7 +1,8 @@
 //! The outbox (`outbox`) as the publisher drains it: taking a batch,
 //! deleting what was published, deferring what failed, failing what can
 //! never be published, and retention of failed rows. Rows are written by
-//! the transitions that produce them (`crate::engine::transition`).
+//! the transactions that produce them: a transition's one statement
+//! ([`super::steps::write_transition`]) or [`insert`].
 
 use serde_json::Value;
 use sqlx::PgExecutor;
@@ -110,4 +111,23 @@ pub(crate) async fn delete_failed(db: impl PgExecutor<'_>, days: i32) -> Result<
         .execute(db)
         .await
         .map(|_| ())
+}
+
+/// Add `events` to the outbox inside the caller's transaction.
+pub(crate) async fn insert(
+    tx: &mut sqlx::PgConnection,
+    events: &[crate::engine::outbox::OutboxEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+         SELECT event_id, topic, body, trace_id, execution_id
+         FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)",
+    )
+    .bind(sqlx::types::Json(events))
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -1,14 +1,120 @@
-//! Step rows (`step_executions`) as the engine writes and looks them up
-//! outside a transition: inserting an execution's steps, renewing and
-//! finding leases, and finding the step that waits on a correlation id.
-//! What a transition reads and writes back is `crate::engine::transition`'s.
+//! Step rows (`step_executions`): inserting an execution's steps, a
+//! transition's load and its one-statement write, renewing and finding
+//! leases, and finding the step that waits on a correlation id.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::engine::AttemptKey;
-use crate::engine::model::StepRow;
-use crate::engine::transition::STEP_COLUMNS;
+use crate::engine::model::{ExecutionRow, StepRow};
+use crate::engine::outbox::OutboxEvent;
+
+/// The columns of [`StepRow`].
+pub(crate) const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
+    lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
+    outputs, error, skip_reason, progress, stage, started_at, completed_at";
+
+/// Every step of an execution, in declaration order (`rows[i]` is step `i`).
+pub(crate) async fn of_execution(
+    tx: &mut PgConnection,
+    execution_id: Uuid,
+) -> Result<Vec<StepRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {STEP_COLUMNS} FROM step_executions WHERE execution_id = $1 ORDER BY position"
+    ))
+    .bind(execution_id)
+    .fetch_all(tx)
+    .await
+}
+
+/// What one transition writes ([`write_transition`]).
+pub(crate) struct TransitionWrite<'a> {
+    pub exec: &'a ExecutionRow,
+    /// The step rows it changed.
+    pub dirty: &'a [&'a StepRow],
+    /// The attempts that ended, column by column.
+    pub attempt_steps: &'a [String],
+    pub attempt_numbers: &'a [i32],
+    pub attempt_owners: &'a [Uuid],
+    pub attempt_started: &'a [DateTime<Utc>],
+    pub attempt_outcomes: &'a [String],
+    pub events: &'a [OutboxEvent],
+    /// Whether the execution row changes (a step row or the execution did).
+    pub bump: bool,
+    /// The execution's new revision when it does.
+    pub revision: i64,
+}
+
+/// Everything a transition changed, in ONE statement (its data-modifying
+/// CTEs touch different rows, so they cannot see or conflict with each
+/// other): the changed step rows, the attempts that ended, the outbox rows,
+/// and the execution row.
+pub(crate) async fn write_transition(
+    tx: &mut PgConnection,
+    w: &TransitionWrite<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+            "WITH steps AS (
+                UPDATE step_executions s SET
+                    status = r.status, available_at = r.available_at, attempt = r.attempt,
+                    failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
+                    lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
+                    external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
+                    outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
+                    progress = r.progress, stage = r.stage, started_at = r.started_at,
+                    completed_at = r.completed_at
+                FROM jsonb_to_recordset($2) AS r(
+                    step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
+                    lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
+                    external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
+                    skip_reason text, progress float8, stage jsonb, started_at timestamptz,
+                    completed_at timestamptz)
+                -- The ids again as an array, so the rows are found through the
+                -- primary key: joined on the record set alone, the planner
+                -- reads every step of the execution (O(steps) a transition).
+                WHERE s.execution_id = $1 AND s.step_id = ANY($16) AND s.step_id = r.step_id
+                RETURNING 1
+             ), ended AS (
+                INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
+                SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
+                FROM UNNEST($3::text[], $4::int[], $5::uuid[], $6::timestamptz[], $7::text[])
+                     AS a(step_id, attempt, replica_id, started_at, outcome)
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+             ), outbox_rows AS (
+                INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+                SELECT event_id, topic, body, trace_id, execution_id
+                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
+                RETURNING 1
+             )
+             UPDATE executions SET status = $9, outputs = $10, error = $11,
+                    started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
+                    revision = $18
+             WHERE id = $1 AND $15",
+        )
+        .bind(w.exec.id)
+        .bind(sqlx::types::Json(w.dirty))
+        .bind(w.attempt_steps)
+        .bind(w.attempt_numbers)
+        .bind(w.attempt_owners)
+        .bind(w.attempt_started)
+        .bind(w.attempt_outcomes)
+        .bind(sqlx::types::Json(w.events))
+        .bind(w.exec.status.as_str())
+        .bind(&w.exec.outputs)
+        .bind(&w.exec.error)
+        .bind(w.exec.started_at)
+        .bind(w.exec.completed_at)
+        .bind(w.exec.deadline_at)
+        .bind(w.bump)
+        .bind(w.dirty.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>())
+        .bind(w.exec.timed_out)
+        .bind(w.revision)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
 
 /// The steps of a new execution, one entry per step in declaration order
 /// (`position` is the index).
@@ -135,5 +241,107 @@ pub(crate) async fn correlation(
     )
     .bind(correlation_id)
     .fetch_one(db)
+    .await
+}
+
+/// Whether a step other than (`execution_id`, `step_id`) waits on
+/// `correlation_id`: two steps can never wait on one id at once.
+pub(crate) async fn another_waits_on(
+    tx: &mut PgConnection,
+    correlation_id: &str,
+    execution_id: Uuid,
+    step_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM step_executions
+                        WHERE external_workflow_id = $1 AND awaiting_event
+                          AND NOT (execution_id = $2 AND step_id = $3))",
+    )
+    .bind(correlation_id)
+    .bind(execution_id)
+    .bind(step_id)
+    .fetch_one(tx)
+    .await
+}
+
+/// A row of the claim statement: a claimed step, or (all NULL but the
+/// count) the one row saying nothing was claimed.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Claimed {
+    pub execution_id: Option<Uuid>,
+    pub step_id: Option<String>,
+    pub name: Option<String>,
+    pub action: Option<String>,
+    pub attempt: Option<i32>,
+    pub position: Option<i32>,
+    pub timeout_seconds: Option<f64>,
+    pub candidates: i64,
+}
+
+/// Claim up to `limit` ready steps for `replica` with a lease of
+/// `lease_seconds`, skipping steps and executions other transactions hold;
+/// bumps the revision of each execution claimed from (its kept rows are
+/// stale). Also counts the candidates, so the caller knows how many it
+/// passed over.
+pub(crate) async fn claim_ready(
+    tx: &mut PgConnection,
+    replica: Uuid,
+    limit: i64,
+    lease_seconds: f64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH candidate AS (
+                 SELECT execution_id, step_id FROM step_executions
+                 WHERE status = 'PENDING' AND available_at <= now()
+                 ORDER BY available_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), free AS (
+                 SELECT id FROM executions
+                 WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
+                 FOR NO KEY UPDATE SKIP LOCKED
+             ), claimed AS (
+                 UPDATE step_executions s
+                 SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
+                     lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
+                     started_at = now(), awaiting_event = false,
+                     timeout_at = now() + make_interval(secs => s.timeout_seconds)
+                 FROM candidate c
+                 WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
+                   AND c.execution_id IN (SELECT id FROM free)
+                 RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
+                           s.timeout_seconds
+             ), bumped AS (
+                 -- The step rows changed: copies kept in memory are stale.
+                 UPDATE executions e SET revision = e.revision + 1
+                 WHERE e.id IN (SELECT execution_id FROM claimed)
+                 RETURNING 1
+             )
+             SELECT c.*, (SELECT count(*) FROM candidate) AS candidates FROM claimed c
+             UNION ALL
+             -- No claim at all: one row that carries only the count.
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)
+             WHERE NOT EXISTS (SELECT 1 FROM claimed)",
+    )
+    .bind(replica)
+    .bind(limit)
+    .bind(lease_seconds)
+    .fetch_all(tx)
+    .await
+}
+
+/// The outputs of every step of `executions` that has some, as raw rows:
+/// the caller decodes them one by one, so an unreadable row fails only its
+/// own execution.
+pub(crate) async fn outputs_of(
+    tx: &mut PgConnection,
+    executions: &[Uuid],
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT execution_id, step_id, outputs FROM step_executions
+         WHERE execution_id = ANY($1) AND outputs IS NOT NULL",
+    )
+    .bind(executions)
+    .fetch_all(tx)
     .await
 }

@@ -14,27 +14,14 @@ use super::advance::{step_context, template_context};
 use super::complete::{params_render, resolve_params};
 use super::model::ClaimedStep;
 use super::outbox::{self, Audience, OutboxEvent, Route};
-use super::transition::insert_outbox;
+use crate::db;
+use crate::db::steps::Claimed;
 
 /// What [`Engine::claim`] got.
 pub struct Claim {
     pub steps: Vec<ClaimedStep>,
     /// Ready steps skipped because their execution was held elsewhere.
     pub passed_over: usize,
-}
-
-/// A row of the claim statement: a claimed step, or (all NULL but the
-/// count) the one row saying nothing was claimed.
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    execution_id: Option<Uuid>,
-    step_id: Option<String>,
-    name: Option<String>,
-    action: Option<String>,
-    attempt: Option<i32>,
-    position: Option<i32>,
-    timeout_seconds: Option<f64>,
-    candidates: i64,
 }
 
 struct Ready {
@@ -82,44 +69,12 @@ impl Engine {
     /// in a moment, so the caller should look again soon, not at its poll.
     pub async fn claim(&self, limit: usize) -> Result<Claim, crate::engine::Error> {
         let mut tx = self.pool().begin().await?;
-        let rows: Vec<Claimed> = sqlx::query_as(
-            "WITH candidate AS (
-                 SELECT execution_id, step_id FROM step_executions
-                 WHERE status = 'PENDING' AND available_at <= now()
-                 ORDER BY available_at
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED
-             ), free AS (
-                 SELECT id FROM executions
-                 WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
-                 FOR NO KEY UPDATE SKIP LOCKED
-             ), claimed AS (
-                 UPDATE step_executions s
-                 SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
-                     lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
-                     started_at = now(), awaiting_event = false,
-                     timeout_at = now() + make_interval(secs => s.timeout_seconds)
-                 FROM candidate c
-                 WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
-                   AND c.execution_id IN (SELECT id FROM free)
-                 RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
-                           s.timeout_seconds
-             ), bumped AS (
-                 -- The step rows changed: copies kept in memory are stale.
-                 UPDATE executions e SET revision = e.revision + 1
-                 WHERE e.id IN (SELECT execution_id FROM claimed)
-                 RETURNING 1
-             )
-             SELECT c.*, (SELECT count(*) FROM candidate) AS candidates FROM claimed c
-             UNION ALL
-             -- No claim at all: one row that carries only the count.
-             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)
-             WHERE NOT EXISTS (SELECT 1 FROM claimed)",
+        let rows = db::steps::claim_ready(
+            &mut tx,
+            self.replica_id(),
+            limit as i64,
+            self.settings().lease.as_secs_f64(),
         )
-        .bind(self.replica_id())
-        .bind(limit as i64)
-        .bind(self.settings().lease.as_secs_f64())
-        .fetch_all(&mut *tx)
         .await?;
         let candidates = rows.first().map_or(0, |r| r.candidates) as usize;
         let claimed: Vec<Claimed> = rows.into_iter().filter(|r| r.step_id.is_some()).collect();
@@ -137,14 +92,7 @@ impl Engine {
         // its own execution (by the sweeper, once these leases run out),
         // never the claim of every other execution's steps.
         let mut unreadable: HashSet<Uuid> = HashSet::new();
-        let exec_rows = sqlx::query(
-            "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id,
-                    payload_type, notification_workflow_id
-             FROM executions WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let exec_rows = db::executions::claim_infos(&mut tx, &ids).await?;
         let mut execs = Vec::with_capacity(exec_rows.len());
         for row in &exec_rows {
             match ExecInfo::from_row(row) {
@@ -180,13 +128,7 @@ impl Engine {
         let output_rows = if rendering.is_empty() {
             Vec::new()
         } else {
-            sqlx::query(
-                "SELECT execution_id, step_id, outputs FROM step_executions
-                 WHERE execution_id = ANY($1) AND outputs IS NOT NULL",
-            )
-            .bind(&rendering)
-            .fetch_all(&mut *tx)
-            .await?
+            db::steps::outputs_of(&mut tx, &rendering).await?
         };
         let mut outputs: Vec<(Uuid, String, Value)> = Vec::with_capacity(output_rows.len());
         for row in &output_rows {
@@ -248,7 +190,7 @@ impl Engine {
                 trace_id: exec.trace_id.clone(),
             });
         }
-        insert_outbox(&mut tx, &events).await?;
+        crate::db::outbox::insert(&mut tx, &events).await?;
         tx.commit().await?;
         if !events.is_empty() {
             self.inner.outbox_wake.notify_one();

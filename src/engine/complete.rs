@@ -111,19 +111,13 @@ impl Locked {
         // Serialises with /workflow-events on this correlation id, so an
         // event that arrives while the wait is being recorded is either seen
         // here as early, or sees this step waiting: never neither.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(&external_id)
-            .execute(&mut *self.tx)
-            .await?;
-        let taken: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM step_executions
-                            WHERE external_workflow_id = $1 AND awaiting_event
-                              AND NOT (execution_id = $2 AND step_id = $3))",
+        crate::db::events::lock_correlation(&mut self.tx, &external_id).await?;
+        let taken = crate::db::steps::another_waits_on(
+            &mut self.tx,
+            &external_id,
+            self.exec.id,
+            &self.rows[i].step_id,
         )
-        .bind(&external_id)
-        .bind(self.exec.id)
-        .bind(&self.rows[i].step_id)
-        .fetch_one(&mut *self.tx)
         .await?;
         if taken {
             let error =

@@ -21,6 +21,7 @@ use super::model::{ExecutionRow, ExecutionStatus, StepRow, StepStatus};
 use super::outbox::{self, Audience, OutboxEvent};
 use crate::actions::bud_event::StageReport;
 use crate::dag::Dag;
+use crate::db;
 
 pub struct Locked {
     pub tx: Transaction<'static, Postgres>,
@@ -256,64 +257,21 @@ impl Locked {
         if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
             return Ok(self.exec.revision);
         }
-        sqlx::query(
-            "WITH steps AS (
-                UPDATE step_executions s SET
-                    status = r.status, available_at = r.available_at, attempt = r.attempt,
-                    failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
-                    lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
-                    external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
-                    outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
-                    progress = r.progress, stage = r.stage, started_at = r.started_at,
-                    completed_at = r.completed_at
-                FROM jsonb_to_recordset($2) AS r(
-                    step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
-                    lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
-                    external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
-                    skip_reason text, progress float8, stage jsonb, started_at timestamptz,
-                    completed_at timestamptz)
-                -- The ids again as an array, so the rows are found through the
-                -- primary key: joined on the record set alone, the planner
-                -- reads every step of the execution (O(steps) a transition).
-                WHERE s.execution_id = $1 AND s.step_id = ANY($16) AND s.step_id = r.step_id
-                RETURNING 1
-             ), ended AS (
-                INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
-                SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
-                FROM UNNEST($3::text[], $4::int[], $5::uuid[], $6::timestamptz[], $7::text[])
-                     AS a(step_id, attempt, replica_id, started_at, outcome)
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-             ), outbox_rows AS (
-                INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
-                SELECT event_id, topic, body, trace_id, execution_id
-                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
-                RETURNING 1
-             )
-             UPDATE executions SET status = $9, outputs = $10, error = $11,
-                    started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
-                    revision = $18
-             WHERE id = $1 AND $15",
+        db::steps::write_transition(
+            &mut self.tx,
+            &db::steps::TransitionWrite {
+                exec: &self.exec,
+                dirty: &dirty,
+                attempt_steps: &attempts.steps,
+                attempt_numbers: &attempts.attempts,
+                attempt_owners: &attempts.owners,
+                attempt_started: &attempts.started,
+                attempt_outcomes: &attempts.outcomes,
+                events,
+                bump,
+                revision,
+            },
         )
-        .bind(self.exec.id)
-        .bind(sqlx::types::Json(&dirty))
-        .bind(&attempts.steps)
-        .bind(&attempts.attempts)
-        .bind(&attempts.owners)
-        .bind(&attempts.started)
-        .bind(&attempts.outcomes)
-        .bind(sqlx::types::Json(events))
-        .bind(self.exec.status.as_str())
-        .bind(&self.exec.outputs)
-        .bind(&self.exec.error)
-        .bind(self.exec.started_at)
-        .bind(self.exec.completed_at)
-        .bind(self.exec.deadline_at)
-        .bind(bump)
-        .bind(dirty.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>())
-        .bind(self.exec.timed_out)
-        .bind(revision)
-        .execute(&mut *self.tx)
         .await?;
         Ok(if bump { revision } else { self.exec.revision })
     }
@@ -559,12 +517,7 @@ impl Engine {
         locking: &str,
         cached: bool,
     ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
-        let exec: Option<ExecutionRow> = sqlx::query_as(&format!(
-            "SELECT {EXEC_COLUMNS} FROM executions WHERE id = $1 {locking}"
-        ))
-        .bind(execution_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let exec = db::executions::lock_row(&mut tx, execution_id, locking).await?;
         let Some(exec) = exec else { return Ok(Err(tx)) };
         let kept = cached.then(|| self.inner.steps.take(execution_id, exec.revision));
         if let Some(kept) = &kept {
@@ -582,14 +535,7 @@ impl Engine {
         let kept = kept.and_then(Result::ok);
         let rows: Vec<StepRow> = match kept {
             Some(rows) => rows,
-            None => {
-                sqlx::query_as(&format!(
-                    "SELECT {STEP_COLUMNS} FROM step_executions WHERE execution_id = $1 ORDER BY position"
-                ))
-                .bind(execution_id)
-                .fetch_all(&mut *tx)
-                .await?
-            }
+            None => db::steps::of_execution(&mut tx, execution_id).await?,
         };
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
         let max_bytes = self.settings().template_max_bytes;
@@ -653,32 +599,4 @@ impl Attempts {
     fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
-}
-
-/// The columns of [`ExecutionRow`], with the transaction's clock.
-pub(crate) const EXEC_COLUMNS: &str =
-    "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
-    subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id,
-    timed_out, revision, now() AS now";
-
-pub(crate) const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
-    lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
-    outputs, error, skip_reason, progress, stage, started_at, completed_at";
-
-pub(crate) async fn insert_outbox(
-    tx: &mut Transaction<'static, Postgres>,
-    events: &[OutboxEvent],
-) -> Result<(), crate::engine::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
-         SELECT event_id, topic, body, trace_id, execution_id
-         FROM jsonb_to_recordset($1) AS r(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)",
-    )
-    .bind(sqlx::types::Json(events))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
