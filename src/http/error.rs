@@ -322,44 +322,30 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = self.status();
-        let (body, cause) = match self {
-            Self::Unavailable(e) => (
-                json!({ "detail": "service temporarily unavailable; retry later" }),
-                Some(Cause {
-                    chain: chain(e.as_ref()).into(),
-                    internal: false,
-                }),
-            ),
-            Self::Internal(e) => (
-                json!({ "detail": "internal error" }),
-                Some(Cause {
-                    chain: chain(e.as_ref()).into(),
-                    internal: true,
-                }),
-            ),
-            Self::BadRequest(d)
-            | Self::Unauthorized(d)
-            | Self::Forbidden(d)
-            | Self::NotFound(d)
-            | Self::MethodNotAllowed(d)
-            | Self::RequestTimeout(d)
-            | Self::Conflict(d)
-            | Self::PayloadTooLarge(d)
-            | Self::UnsupportedMediaType(d)
-            | Self::Invalid(d)
-            | Self::TooManyRequests(d) => (
-                match d {
-                    Detail::Text { text, errors: None } => json!({ "detail": text }),
-                    Detail::Text {
-                        text,
-                        errors: Some(errors),
-                    } => json!({ "detail": text, "errors": errors }),
-                    Detail::Object(detail) => json!({ "detail": detail }),
-                },
-                None,
-            ),
+        let cause = match &self {
+            Self::Unavailable(e) => Some(Cause {
+                chain: chain(e.as_ref()).into(),
+                internal: false,
+            }),
+            Self::Internal(e) => Some(Cause {
+                chain: chain(e.as_ref()).into(),
+                internal: true,
+            }),
+            _ => None,
+        };
+        let body = match self.detail_mut() {
+            Some(Detail::Text { text, errors: None }) => json!({ "detail": text }),
+            Some(Detail::Text {
+                text,
+                errors: Some(errors),
+            }) => json!({ "detail": text, "errors": errors }),
+            Some(Detail::Object(detail)) => json!({ "detail": detail }),
+            None if status == StatusCode::SERVICE_UNAVAILABLE => {
+                json!({ "detail": "service temporarily unavailable; retry later" })
+            }
+            None => json!({ "detail": "internal error" }),
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(cause) = cause {
