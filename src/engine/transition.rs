@@ -251,11 +251,15 @@ impl Locked {
         }
         let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
         let bump = !dirty.is_empty() || self.exec_dirty;
-        // This transaction's own revision: one no other writer can reach
-        // (see `super::cache`).
-        let revision = (Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
+        // This transaction's own revision when it changes any: one no other
+        // writer can reach (see `super::cache`).
+        let revision = if bump {
+            (Uuid::new_v4().as_u64_pair().0 >> 1) as i64
+        } else {
+            self.exec.revision
+        };
         if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
-            return Ok(self.exec.revision);
+            return Ok(revision);
         }
         db::steps::write_transition(
             &mut self.tx,
@@ -273,7 +277,7 @@ impl Locked {
             },
         )
         .await?;
-        Ok(if bump { revision } else { self.exec.revision })
+        Ok(revision)
     }
 
     /// The attempts that ended in this transition. An attempt's row is
