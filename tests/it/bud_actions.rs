@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::app::{Api, TOKEN, TestApp, step};
 use support::bud::{FakeBud, Reply};
+use support::events::{fixture, stage_of};
 use support::sidecar::FakeSidecar;
 use uuid::Uuid;
 
@@ -27,47 +28,6 @@ const USER: &str = "4b7c2f0e-9a1d-4c3b-8e5f-6a7b8c9d0e1f";
 const MODEL: &str = "6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d";
 const PROJECT: &str = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 const CLUSTER: &str = "5c4b3a29-1807-4f6e-9d5c-4b3a29180706";
-
-struct Fixture {
-    correlation_id: String,
-    events: Vec<Value>,
-}
-
-fn fixture(name: &str) -> Fixture {
-    let path = format!("tests/fixtures/events/{name}.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let doc: Value = serde_json::from_str(&text).unwrap();
-    Fixture {
-        correlation_id: doc["correlation_id"].as_str().unwrap().to_owned(),
-        events: doc["events"].as_array().unwrap().clone(),
-    }
-}
-
-impl Fixture {
-    /// The same sequence for another correlation id (a second model).
-    fn for_id(&self, id: &str) -> Self {
-        let text = Value::Array(self.events.clone())
-            .to_string()
-            .replace(&self.correlation_id, id);
-        Self {
-            correlation_id: id.to_owned(),
-            events: serde_json::from_str(&text).unwrap(),
-        }
-    }
-}
-
-/// The stage an event reports (`payload.event`), or its `object`.
-fn stage_of(event: &Value) -> String {
-    event["payload"]["event"]
-        .as_str()
-        .or_else(|| event["object"].as_str())
-        .or_else(|| event["type"].as_str())
-        .unwrap_or("?")
-        .to_owned()
-}
-
-// ---------------------------------------------------------------------------
-// What the callees answer, from their code.
 
 /// budapp's `RetrieveWorkflowDataResponse` (`workflow_ops/services.py`
 /// `_parse_workflow_step_data_response`), answered by every `*-workflow` route.

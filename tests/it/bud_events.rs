@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::app::{Api, TOKEN, TestApp, step};
 use support::budcluster::{FakeBudcluster, Reply, Route};
+use support::events::{Fixture, fixture, stage_of};
 use support::sidecar::FakeSidecar;
 use uuid::Uuid;
 
@@ -26,30 +27,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The callback topic budapp's guardrail flows pass, and what they route on.
 const BUDAPP_TOPIC: &str = "budAppMessages";
 const BUDAPP_WORKFLOW: &str = "7d3f0c1e-budapp-guardrail-workflow";
-
-struct Fixture {
-    correlation_id: String,
-    events: Vec<Value>,
-}
-
-fn fixture(name: &str) -> Fixture {
-    let path = format!("tests/fixtures/events/{name}.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let doc: Value = serde_json::from_str(&text).unwrap();
-    Fixture {
-        correlation_id: doc["correlation_id"].as_str().unwrap().to_owned(),
-        events: doc["events"].as_array().unwrap().clone(),
-    }
-}
-
-/// The stage an event reports (`payload.event`), or its `object`.
-fn stage_of(event: &Value) -> String {
-    event["payload"]["event"]
-        .as_str()
-        .or_else(|| event["object"].as_str())
-        .unwrap_or("?")
-        .to_owned()
-}
 
 /// A Bud service stand-in (the budcluster one serves any app's routes), a
 /// sidecar in front of it, and the service.

@@ -20,6 +20,7 @@ pub(crate) mod bud;
 pub(crate) mod budcluster;
 pub(crate) mod cli;
 pub(crate) mod cluster;
+pub(crate) mod events;
 pub(crate) mod sidecar;
 
 use budpipeline::config::Settings;
