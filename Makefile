@@ -4,7 +4,8 @@
 #   make example      run examples/hello.yaml with the CLI against `make run` (EXAMPLE=file to pick)
 #   make migrate      apply the migrations and exit
 #   make test         cargo test --all-targets against a Postgres (see below)
-#   make lint         cargo fmt --check + clippy -D warnings
+#   make lint         cargo fmt --check + clippy -D warnings + make check-sql
+#   make check-sql    every SQL statement prepared against the migrated schema (src/db/check.rs)
 #   make fmt          cargo fmt
 #   make docs         regenerate docs/actions.md, docs/configuration.md, docs/openapi.json
 #   make bench        the benchmark (src/bin/bench/), release build
@@ -40,7 +41,7 @@ export RUST_BACKTRACE ?= 1
 
 EXAMPLE ?= examples/hello.yaml
 
-.PHONY: help run example migrate test lint fmt docs bench bench-quick pg-status pg-stop docker
+.PHONY: help run example migrate test lint check-sql fmt docs bench bench-quick pg-status pg-stop docker
 
 # The comment block at the top of this file, up to its first blank line.
 help:
@@ -94,6 +95,16 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	@$(MAKE) --no-print-directory check-sql
+
+# What sqlx's compile-time macros would catch, for every statement, before any
+# other test runs: each is prepared against a freshly migrated database and
+# its rows read into the code's row type (src/db/check.rs); the unit tests
+# check that no statement of src/db is left off the lists.
+check-sql:
+	@DATABASE_URL="$$($(DEV_PG) test)"; export DATABASE_URL; \
+	$(CARGO) test $(CARGO_FLAGS) --lib -- db::check; \
+	$(CARGO) test $(CARGO_FLAGS) --test it -- schema::every_statement import_legacy::every_statement schema::the_statement_check
 
 fmt:
 	$(CARGO) fmt --all

@@ -19,24 +19,46 @@ use crate::engine::model::ExecutionRow;
 
 /// The columns of [`ExecutionRow`] (the engine's, not this module's view,
 /// [`EXEC_COLUMNS`]), with the transaction's clock.
-pub(crate) const ROW_COLUMNS: &str =
-    "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
+macro_rules! row_columns {
+    () => {
+        "id, workflow_id, workflow_version, status, parameters, outputs, error, callback_topics,
     subscriber_ids, payload_type, notification_workflow_id, total_steps, deadline_at, started_at, completed_at, trace_id,
-    timed_out, revision, now() AS now";
+    timed_out, revision, now() AS now"
+    };
+}
 
-/// The execution's row, locked by `locking` (`FOR NO KEY UPDATE`, with
-/// `SKIP LOCKED` or not): a transition starts here.
+/// How a transition locks its execution's row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Locking {
+    /// `FOR NO KEY UPDATE`: wait for the lock.
+    Wait,
+    /// `FOR NO KEY UPDATE SKIP LOCKED`: no row when another holds it.
+    SkipLocked,
+}
+
+const LOCK_ROW: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    " FROM executions WHERE id = $1 FOR NO KEY UPDATE"
+);
+
+const LOCK_ROW_SKIP_LOCKED: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    " FROM executions WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
+);
+
+/// The execution's row, locked as `locking` says: a transition starts here.
 pub(crate) async fn lock_row(
     tx: &mut PgConnection,
     execution_id: Uuid,
-    locking: &str,
+    locking: Locking,
 ) -> Result<Option<ExecutionRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM executions WHERE id = $1 {locking}"
-    ))
-    .bind(execution_id)
-    .fetch_optional(tx)
-    .await
+    let query = match locking {
+        Locking::Wait => sqlx::query_as(LOCK_ROW),
+        Locking::SkipLocked => sqlx::query_as(LOCK_ROW_SKIP_LOCKED),
+    };
+    query.bind(execution_id).fetch_optional(tx).await
 }
 
 #[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -101,19 +123,36 @@ pub(crate) struct ExecutionView {
     pub steps: Option<Vec<StepView>>,
 }
 
-const EXEC_COLUMNS: &str = "id, workflow_id, workflow_version, status, parameters, outputs, error,
+macro_rules! exec_columns {
+    () => {
+        "id, workflow_id, workflow_version, status, parameters, outputs, error,
     (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
                  ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
      FROM step_executions st WHERE st.execution_id = id) AS progress_percentage,
     callback_topics, initiator, subscriber_ids, payload_type, notification_workflow_id,
     (SELECT w.name FROM workflows w WHERE w.id = workflow_id) AS workflow_name, parameters AS params,
-    created_at, started_at, completed_at";
+    created_at, started_at, completed_at"
+    };
+}
 
-const STEP_VIEW: &str =
-    "step_id, name, action, status, awaiting_event, external_workflow_id, attempt,
+macro_rules! step_view {
+    () => {
+        "step_id, name, action, status, awaiting_event, external_workflow_id, attempt,
     COALESCE(outputs, '{}'::jsonb) AS outputs, error, skip_reason,
     CASE WHEN status = 'PENDING' AND error IS NOT NULL THEN available_at END AS next_attempt_at,
-    progress, NULLIF(crashes, 0) AS crashes, stage, started_at, completed_at, timeout_at";
+    progress, NULLIF(crashes, 0) AS crashes, stage, started_at, completed_at, timeout_at"
+    };
+}
+
+const VIEW: &str = concat!(
+    "SELECT ",
+    exec_columns!(),
+    ", (SELECT COALESCE(json_agg(s ORDER BY s.position), '[]')
+        FROM (SELECT position, ",
+    step_view!(),
+    " FROM step_executions WHERE execution_id = e.id) s) AS steps
+     FROM executions e WHERE id = $1"
+);
 
 /// The execution with its steps (in the DAG's declaration order), if there
 /// is one.
@@ -124,14 +163,7 @@ pub(crate) async fn view(
     // ONE statement, so the execution and its steps are one snapshot (two
     // queries could show a COMPLETED execution with steps still running, or
     // a progress that disagrees with the steps).
-    let sql = format!(
-        "SELECT {EXEC_COLUMNS},
-                (SELECT COALESCE(json_agg(s ORDER BY s.position), '[]')
-                 FROM (SELECT position, {STEP_VIEW} FROM step_executions
-                       WHERE execution_id = e.id) s) AS steps
-         FROM executions e WHERE id = $1"
-    );
-    let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(db).await? else {
+    let Some(row) = sqlx::query(VIEW).bind(id).fetch_optional(db).await? else {
         return Ok(None);
     };
     let mut exec = ExecutionView::from_row(&row)?;
@@ -332,6 +364,74 @@ impl ListFilter<'_> {
     }
 }
 
+/// A page of the executions a WHERE clause matches: `take` and `skip` are
+/// its LIMIT and OFFSET.
+fn list_sql(clause: &str, take: &str, skip: &str) -> String {
+    format!(
+        "SELECT {} FROM executions
+         WHERE id = ANY(ARRAY(SELECT id FROM executions WHERE {clause}
+                              ORDER BY created_at DESC, id DESC LIMIT {take} OFFSET {skip}))
+         ORDER BY created_at DESC, id DESC",
+        exec_columns!()
+    )
+}
+
+fn count_sql(clause: &str, cap: i64) -> String {
+    format!("SELECT count(*) FROM (SELECT 1 FROM executions WHERE {clause} LIMIT {cap}) capped")
+}
+
+fn estimate_sql(clause: &str) -> String {
+    format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {clause}")
+}
+
+/// Every shape of the statements built per filter (no filter; every
+/// filter with a cursor), and the execution document.
+pub(crate) fn built() -> Vec<super::check::Statement> {
+    let none = ListFilter {
+        workflow_id: None,
+        status: None,
+        initiator: None,
+        start: None,
+        end: None,
+    };
+    let every = ListFilter {
+        workflow_id: Some(Uuid::nil()),
+        status: Some("RUNNING"),
+        initiator: Some("x"),
+        start: Some(DateTime::UNIX_EPOCH),
+        end: Some(DateTime::UNIX_EPOCH),
+    };
+    let cursor = Cursor {
+        created_at: DateTime::UNIX_EPOCH,
+        id: Uuid::nil(),
+    };
+    let mut built = vec![super::check::Statement {
+        name: "executions::EXECUTION_JSON".into(),
+        sql: EXECUTION_JSON.as_str().into(),
+        reads: Some(|row| Document::from_row(row).map(drop)),
+    }];
+    for (shape, filter, after) in [
+        ("no filter", &none, None),
+        ("every filter, a cursor", &every, Some(&cursor)),
+    ] {
+        let (clause, args) = filter.to_sql(after).expect("sample values encode");
+        let n = args.len();
+        let (take, skip) = (format!("${}", n + 1), format!("${}", n + 2));
+        for (name, sql) in [
+            ("list_sql", list_sql(&clause, &take, &skip)),
+            ("count_sql", count_sql(&clause, 1000)),
+            ("estimate_sql", estimate_sql(&clause)),
+        ] {
+            built.push(super::check::Statement {
+                name: format!("executions::{name}({shape})").into(),
+                sql: sql.into(),
+                reads: (name == "list_sql").then_some(|row| ExecutionView::from_row(row).map(drop)),
+            });
+        }
+    }
+    built
+}
+
 /// The executions `filter` matches (without their steps), newest first:
 /// after `after` when given (keyset paging), at most `limit`, past the
 /// first `offset`.
@@ -348,13 +448,7 @@ pub(crate) async fn list(
     // The page's ids first, from the index alone, then their columns: an
     // OFFSET passes over index entries, not over rows whose progress and
     // workflow name would be computed only to be thrown away.
-    let sql = format!(
-        "SELECT {EXEC_COLUMNS} FROM executions
-         WHERE id = ANY(ARRAY(SELECT id FROM executions WHERE {clause}
-                              ORDER BY created_at DESC, id DESC LIMIT {take} OFFSET {skip}))
-         ORDER BY created_at DESC, id DESC"
-    );
-    sqlx::query_as_with::<_, ExecutionView, _>(&sql, args)
+    sqlx::query_as_with::<_, ExecutionView, _>(&list_sql(&clause, &take, &skip), args)
         .fetch_all(db)
         .await
 }
@@ -367,14 +461,9 @@ pub(crate) async fn count_capped(
     cap: i64,
 ) -> Result<i64, sqlx::Error> {
     let (clause, args) = filter.to_sql(None)?;
-    sqlx::query_scalar_with(
-        &format!(
-            "SELECT count(*) FROM (SELECT 1 FROM executions WHERE {clause} LIMIT {cap}) capped"
-        ),
-        args,
-    )
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar_with(&count_sql(&clause, cap), args)
+        .fetch_one(db)
+        .await
 }
 
 /// Postgres' estimate of how many executions `filter` matches (the
@@ -384,12 +473,9 @@ pub(crate) async fn estimate(
     filter: &ListFilter<'_>,
 ) -> Result<i64, sqlx::Error> {
     let (clause, args) = filter.to_sql(None)?;
-    let plan: Value = sqlx::query_scalar_with(
-        &format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM executions WHERE {clause}"),
-        args,
-    )
-    .fetch_one(db)
-    .await?;
+    let plan: Value = sqlx::query_scalar_with(&estimate_sql(&clause), args)
+        .fetch_one(db)
+        .await?;
     Ok(plan
         .pointer("/0/Plan/Plan Rows")
         .and_then(Value::as_f64)
@@ -427,6 +513,14 @@ pub(crate) struct NewRow<'a> {
     pub notification_workflow_id: Option<&'a str>,
 }
 
+const INSERT: &str = concat!("INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
+                                 initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
+                                 started_at, deadline_at, trace_id, payload_type, notification_workflow_id)
+         VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
+                 COALESCE($12, replace($1::uuid::text, '-', '')), $13, $14)
+         ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING ", row_columns!(), ", created_at");
+
 /// Insert a RUNNING execution; `None` when its idempotency key is taken
 /// (nothing was written). The new row comes back from the INSERT itself:
 /// nobody else can see it before the commit, so there is nothing to lock
@@ -435,32 +529,27 @@ pub(crate) async fn insert(
     tx: &mut PgConnection,
     row: &NewRow<'_>,
 ) -> Result<Option<Inserted>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, callback_topics,
-                                 initiator, subscriber_ids, idempotency_key, request_hash, total_steps,
-                                 started_at, deadline_at, trace_id, payload_type, notification_workflow_id)
-         VALUES ($1, $2, $3, 'RUNNING', $4, $5, $6, $7, $8, $9, $10, now(), now() + make_interval(secs => $11),
-                 COALESCE($12, replace($1::text, '-', '')), $13, $14)
-         ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING {ROW_COLUMNS}, created_at"
-    ))
-    .bind(row.id)
-    .bind(row.workflow_id)
-    .bind(row.workflow_version)
-    .bind(&row.parameters)
-    .bind(row.callback_topics)
-    .bind(row.initiator)
-    .bind(row.subscriber_ids)
-    .bind(row.idempotency_key)
-    .bind(row.request_hash)
-    .bind(row.total_steps)
-    .bind(row.timeout_seconds)
-    .bind(row.trace_id)
-    .bind(row.payload_type)
-    .bind(row.notification_workflow_id)
-    .fetch_optional(tx)
-    .await
+    sqlx::query_as(INSERT)
+        .bind(row.id)
+        .bind(row.workflow_id)
+        .bind(row.workflow_version)
+        .bind(&row.parameters)
+        .bind(row.callback_topics)
+        .bind(row.initiator)
+        .bind(row.subscriber_ids)
+        .bind(row.idempotency_key)
+        .bind(row.request_hash)
+        .bind(row.total_steps)
+        .bind(row.timeout_seconds)
+        .bind(row.trace_id)
+        .bind(row.payload_type)
+        .bind(row.notification_workflow_id)
+        .fetch_optional(tx)
+        .await
 }
+
+const FIND_BY_KEY: &str =
+    "SELECT id, request_hash FROM executions WHERE workflow_id = $1 AND idempotency_key = $2";
 
 /// The execution of `workflow_id` recorded under idempotency key `key`:
 /// its id and the digest of the request that created it.
@@ -469,14 +558,16 @@ pub(crate) async fn find_by_key(
     workflow_id: Uuid,
     key: &str,
 ) -> Result<Option<(Uuid, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, request_hash FROM executions WHERE workflow_id = $1 AND idempotency_key = $2",
-    )
-    .bind(workflow_id)
-    .bind(key)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(FIND_BY_KEY)
+        .bind(workflow_id)
+        .bind(key)
+        .fetch_optional(db)
+        .await
 }
+
+const STARTED: &str =
+    "SELECT id AS execution_id, workflow_id, workflow_version, 'RUNNING' AS status, created_at
+         FROM executions WHERE id = $1";
 
 /// The acceptance answer. Its status is the one the execution was
 /// accepted with, so a repeated request gets the original answer even
@@ -485,31 +576,35 @@ pub(crate) async fn started(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<Started>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS execution_id, workflow_id, workflow_version, 'RUNNING' AS status, created_at
-         FROM executions WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(STARTED).bind(id).fetch_optional(db).await
 }
+
+const DUE: &str = "SELECT execution_id FROM step_executions
+     WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
+    UNION
+    SELECT execution_id FROM step_executions
+     WHERE status = 'RUNNING' AND awaiting_event AND timeout_at < now()
+    UNION
+    SELECT id FROM executions WHERE status = 'RUNNING' AND deadline_at < now()
+    LIMIT 500";
 
 /// Executions with a timer due (at most 500): a step whose lease expired,
 /// a waiting step past its timeout, an execution past its deadline.
 pub(crate) async fn due(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT execution_id FROM step_executions
-          WHERE status = 'RUNNING' AND NOT awaiting_event AND lease_expires_at < now()
-         UNION
-         SELECT execution_id FROM step_executions
-          WHERE status = 'RUNNING' AND awaiting_event AND timeout_at < now()
-         UNION
-         SELECT id FROM executions WHERE status = 'RUNNING' AND deadline_at < now()
-         LIMIT 500",
-    )
-    .fetch_all(db)
-    .await
+    sqlx::query_scalar(DUE).fetch_all(db).await
 }
+
+const FAIL_UNREAD: &str = "WITH steps AS (
+        UPDATE step_executions SET status = 'FAILED', error = COALESCE(error, $2),
+               awaiting_event = false, lease_owner = NULL, lease_expires_at = NULL,
+               available_at = NULL, timeout_at = NULL, completed_at = now()
+        WHERE execution_id = $1
+          AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
+        RETURNING 1
+    )
+    UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
+           revision = revision + 1
+    WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')";
 
 /// Fail an execution and its unfinished steps with `error`, without
 /// reading them (they cannot be read back).
@@ -518,25 +613,19 @@ pub(crate) async fn fail_unread(
     id: Uuid,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH steps AS (
-             UPDATE step_executions SET status = 'FAILED', error = COALESCE(error, $2),
-                    awaiting_event = false, lease_owner = NULL, lease_expires_at = NULL,
-                    available_at = NULL, timeout_at = NULL, completed_at = now()
-             WHERE execution_id = $1
-               AND status NOT IN ('COMPLETED', 'FAILED', 'SKIPPED', 'TIMEOUT', 'CANCELLED')
-             RETURNING 1
-         )
-         UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
-                revision = revision + 1
-         WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
-    )
-    .bind(id)
-    .bind(error)
-    .execute(db)
-    .await
-    .map(|_| ())
+    sqlx::query(FAIL_UNREAD)
+        .bind(id)
+        .bind(error)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
+
+const DELETE_FINISHED: &str = "DELETE FROM executions WHERE id IN (
+    SELECT id FROM executions
+    WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+      AND completed_at < now() - make_interval(days => $1::int)
+    ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /// Delete up to `limit` executions finished more than `days` ago (their
 /// steps go with them). Returns how many.
@@ -548,19 +637,17 @@ pub(crate) async fn delete_finished(
     days: i32,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM executions WHERE id IN (
-             SELECT id FROM executions
-             WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-               AND completed_at < now() - make_interval(days => $1::int)
-             ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(days)
-    .bind(limit)
-    .execute(db)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(DELETE_FINISHED)
+        .bind(days)
+        .bind(limit)
+        .execute(db)
+        .await?
+        .rows_affected())
 }
+
+const CLAIM_INFOS: &str = "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id,
+           payload_type, notification_workflow_id
+    FROM executions WHERE id = ANY($1)";
 
 /// What a batch claim needs of the executions it claimed from, as raw
 /// rows: the caller decodes them one by one, so an unreadable row fails only
@@ -569,12 +656,18 @@ pub(crate) async fn claim_infos(
     tx: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT id, workflow_id, workflow_version, parameters, callback_topics, subscriber_ids, trace_id,
-                payload_type, notification_workflow_id
-         FROM executions WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(tx)
-    .await
+    sqlx::query(CLAIM_INFOS).bind(ids).fetch_all(tx).await
 }
+
+super::check::statements!(
+    VIEW,
+    LOCK_ROW => ExecutionRow,
+    LOCK_ROW_SKIP_LOCKED => ExecutionRow,
+    INSERT => Inserted,
+    FIND_BY_KEY => (Uuid, Option<String>),
+    STARTED => Started,
+    DUE,
+    FAIL_UNREAD,
+    DELETE_FINISHED,
+    CLAIM_INFOS,
+);

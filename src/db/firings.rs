@@ -7,19 +7,26 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::triggers::{EVENT_TRIGGER_COLUMNS, EventTriggerRow, SCHEDULE_COLUMNS, ScheduleRow};
+use super::triggers::{EventTriggerRow, ScheduleRow, event_trigger_columns, schedule_columns};
+
+const NEXT_DUE_IN: &str = "SELECT extract(epoch FROM min(next_run_at) - now())::float8
+    FROM schedules WHERE status = 'active' AND next_run_at IS NOT NULL";
 
 /// How many seconds until the earliest active schedule is due (by the
 /// database's clock, the one that decides); negative when one is overdue,
 /// `None` when none is active.
 pub(crate) async fn next_due_in(db: impl PgExecutor<'_>) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM min(next_run_at) - now())::float8
-         FROM schedules WHERE status = 'active' AND next_run_at IS NOT NULL",
-    )
-    .fetch_one(db)
-    .await
+    sqlx::query_scalar(NEXT_DUE_IN).fetch_one(db).await
 }
+
+const LOCK_DUE_SCHEDULE: &str = concat!(
+    "SELECT ",
+    schedule_columns!(),
+    " FROM schedules s
+         WHERE s.status = 'active' AND s.next_run_at <= now()
+         ORDER BY s.next_run_at LIMIT 1
+         FOR UPDATE OF s SKIP LOCKED"
+);
 
 /// The earliest due schedule nobody holds, locked (`FOR UPDATE SKIP
 /// LOCKED`: a replica never waits for another, it takes the next due
@@ -27,15 +34,12 @@ pub(crate) async fn next_due_in(db: impl PgExecutor<'_>) -> Result<Option<f64>, 
 pub(crate) async fn lock_due_schedule(
     tx: &mut PgConnection,
 ) -> Result<Option<ScheduleRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {SCHEDULE_COLUMNS} FROM schedules s
-         WHERE s.status = 'active' AND s.next_run_at <= now()
-         ORDER BY s.next_run_at LIMIT 1
-         FOR UPDATE OF s SKIP LOCKED"
-    ))
-    .fetch_optional(tx)
-    .await
+    sqlx::query_as(LOCK_DUE_SCHEDULE).fetch_optional(tx).await
 }
+
+const CLAIM_SCHEDULE_FIRING: &str =
+    "INSERT INTO schedule_firings (schedule_id, due_at, replica_id) VALUES ($1, $2, $3)
+         ON CONFLICT (schedule_id, due_at) DO NOTHING";
 
 /// Insert the firing row of (schedule, due time): `false` when that due
 /// time already fired.
@@ -49,18 +53,17 @@ pub(crate) async fn claim_schedule_firing(
     due_at: DateTime<Utc>,
     replica_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(
-        "INSERT INTO schedule_firings (schedule_id, due_at, replica_id) VALUES ($1, $2, $3)
-         ON CONFLICT (schedule_id, due_at) DO NOTHING",
-    )
-    .bind(schedule_id)
-    .bind(due_at)
-    .bind(replica_id)
-    .execute(tx)
-    .await?
-    .rows_affected()
+    Ok(sqlx::query(CLAIM_SCHEDULE_FIRING)
+        .bind(schedule_id)
+        .bind(due_at)
+        .bind(replica_id)
+        .execute(tx)
+        .await?
+        .rows_affected()
         == 1)
 }
+
+const MOVE_SCHEDULE: &str = "UPDATE schedules SET next_run_at = $2, status = $3 WHERE id = $1";
 
 /// Move a schedule to its next due time and status without a run.
 pub(crate) async fn move_schedule(
@@ -69,7 +72,7 @@ pub(crate) async fn move_schedule(
     next_run_at: Option<DateTime<Utc>>,
     status: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE schedules SET next_run_at = $2, status = $3 WHERE id = $1")
+    sqlx::query(MOVE_SCHEDULE)
         .bind(id)
         .bind(next_run_at)
         .bind(status)
@@ -90,28 +93,28 @@ pub(crate) struct ScheduleRun {
     pub now: DateTime<Utc>,
 }
 
+const RECORD_SCHEDULE_RUN: &str = "WITH f AS (
+        UPDATE schedule_firings SET execution_id = $2 WHERE schedule_id = $1 AND due_at = $3
+    )
+    UPDATE schedules SET next_run_at = $4, status = $5, run_count = $6, last_run_at = $7,
+           last_execution_id = $2, updated_at = $7
+    WHERE id = $1";
+
 pub(crate) async fn record_schedule_run(
     tx: &mut PgConnection,
     run: &ScheduleRun,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH f AS (
-             UPDATE schedule_firings SET execution_id = $2 WHERE schedule_id = $1 AND due_at = $3
-         )
-         UPDATE schedules SET next_run_at = $4, status = $5, run_count = $6, last_run_at = $7,
-                last_execution_id = $2, updated_at = $7
-         WHERE id = $1",
-    )
-    .bind(run.schedule_id)
-    .bind(run.execution_id)
-    .bind(run.due_at)
-    .bind(run.next_run_at)
-    .bind(run.status)
-    .bind(run.run_count)
-    .bind(run.now)
-    .execute(tx)
-    .await
-    .map(|_| ())
+    sqlx::query(RECORD_SCHEDULE_RUN)
+        .bind(run.schedule_id)
+        .bind(run.execution_id)
+        .bind(run.due_at)
+        .bind(run.next_run_at)
+        .bind(run.status)
+        .bind(run.run_count)
+        .bind(run.now)
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
 
 /// What a run that could not start records on its firing row and the
@@ -125,28 +128,31 @@ pub(crate) struct ScheduleFailure<'a> {
     pub enabled: bool,
 }
 
+const RECORD_SCHEDULE_FAILURE: &str = "WITH f AS (
+        UPDATE schedule_firings SET error = $3 WHERE schedule_id = $1 AND due_at = $2
+    )
+    UPDATE schedules SET next_run_at = $4, status = $5, enabled = $6,
+           failure_count = failure_count + 1, last_error = $3, last_error_at = now(), updated_at = now()
+    WHERE id = $1";
+
 pub(crate) async fn record_schedule_failure(
     tx: &mut PgConnection,
     failure: &ScheduleFailure<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH f AS (
-             UPDATE schedule_firings SET error = $3 WHERE schedule_id = $1 AND due_at = $2
-         )
-         UPDATE schedules SET next_run_at = $4, status = $5, enabled = $6,
-                failure_count = failure_count + 1, last_error = $3, last_error_at = now(), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(failure.schedule_id)
-    .bind(failure.due_at)
-    .bind(failure.error)
-    .bind(failure.next_run_at)
-    .bind(failure.status)
-    .bind(failure.enabled)
-    .execute(tx)
-    .await
-    .map(|_| ())
+    sqlx::query(RECORD_SCHEDULE_FAILURE)
+        .bind(failure.schedule_id)
+        .bind(failure.due_at)
+        .bind(failure.error)
+        .bind(failure.next_run_at)
+        .bind(failure.status)
+        .bind(failure.enabled)
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
+
+const END_SCHEDULE: &str =
+    "UPDATE schedules SET status = $2, next_run_at = NULL, updated_at = now() WHERE id = $1";
 
 /// End a schedule (`expired`, `completed`): nothing is due any more.
 pub(crate) async fn end_schedule(
@@ -154,29 +160,35 @@ pub(crate) async fn end_schedule(
     id: Uuid,
     status: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE schedules SET status = $2, next_run_at = NULL, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .execute(tx)
-    .await
-    .map(|_| ())
+    sqlx::query(END_SCHEDULE)
+        .bind(id)
+        .bind(status)
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
+
+const EVENT_TRIGGERS_FOR: &str = concat!(
+    "SELECT ",
+    event_trigger_columns!(),
+    " FROM event_triggers
+         WHERE event_type = $1 AND enabled ORDER BY created_at, id"
+);
 
 /// The enabled event triggers listening for `event_type`, oldest first.
 pub(crate) async fn event_triggers_for(
     db: impl PgExecutor<'_>,
     event_type: &str,
 ) -> Result<Vec<EventTriggerRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {EVENT_TRIGGER_COLUMNS} FROM event_triggers
-         WHERE event_type = $1 AND enabled ORDER BY created_at, id"
-    ))
-    .bind(event_type)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(EVENT_TRIGGERS_FOR)
+        .bind(event_type)
+        .fetch_all(db)
+        .await
 }
+
+const CLAIM_EVENT_FIRING: &str =
+    "INSERT INTO event_trigger_firings (trigger_id, event_source, event_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING";
 
 /// Insert the firing row of (trigger, event source, event id): `false`
 /// when this event already fired the trigger. A concurrent delivery of the
@@ -188,18 +200,18 @@ pub(crate) async fn claim_event_firing(
     event_source: &str,
     event_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(
-        "INSERT INTO event_trigger_firings (trigger_id, event_source, event_id) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(trigger_id)
-    .bind(event_source)
-    .bind(event_id)
-    .execute(tx)
-    .await?
-    .rows_affected()
+    Ok(sqlx::query(CLAIM_EVENT_FIRING)
+        .bind(trigger_id)
+        .bind(event_source)
+        .bind(event_id)
+        .execute(tx)
+        .await?
+        .rows_affected()
         == 1)
 }
+
+const FAIL_EVENT_FIRING: &str = "UPDATE event_trigger_firings SET error = $4
+    WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3";
 
 /// Record on its firing row why an event's run could not start.
 pub(crate) async fn fail_event_firing(
@@ -209,18 +221,22 @@ pub(crate) async fn fail_event_firing(
     event_id: &str,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE event_trigger_firings SET error = $4
-         WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3",
-    )
-    .bind(trigger_id)
-    .bind(event_source)
-    .bind(event_id)
-    .bind(error)
-    .execute(tx)
-    .await
-    .map(|_| ())
+    sqlx::query(FAIL_EVENT_FIRING)
+        .bind(trigger_id)
+        .bind(event_source)
+        .bind(event_id)
+        .bind(error)
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
+
+const RECORD_EVENT_RUN: &str = "WITH f AS (
+        UPDATE event_trigger_firings SET execution_id = $4
+        WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3
+    )
+    UPDATE event_triggers SET trigger_count = trigger_count + 1, last_triggered_at = now()
+    WHERE id = $1";
 
 /// Record an event's run on its firing row and count it on the trigger.
 pub(crate) async fn record_event_run(
@@ -230,35 +246,43 @@ pub(crate) async fn record_event_run(
     event_id: &str,
     execution_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH f AS (
-             UPDATE event_trigger_firings SET execution_id = $4
-             WHERE trigger_id = $1 AND event_source = $2 AND event_id = $3
-         )
-         UPDATE event_triggers SET trigger_count = trigger_count + 1, last_triggered_at = now()
-         WHERE id = $1",
-    )
-    .bind(trigger_id)
-    .bind(event_source)
-    .bind(event_id)
-    .bind(execution_id)
-    .execute(tx)
-    .await
-    .map(|_| ())
+    sqlx::query(RECORD_EVENT_RUN)
+        .bind(trigger_id)
+        .bind(event_source)
+        .bind(event_id)
+        .bind(execution_id)
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
+
+const DELETE_OLD: &str = "WITH s AS (
+        DELETE FROM schedule_firings WHERE fired_at < now() - make_interval(days => $1::int)
+    )
+    DELETE FROM event_trigger_firings WHERE fired_at < now() - make_interval(days => $1::int)";
 
 /// Delete firing rows (of schedules and event triggers) older than `days`:
 /// their due times and events are long gone (a schedule's next due time
 /// only moves forward).
 pub(crate) async fn delete_old(db: impl PgExecutor<'_>, days: i32) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH s AS (
-             DELETE FROM schedule_firings WHERE fired_at < now() - make_interval(days => $1::int)
-         )
-         DELETE FROM event_trigger_firings WHERE fired_at < now() - make_interval(days => $1::int)",
-    )
-    .bind(days)
-    .execute(db)
-    .await
-    .map(|_| ())
+    sqlx::query(DELETE_OLD)
+        .bind(days)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
+
+super::check::statements!(
+    LOCK_DUE_SCHEDULE => ScheduleRow,
+    EVENT_TRIGGERS_FOR => EventTriggerRow,
+    NEXT_DUE_IN,
+    CLAIM_SCHEDULE_FIRING,
+    MOVE_SCHEDULE,
+    RECORD_SCHEDULE_RUN,
+    RECORD_SCHEDULE_FAILURE,
+    END_SCHEDULE,
+    CLAIM_EVENT_FIRING,
+    FAIL_EVENT_FIRING,
+    RECORD_EVENT_RUN,
+    DELETE_OLD,
+);

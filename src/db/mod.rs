@@ -11,10 +11,13 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 
+pub mod check;
 pub(crate) mod events;
 pub(crate) mod executions;
 pub(crate) mod firings;
+pub(crate) mod legacy;
 pub(crate) mod ops;
+pub(crate) mod original;
 pub(crate) mod outbox;
 pub mod paging;
 pub(crate) mod pipelines;
@@ -22,15 +25,19 @@ pub(crate) mod steps;
 pub(crate) mod triggers;
 pub(crate) mod workflows;
 
+const NOW: &str = "SELECT now()";
+
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
 /// The database's clock: inside a transaction, the time it started (every
 /// `now()` of the transaction's statements).
 pub(crate) async fn now(db: impl PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar("SELECT now()").fetch_one(db).await
+    sqlx::query_scalar(NOW).fetch_one(db).await
 }
 
 /// `NOTIFY` (with an empty payload) on `channel`.
 pub(crate) async fn notify(db: impl PgExecutor<'_>, channel: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query(NOTIFY)
         .bind(channel)
         .execute(db)
         .await

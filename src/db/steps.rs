@@ -11,21 +11,29 @@ use crate::engine::model::{ExecutionRow, StepRow};
 use crate::engine::outbox::OutboxEvent;
 
 /// The columns of [`StepRow`].
-pub(crate) const STEP_COLUMNS: &str = "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
+macro_rules! step_columns {
+    () => {
+        "execution_id, step_id, position, name, action, status, available_at, attempt, failures, crashes,
     lease_owner, lease_expires_at, awaiting_event, external_workflow_id, timeout_at, timeout_seconds,
-    outputs, error, skip_reason, progress, stage, started_at, completed_at";
+    outputs, error, skip_reason, progress, stage, started_at, completed_at"
+    };
+}
+
+const OF_EXECUTION: &str = concat!(
+    "SELECT ",
+    step_columns!(),
+    " FROM step_executions WHERE execution_id = $1 ORDER BY position"
+);
 
 /// Every step of an execution, in declaration order (`rows[i]` is step `i`).
 pub(crate) async fn of_execution(
     tx: &mut PgConnection,
     execution_id: Uuid,
 ) -> Result<Vec<StepRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {STEP_COLUMNS} FROM step_executions WHERE execution_id = $1 ORDER BY position"
-    ))
-    .bind(execution_id)
-    .fetch_all(tx)
-    .await
+    sqlx::query_as(OF_EXECUTION)
+        .bind(execution_id)
+        .fetch_all(tx)
+        .await
 }
 
 /// What one transition writes ([`write_transition`]).
@@ -46,6 +54,44 @@ pub(crate) struct TransitionWrite<'a> {
     pub revision: i64,
 }
 
+const WRITE_TRANSITION: &str = "WITH steps AS (
+       UPDATE step_executions s SET
+           status = r.status, available_at = r.available_at, attempt = r.attempt,
+           failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
+           lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
+           external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
+           outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
+           progress = r.progress, stage = r.stage, started_at = r.started_at,
+           completed_at = r.completed_at
+       FROM jsonb_to_recordset($2) AS r(
+           step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
+           lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
+           external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
+           skip_reason text, progress float8, stage jsonb, started_at timestamptz,
+           completed_at timestamptz)
+       -- The ids again as an array, so the rows are found through the
+       -- primary key: joined on the record set alone, the planner
+       -- reads every step of the execution (O(steps) a transition).
+       WHERE s.execution_id = $1 AND s.step_id = ANY($16) AND s.step_id = r.step_id
+       RETURNING 1
+    ), ended AS (
+       INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
+       SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
+       FROM UNNEST($3::text[], $4::int[], $5::uuid[], $6::timestamptz[], $7::text[])
+            AS a(step_id, attempt, replica_id, started_at, outcome)
+       ON CONFLICT DO NOTHING
+       RETURNING 1
+    ), outbox_rows AS (
+       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+       SELECT event_id, topic, body, trace_id, execution_id
+       FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
+       RETURNING 1
+    )
+    UPDATE executions SET status = $9, outputs = $10, error = $11,
+           started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
+           revision = $18
+    WHERE id = $1 AND $15";
+
 /// Everything a transition changed, in ONE statement (its data-modifying
 /// CTEs touch different rows, so they cannot see or conflict with each
 /// other): the changed step rows, the attempts that ended, the outbox rows,
@@ -54,45 +100,7 @@ pub(crate) async fn write_transition(
     tx: &mut PgConnection,
     w: &TransitionWrite<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-            "WITH steps AS (
-                UPDATE step_executions s SET
-                    status = r.status, available_at = r.available_at, attempt = r.attempt,
-                    failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
-                    lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
-                    external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
-                    outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
-                    progress = r.progress, stage = r.stage, started_at = r.started_at,
-                    completed_at = r.completed_at
-                FROM jsonb_to_recordset($2) AS r(
-                    step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
-                    lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
-                    external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
-                    skip_reason text, progress float8, stage jsonb, started_at timestamptz,
-                    completed_at timestamptz)
-                -- The ids again as an array, so the rows are found through the
-                -- primary key: joined on the record set alone, the planner
-                -- reads every step of the execution (O(steps) a transition).
-                WHERE s.execution_id = $1 AND s.step_id = ANY($16) AND s.step_id = r.step_id
-                RETURNING 1
-             ), ended AS (
-                INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
-                SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
-                FROM UNNEST($3::text[], $4::int[], $5::uuid[], $6::timestamptz[], $7::text[])
-                     AS a(step_id, attempt, replica_id, started_at, outcome)
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-             ), outbox_rows AS (
-                INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
-                SELECT event_id, topic, body, trace_id, execution_id
-                FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
-                RETURNING 1
-             )
-             UPDATE executions SET status = $9, outputs = $10, error = $11,
-                    started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
-                    revision = $18
-             WHERE id = $1 AND $15",
-        )
+    sqlx::query(WRITE_TRANSITION)
         .bind(w.exec.id)
         .bind(sqlx::types::Json(w.dirty))
         .bind(w.attempt_steps)
@@ -108,7 +116,12 @@ pub(crate) async fn write_transition(
         .bind(w.exec.completed_at)
         .bind(w.exec.deadline_at)
         .bind(w.bump)
-        .bind(w.dirty.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            w.dirty
+                .iter()
+                .map(|r| r.step_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(w.exec.timed_out)
         .bind(w.revision)
         .execute(tx)
@@ -126,6 +139,13 @@ pub(crate) struct NewSteps<'a> {
     pub timeouts: &'a [Option<f64>],
 }
 
+const INSERT: &str = concat!(
+    "INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds)
+         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])
+         RETURNING ",
+    step_columns!()
+);
+
 /// Insert an execution's steps inside the transaction that inserts the
 /// execution, returning them as stored (in no particular order).
 pub(crate) async fn insert(
@@ -133,20 +153,34 @@ pub(crate) async fn insert(
     execution_id: Uuid,
     steps: &NewSteps<'_>,
 ) -> Result<Vec<StepRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds)
-         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])
-         RETURNING {STEP_COLUMNS}"
-    ))
-    .bind(execution_id)
-    .bind(steps.ids)
-    .bind(steps.positions)
-    .bind(steps.names)
-    .bind(steps.actions)
-    .bind(steps.timeouts)
-    .fetch_all(tx)
-    .await
+    sqlx::query_as(INSERT)
+        .bind(execution_id)
+        .bind(steps.ids)
+        .bind(steps.positions)
+        .bind(steps.names)
+        .bind(steps.actions)
+        .bind(steps.timeouts)
+        .fetch_all(tx)
+        .await
 }
+
+const RENEW_LEASES: &str = "WITH mine AS (
+        SELECT s.execution_id, s.step_id, s.attempt FROM step_executions s
+        JOIN UNNEST($3::uuid[], $4::text[], $5::int[]) AS h(execution_id, step_id, attempt)
+          ON s.execution_id = h.execution_id AND s.step_id = h.step_id AND s.attempt = h.attempt
+        WHERE s.status = 'RUNNING' AND NOT s.awaiting_event AND s.lease_owner = $1
+    ), free AS (
+        SELECT s.execution_id, s.step_id FROM step_executions s
+        JOIN mine m ON s.execution_id = m.execution_id AND s.step_id = m.step_id
+        WHERE s.attempt = m.attempt AND s.status = 'RUNNING' AND NOT s.awaiting_event
+          AND s.lease_owner = $1
+        FOR NO KEY UPDATE OF s SKIP LOCKED
+    ), renewed AS (
+        UPDATE step_executions s SET lease_expires_at = now() + make_interval(secs => $2)
+        FROM free f WHERE s.execution_id = f.execution_id AND s.step_id = f.step_id
+        RETURNING 1
+    )
+    SELECT execution_id, step_id, attempt FROM mine";
 
 /// Extend the lease of the attempts in `held` that `replica` still runs
 /// (by `lease_seconds` from now), returning every one of them that is
@@ -167,60 +201,42 @@ pub(crate) async fn renew_leases(
     let executions: Vec<Uuid> = held.iter().map(|k| k.0).collect();
     let steps: Vec<String> = held.iter().map(|k| k.1.clone()).collect();
     let attempts: Vec<i32> = held.iter().map(|k| k.2).collect();
-    sqlx::query_as(
-        "WITH mine AS (
-             SELECT s.execution_id, s.step_id, s.attempt FROM step_executions s
-             JOIN UNNEST($3::uuid[], $4::text[], $5::int[]) AS h(execution_id, step_id, attempt)
-               ON s.execution_id = h.execution_id AND s.step_id = h.step_id AND s.attempt = h.attempt
-             WHERE s.status = 'RUNNING' AND NOT s.awaiting_event AND s.lease_owner = $1
-         ), free AS (
-             SELECT s.execution_id, s.step_id FROM step_executions s
-             JOIN mine m ON s.execution_id = m.execution_id AND s.step_id = m.step_id
-             WHERE s.attempt = m.attempt AND s.status = 'RUNNING' AND NOT s.awaiting_event
-               AND s.lease_owner = $1
-             FOR NO KEY UPDATE OF s SKIP LOCKED
-         ), renewed AS (
-             UPDATE step_executions s SET lease_expires_at = now() + make_interval(secs => $2)
-             FROM free f WHERE s.execution_id = f.execution_id AND s.step_id = f.step_id
-             RETURNING 1
-         )
-         SELECT execution_id, step_id, attempt FROM mine",
-    )
-    .bind(replica)
-    .bind(lease_seconds)
-    .bind(&executions)
-    .bind(&steps)
-    .bind(&attempts)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(RENEW_LEASES)
+        .bind(replica)
+        .bind(lease_seconds)
+        .bind(&executions)
+        .bind(&steps)
+        .bind(&attempts)
+        .fetch_all(db)
+        .await
 }
+
+const LEASED_EXECUTIONS: &str = "SELECT DISTINCT execution_id FROM step_executions
+    WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event";
 
 /// The executions with a step in a handler under `replica`'s lease.
 pub(crate) async fn leased_executions(
     db: impl PgExecutor<'_>,
     replica: Uuid,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT execution_id FROM step_executions
-         WHERE lease_owner = $1 AND status = 'RUNNING' AND NOT awaiting_event",
-    )
-    .bind(replica)
-    .fetch_all(db)
-    .await
+    sqlx::query_scalar(LEASED_EXECUTIONS)
+        .bind(replica)
+        .fetch_all(db)
+        .await
 }
+
+const WAITING_ON: &str = "SELECT execution_id, step_id FROM step_executions
+    WHERE external_workflow_id = $1 AND awaiting_event";
 
 /// The step waiting on `correlation_id` (execution id, step id), if one is.
 pub(crate) async fn waiting_on(
     db: impl PgExecutor<'_>,
     correlation_id: &str,
 ) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT execution_id, step_id FROM step_executions
-         WHERE external_workflow_id = $1 AND awaiting_event",
-    )
-    .bind(correlation_id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(WAITING_ON)
+        .bind(correlation_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Whether a step waits on `correlation_id`, and whether any step ever
@@ -231,18 +247,23 @@ pub(crate) struct Correlation {
     pub known: bool,
 }
 
+const CORRELATION: &str =
+    "SELECT COALESCE(bool_or(awaiting_event), false) AS waiting, count(*) > 0 AS known
+         FROM step_executions WHERE external_workflow_id = $1";
+
 pub(crate) async fn correlation(
     db: impl PgExecutor<'_>,
     correlation_id: &str,
 ) -> Result<Correlation, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT COALESCE(bool_or(awaiting_event), false) AS waiting, count(*) > 0 AS known
-         FROM step_executions WHERE external_workflow_id = $1",
-    )
-    .bind(correlation_id)
-    .fetch_one(db)
-    .await
+    sqlx::query_as(CORRELATION)
+        .bind(correlation_id)
+        .fetch_one(db)
+        .await
 }
+
+const ANOTHER_WAITS_ON: &str = "SELECT EXISTS (SELECT 1 FROM step_executions
+    WHERE external_workflow_id = $1 AND awaiting_event
+      AND NOT (execution_id = $2 AND step_id = $3))";
 
 /// Whether a step other than (`execution_id`, `step_id`) waits on
 /// `correlation_id`: two steps can never wait on one id at once.
@@ -252,16 +273,12 @@ pub(crate) async fn another_waits_on(
     execution_id: Uuid,
     step_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM step_executions
-                        WHERE external_workflow_id = $1 AND awaiting_event
-                          AND NOT (execution_id = $2 AND step_id = $3))",
-    )
-    .bind(correlation_id)
-    .bind(execution_id)
-    .bind(step_id)
-    .fetch_one(tx)
-    .await
+    sqlx::query_scalar(ANOTHER_WAITS_ON)
+        .bind(correlation_id)
+        .bind(execution_id)
+        .bind(step_id)
+        .fetch_one(tx)
+        .await
 }
 
 /// A row of the claim statement: a claimed step, or (all NULL but the
@@ -278,6 +295,39 @@ pub(crate) struct Claimed {
     pub candidates: i64,
 }
 
+const CLAIM_READY: &str = "WITH candidate AS (
+        SELECT execution_id, step_id FROM step_executions
+        WHERE status = 'PENDING' AND available_at <= now()
+        ORDER BY available_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ), free AS (
+        SELECT id FROM executions
+        WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
+        FOR NO KEY UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE step_executions s
+        SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
+            lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
+            started_at = now(), awaiting_event = false,
+            timeout_at = now() + make_interval(secs => s.timeout_seconds)
+        FROM candidate c
+        WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
+          AND c.execution_id IN (SELECT id FROM free)
+        RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
+                  s.timeout_seconds
+    ), bumped AS (
+        -- The step rows changed: copies kept in memory are stale.
+        UPDATE executions e SET revision = e.revision + 1
+        WHERE e.id IN (SELECT execution_id FROM claimed)
+        RETURNING 1
+    )
+    SELECT c.*, (SELECT count(*) FROM candidate) AS candidates FROM claimed c
+    UNION ALL
+    -- No claim at all: one row that carries only the count.
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)
+    WHERE NOT EXISTS (SELECT 1 FROM claimed)";
+
 /// Claim up to `limit` ready steps for `replica` with a lease of
 /// `lease_seconds`, skipping steps and executions other transactions hold;
 /// bumps the revision of each execution claimed from (its kept rows are
@@ -289,46 +339,16 @@ pub(crate) async fn claim_ready(
     limit: i64,
     lease_seconds: f64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH candidate AS (
-                 SELECT execution_id, step_id FROM step_executions
-                 WHERE status = 'PENDING' AND available_at <= now()
-                 ORDER BY available_at
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED
-             ), free AS (
-                 SELECT id FROM executions
-                 WHERE id IN (SELECT execution_id FROM candidate) AND status = 'RUNNING'
-                 FOR NO KEY UPDATE SKIP LOCKED
-             ), claimed AS (
-                 UPDATE step_executions s
-                 SET status = 'RUNNING', attempt = s.attempt + 1, available_at = NULL,
-                     lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3),
-                     started_at = now(), awaiting_event = false,
-                     timeout_at = now() + make_interval(secs => s.timeout_seconds)
-                 FROM candidate c
-                 WHERE s.execution_id = c.execution_id AND s.step_id = c.step_id
-                   AND c.execution_id IN (SELECT id FROM free)
-                 RETURNING s.execution_id, s.step_id, s.name, s.action, s.attempt, s.position,
-                           s.timeout_seconds
-             ), bumped AS (
-                 -- The step rows changed: copies kept in memory are stale.
-                 UPDATE executions e SET revision = e.revision + 1
-                 WHERE e.id IN (SELECT execution_id FROM claimed)
-                 RETURNING 1
-             )
-             SELECT c.*, (SELECT count(*) FROM candidate) AS candidates FROM claimed c
-             UNION ALL
-             -- No claim at all: one row that carries only the count.
-             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)
-             WHERE NOT EXISTS (SELECT 1 FROM claimed)",
-    )
-    .bind(replica)
-    .bind(limit)
-    .bind(lease_seconds)
-    .fetch_all(tx)
-    .await
+    sqlx::query_as(CLAIM_READY)
+        .bind(replica)
+        .bind(limit)
+        .bind(lease_seconds)
+        .fetch_all(tx)
+        .await
 }
+
+const OUTPUTS_OF: &str = "SELECT execution_id, step_id, outputs FROM step_executions
+    WHERE execution_id = ANY($1) AND outputs IS NOT NULL";
 
 /// The outputs of every step of `executions` that has some, as raw rows:
 /// the caller decodes them one by one, so an unreadable row fails only its
@@ -337,11 +357,53 @@ pub(crate) async fn outputs_of(
     tx: &mut PgConnection,
     executions: &[Uuid],
 ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT execution_id, step_id, outputs FROM step_executions
-         WHERE execution_id = ANY($1) AND outputs IS NOT NULL",
-    )
-    .bind(executions)
-    .fetch_all(tx)
-    .await
+    sqlx::query(OUTPUTS_OF).bind(executions).fetch_all(tx).await
+}
+
+super::check::statements!(
+    OF_EXECUTION => StepRow,
+    INSERT => StepRow,
+    WRITE_TRANSITION,
+    RENEW_LEASES => AttemptKey,
+    LEASED_EXECUTIONS,
+    WAITING_ON => (Uuid, String),
+    CORRELATION => Correlation,
+    ANOTHER_WAITS_ON,
+    CLAIM_READY => Claimed,
+    OUTPUTS_OF,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `write_transition` reads the changed rows from their JSON: every
+    /// field serde writes is a column of its record set and is SET, and the
+    /// reverse, so a `#[serde(skip)]` or a renamed field cannot silently
+    /// stop a column being written.
+    #[test]
+    fn a_transition_writes_every_field_of_a_step_row() {
+        let json = serde_json::to_value(StepRow::fresh("a", 0, "a", "log")).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let record_set = WRITE_TRANSITION.split("AS r(").nth(1).unwrap();
+        let record_set = record_set.split(')').next().unwrap();
+        let mut columns: Vec<&str> = record_set
+            .split(',')
+            .map(|c| c.split_whitespace().next().unwrap())
+            .collect();
+        fields.sort_unstable();
+        columns.sort_unstable();
+        assert_eq!(fields, columns);
+        for column in columns.iter().filter(|c| **c != "step_id") {
+            assert!(
+                WRITE_TRANSITION.contains(&format!("{column} = r.{column}")),
+                "{column} is not SET"
+            );
+        }
+    }
 }

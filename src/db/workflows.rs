@@ -33,8 +33,11 @@ pub(crate) struct Workflow {
 pub(crate) const LIVE_NAME: &str = "workflows_live_name";
 
 /// Columns of [`Workflow`] over `workflows`.
-pub(crate) const COLUMNS: &str =
-    "id, name, version, status, created_by, description, created_at, updated_at, step_count, dag";
+macro_rules! columns {
+    () => {
+        "id, name, version, status, created_by, description, created_at, updated_at, step_count, dag"
+    };
+}
 
 /// What a create or an update writes.
 pub(crate) struct Fields<'a> {
@@ -46,6 +49,12 @@ pub(crate) struct Fields<'a> {
     pub step_count: i32,
 }
 
+const INSERT: &str = concat!(
+    "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count)
+         VALUES ($1, $2, $3, 1, $4, $5, $6) RETURNING ",
+    columns!()
+);
+
 /// Insert a workflow (version 1). Its `workflow_versions` row is
 /// [`super::pipelines::insert_version`], in the same transaction.
 ///
@@ -55,18 +64,15 @@ pub(crate) async fn insert(
     id: Uuid,
     f: &Fields<'_>,
 ) -> Result<Workflow, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count)
-         VALUES ($1, $2, $3, 1, $4, $5, $6) RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(f.name)
-    .bind(f.created_by)
-    .bind(f.description)
-    .bind(f.dag)
-    .bind(f.step_count)
-    .fetch_one(db)
-    .await
+    sqlx::query_as(INSERT)
+        .bind(id)
+        .bind(f.name)
+        .bind(f.created_by)
+        .bind(f.description)
+        .bind(f.dag)
+        .bind(f.step_count)
+        .fetch_one(db)
+        .await
 }
 
 /// The filters of `GET /workflows`. Each statement holds only the
@@ -96,6 +102,56 @@ impl ListFilter<'_> {
     }
 }
 
+/// The page statement for `filter`, after a cursor or not.
+fn list_sql(filter: &ListFilter<'_>, after: bool) -> String {
+    let (clause, mut binds) = filter.clause();
+    let mut next = || {
+        binds += 1;
+        format!("${binds}")
+    };
+    let keyset = match after {
+        true => format!(" AND (created_at, id) < ({}, {})", next(), next()),
+        false => String::new(),
+    };
+    format!(
+        "SELECT {} FROM workflows WHERE {clause}{keyset}
+         ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
+        columns!(),
+        next(),
+        next()
+    )
+}
+
+fn count_sql(filter: &ListFilter<'_>) -> String {
+    format!("SELECT count(*) FROM workflows WHERE {}", filter.clause().0)
+}
+
+/// Every shape of the statements built per filter (no filter; every
+/// filter with a cursor).
+pub(crate) fn built() -> Vec<super::check::Statement> {
+    let every = ListFilter {
+        created_by: Some("x"),
+        name: Some("x"),
+    };
+    let mut built = Vec::new();
+    for (shape, filter, after) in [
+        ("no filter", &ListFilter::default(), false),
+        ("every filter, a cursor", &every, true),
+    ] {
+        built.push(super::check::Statement {
+            name: format!("workflows::list_sql({shape})").into(),
+            sql: list_sql(filter, after).into(),
+            reads: Some(|row| <Workflow as sqlx::FromRow<_>>::from_row(row).map(drop)),
+        });
+        built.push(super::check::Statement {
+            name: format!("workflows::count_sql({shape})").into(),
+            sql: count_sql(filter).into(),
+            reads: None,
+        });
+    }
+    built
+}
+
 /// The live workflows `filter` matches, newest first: after `after` when
 /// given (keyset paging), at most `limit`, past the first `offset`.
 pub(crate) async fn list(
@@ -105,21 +161,7 @@ pub(crate) async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Workflow>, sqlx::Error> {
-    let (clause, mut binds) = filter.clause();
-    let mut next = || {
-        binds += 1;
-        format!("${binds}")
-    };
-    let keyset = match after {
-        Some(_) => format!(" AND (created_at, id) < ({}, {})", next(), next()),
-        None => String::new(),
-    };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM workflows WHERE {clause}{keyset}
-         ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
-        next(),
-        next()
-    );
+    let sql = list_sql(filter, after.is_some());
     let mut page = sqlx::query_as::<_, Workflow>(&sql);
     if let Some(owner) = filter.created_by {
         page = page.bind(owner);
@@ -138,8 +180,7 @@ pub(crate) async fn count(
     db: impl PgExecutor<'_>,
     filter: &ListFilter<'_>,
 ) -> Result<i64, sqlx::Error> {
-    let (clause, _) = filter.clause();
-    let sql = format!("SELECT count(*) FROM workflows WHERE {clause}");
+    let sql = count_sql(filter);
     let mut count = sqlx::query_scalar::<_, i64>(&sql);
     if let Some(owner) = filter.created_by {
         count = count.bind(owner);
@@ -150,18 +191,25 @@ pub(crate) async fn count(
     count.fetch_one(db).await
 }
 
+const GET: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
+);
+
 /// The live workflow, at its latest version.
 pub(crate) async fn get(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<Workflow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(GET).bind(id).fetch_optional(db).await
 }
+
+const GET_VERSION: &str = "SELECT w.id, w.name, v.version, w.status, w.created_by,
+           v.dag->>'description' AS description, w.created_at, w.updated_at,
+           jsonb_array_length(v.dag->'steps') AS step_count, v.dag
+    FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id
+    WHERE w.id = $1 AND w.deleted_at IS NULL AND NOT w.ephemeral AND v.version = $2";
 
 /// The live workflow as it was at `version`: that version's DAG, and the
 /// description and step count read from it.
@@ -170,18 +218,15 @@ pub(crate) async fn get_version(
     id: Uuid,
     version: i32,
 ) -> Result<Option<Workflow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT w.id, w.name, v.version, w.status, w.created_by,
-                v.dag->>'description' AS description, w.created_at, w.updated_at,
-                jsonb_array_length(v.dag->'steps') AS step_count, v.dag
-         FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id
-         WHERE w.id = $1 AND w.deleted_at IS NULL AND NOT w.ephemeral AND v.version = $2",
-    )
-    .bind(id)
-    .bind(version)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(GET_VERSION)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(db)
+        .await
 }
+
+const LIVE_VERSION: &str =
+    "SELECT version, status FROM workflows WHERE id = $1 AND deleted_at IS NULL";
 
 /// The current version and status of a workflow that is not deleted (an
 /// ephemeral one too: the engine runs those).
@@ -189,11 +234,13 @@ pub(crate) async fn live_version(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<(i32, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT version, status FROM workflows WHERE id = $1 AND deleted_at IS NULL")
+    sqlx::query_as(LIVE_VERSION)
         .bind(id)
         .fetch_optional(db)
         .await
 }
+
+const DAG: &str = "SELECT dag FROM workflow_versions WHERE workflow_id = $1 AND version = $2";
 
 /// The DAG document of one workflow version (any workflow, deleted or
 /// not: its executions still run); `RowNotFound` when there is none.
@@ -202,7 +249,7 @@ pub(crate) async fn dag(
     id: Uuid,
     version: i32,
 ) -> Result<Value, sqlx::Error> {
-    sqlx::query_scalar("SELECT dag FROM workflow_versions WHERE workflow_id = $1 AND version = $2")
+    sqlx::query_scalar(DAG)
         .bind(id)
         .bind(version)
         .fetch_one(db)
@@ -216,17 +263,24 @@ pub(crate) struct Current {
     pub created_by: Option<String>,
 }
 
+const LOCK_FOR_UPDATE: &str = "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral FOR UPDATE";
+
 pub(crate) async fn lock_for_update(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<Current>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT version, created_by FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(LOCK_FOR_UPDATE)
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
+
+const UPDATE: &str = concat!(
+    "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
+                step_count = $7, status = 'active', updated_at = now()
+         WHERE id = $1 RETURNING ",
+    columns!()
+);
 
 /// Store `version` of the workflow (and make it `active`). Its
 /// `workflow_versions` row is [`super::pipelines::insert_version`], in the
@@ -239,31 +293,38 @@ pub(crate) async fn update(
     version: i32,
     f: &Fields<'_>,
 ) -> Result<Workflow, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
-                step_count = $7, status = 'active', updated_at = now()
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(f.name)
-    .bind(f.created_by)
-    .bind(version)
-    .bind(f.description)
-    .bind(f.dag)
-    .bind(f.step_count)
-    .fetch_one(db)
-    .await
+    sqlx::query_as(UPDATE)
+        .bind(id)
+        .bind(f.name)
+        .bind(f.created_by)
+        .bind(version)
+        .bind(f.description)
+        .bind(f.dag)
+        .bind(f.step_count)
+        .fetch_one(db)
+        .await
 }
+
+const DELETE: &str = "UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral";
 
 /// Soft-delete a live workflow (its executions stay readable); whether
 /// there was one.
 pub(crate) async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE workflows SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral",
-    )
-    .bind(id)
-    .execute(db)
-    .await?
-    .rows_affected();
+    let done = sqlx::query(DELETE)
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected();
     Ok(done != 0)
 }
+
+super::check::statements!(
+    INSERT => Workflow,
+    GET => Workflow,
+    UPDATE => Workflow,
+    GET_VERSION => Workflow,
+    LIVE_VERSION => (i32, String),
+    DAG,
+    LOCK_FOR_UPDATE => Current,
+    DELETE,
+);

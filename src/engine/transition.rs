@@ -22,6 +22,7 @@ use super::outbox::{self, Audience, OutboxEvent};
 use crate::actions::bud_event::StageReport;
 use crate::dag::Dag;
 use crate::db;
+use crate::db::executions::Locking;
 
 pub struct Locked {
     pub tx: Transaction<'static, Postgres>,
@@ -465,8 +466,7 @@ impl Engine {
         execution_id: Uuid,
     ) -> Result<Option<Locked>, crate::engine::Error> {
         let tx = self.inner.pool.begin().await?;
-        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE", true)
-            .await
+        self.lock_with(tx, execution_id, Locking::Wait, true).await
     }
 
     /// [`Engine::lock`] that gives up at once (`None`) when another
@@ -477,7 +477,7 @@ impl Engine {
         execution_id: Uuid,
     ) -> Result<Option<Locked>, crate::engine::Error> {
         let tx = self.inner.pool.begin().await?;
-        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE SKIP LOCKED", false)
+        self.lock_with(tx, execution_id, Locking::SkipLocked, false)
             .await
     }
 
@@ -488,15 +488,14 @@ impl Engine {
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
     ) -> Result<Option<Locked>, crate::engine::Error> {
-        self.lock_with(tx, execution_id, "FOR NO KEY UPDATE", false)
-            .await
+        self.lock_with(tx, execution_id, Locking::Wait, false).await
     }
 
     async fn lock_with(
         &self,
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
-        locking: &str,
+        locking: Locking,
         cached: bool,
     ) -> Result<Option<Locked>, crate::engine::Error> {
         Ok(self.load(tx, execution_id, locking, cached).await?.ok())
@@ -511,14 +510,14 @@ impl Engine {
         tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
     ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
-        self.load(tx, execution_id, "FOR NO KEY UPDATE", true).await
+        self.load(tx, execution_id, Locking::Wait, true).await
     }
 
     async fn load(
         &self,
         mut tx: Transaction<'static, Postgres>,
         execution_id: Uuid,
-        locking: &str,
+        locking: Locking,
         cached: bool,
     ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
         let exec = db::executions::lock_row(&mut tx, execution_id, locking).await?;

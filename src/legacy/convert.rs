@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::source;
 use crate::actions::Registry;
 use crate::dag::Dag;
 use crate::dag::validate::{MAX_NAME_LEN, validate};
+use crate::db::original as source;
 use crate::engine::model::{ExecutionStatus, SkipReason, StepStatus};
 
 /// A pipeline status of the original (member name, or the lowercase server
@@ -253,26 +253,7 @@ pub(super) fn execution_error(
     }
 }
 
-/// A `step_executions` row to insert.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct NewStep {
-    pub step_id: String,
-    pub position: i32,
-    pub name: String,
-    pub action: String,
-    pub status: StepStatus,
-    pub attempt: i32,
-    pub failures: i32,
-    pub external_workflow_id: Option<String>,
-    pub timeout_at: Option<DateTime<Utc>>,
-    pub timeout_seconds: Option<f64>,
-    pub outputs: Option<Value>,
-    pub error: Option<String>,
-    pub skip_reason: Option<&'static str>,
-    pub progress: Option<f64>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-}
+pub(super) use crate::db::legacy::NewStep;
 
 /// The facts about the execution the step rows depend on.
 pub(super) struct Ending {

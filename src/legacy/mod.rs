@@ -15,7 +15,6 @@
 //!   second run copies only what is new. The original is only read.
 
 mod convert;
-mod source;
 mod store;
 
 use std::process::ExitCode;
@@ -26,6 +25,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
+
+use crate::db::original as source;
 
 use crate::actions::Registry;
 use crate::config::Settings;

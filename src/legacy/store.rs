@@ -1,17 +1,18 @@
 //! Writing one pipeline or one execution into this service's tables, each
 //! in its own transaction, keeping the original's ids.
 //!
-//! These statements stay here rather than in `db::pipelines`: they write
-//! what only an import has (the original's ids, versions and timestamps).
+//! The statements are `db::legacy`'s: they write what only an import has
+//! (the original's ids, versions and timestamps).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::convert::{self, Ending, Fate, NewStep, Prepared, Snapshot};
-use super::source;
+use super::convert::{self, Ending, Fate, Prepared, Snapshot};
 use crate::actions::Registry;
+use crate::db::legacy as db;
+use crate::db::original as source;
 
 /// What became of one item.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +32,7 @@ pub(super) async fn pipeline(
     registry: &Registry,
 ) -> Result<Outcome, sqlx::Error> {
     let mut tx = target.begin().await?;
-    if exists(&mut tx, "workflows", p.id).await? {
+    if db::workflow_exists(&mut tx, p.id).await? {
         return Ok(Outcome::Skipped(ALREADY.into()));
     }
     let Some(status) = convert::pipeline_status(&p.status) else {
@@ -80,26 +81,23 @@ pub(super) async fn pipeline(
     } else {
         prepared.step_count.max(p.step_count)
     };
-    sqlx::query(
-        "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count,
-                                system_owned, icon, status, ephemeral, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false, $11, $12)",
-    )
-    .bind(p.id)
-    .bind(&name)
-    .bind(&owner)
-    .bind(p.version.max(1))
-    .bind(&description)
-    .bind(&prepared.stored)
-    .bind(step_count)
-    .bind(p.system_owned)
-    .bind(&p.icon)
-    .bind(status)
-    .bind(p.created_at)
-    .bind(p.updated_at)
-    .execute(&mut *tx)
-    .await?;
-    add_version(
+    let row = db::Workflow {
+        id: p.id,
+        name: &name,
+        created_by: owner.as_deref(),
+        version: p.version.max(1),
+        description: description.as_deref(),
+        dag: &prepared.stored,
+        step_count,
+        system_owned: p.system_owned,
+        icon: p.icon.as_deref(),
+        status,
+        ephemeral: false,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+    };
+    db::insert_workflow(&mut tx, &row).await?;
+    db::add_version(
         &mut tx,
         p.id,
         p.version.max(1),
@@ -121,17 +119,7 @@ async fn free_name(
     let mut first_holder = None;
     let mut last = name.to_owned();
     for candidate in convert::names(name) {
-        let holder: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM workflows
-             WHERE name = $1 AND coalesce(created_by, '') = coalesce($2, '')
-               AND deleted_at IS NULL AND NOT ephemeral
-             LIMIT 1",
-        )
-        .bind(&candidate)
-        .bind(owner)
-        .fetch_optional(&mut **tx)
-        .await?;
-        match holder {
+        match db::name_holder(tx, &candidate, owner).await? {
             None => return Ok((candidate, first_holder)),
             Some(id) => {
                 first_holder = first_holder.or(Some(id));
@@ -141,35 +129,6 @@ async fn free_name(
     }
     // A hundred names taken: let the unique index report it.
     Ok((last, first_holder))
-}
-
-async fn exists(tx: &mut Tx, table: &str, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)"
-    ))
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await
-}
-
-async fn add_version(
-    tx: &mut Tx,
-    workflow_id: Uuid,
-    version: i32,
-    dag: &Value,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO workflow_versions (workflow_id, version, dag, created_at)
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(workflow_id)
-    .bind(version)
-    .bind(dag)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// The version of `workflow_id` whose DAG is `dag`; else a new version row
@@ -183,29 +142,13 @@ async fn version_for(
     dag: &Value,
     at: DateTime<Utc>,
 ) -> Result<Option<i32>, sqlx::Error> {
-    let same: Option<i32> = sqlx::query_scalar(
-        "SELECT version FROM workflow_versions WHERE workflow_id = $1 AND dag = $2
-         ORDER BY version DESC LIMIT 1",
-    )
-    .bind(workflow_id)
-    .bind(dag)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let same = db::version_with_dag(tx, workflow_id, dag).await?;
     if same.is_some() {
         return Ok(same);
     }
-    let free: Option<i32> = sqlx::query_scalar(
-        "SELECT v FROM generate_series(1, (SELECT max(version) FROM workflow_versions
-                                           WHERE workflow_id = $1)) AS v
-         WHERE NOT EXISTS (SELECT 1 FROM workflow_versions w
-                           WHERE w.workflow_id = $1 AND w.version = v)
-         ORDER BY v LIMIT 1",
-    )
-    .bind(workflow_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let free = db::free_version(tx, workflow_id).await?;
     if let Some(version) = free {
-        add_version(tx, workflow_id, version, dag, at).await?;
+        db::add_version(tx, workflow_id, version, dag, at).await?;
     }
     Ok(free)
 }
@@ -216,7 +159,7 @@ pub(super) async fn execution(
     registry: &Registry,
 ) -> Result<Outcome, sqlx::Error> {
     let mut tx = target.begin().await?;
-    if exists(&mut tx, "executions", e.id).await? {
+    if db::execution_exists(&mut tx, e.id).await? {
         return Ok(Outcome::Skipped(ALREADY.into()));
     }
     let (status, interrupted) = match convert::fate(&e.status) {
@@ -244,7 +187,7 @@ pub(super) async fn execution(
     };
     let (workflow_id, version, whose) = match e.pipeline_id {
         Some(pipeline_id) => {
-            if !exists(&mut tx, "workflows", pipeline_id).await? {
+            if !db::workflow_exists(&mut tx, pipeline_id).await? {
                 return Ok(Outcome::Skipped(format!(
                     "its pipeline {pipeline_id} was not imported; run again once it is"
                 )));
@@ -281,34 +224,28 @@ pub(super) async fn execution(
             topics.push(t.clone());
         }
     }
-    sqlx::query(
-        "INSERT INTO executions (id, workflow_id, workflow_version, status, parameters, outputs, error,
-                                 callback_topics, initiator, subscriber_ids, payload_type,
-                                 notification_workflow_id, total_steps, created_at, started_at,
-                                 completed_at, trace_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 replace($1::text, '-', ''))",
-    )
-    .bind(e.id)
-    .bind(workflow_id)
-    .bind(version)
-    .bind(status.as_str())
-    .bind(Value::Object(snapshot.params.clone()))
-    .bind(&outputs)
-    .bind(&error)
-    .bind(&topics)
-    .bind(&e.initiator)
-    .bind(&e.subscriber_ids)
-    .bind(&e.payload_type)
-    .bind(&e.notification_workflow_id)
-    .bind(steps.len() as i32)
-    .bind(e.created_at)
-    .bind(e.start_time)
-    .bind(completed_at)
-    .execute(&mut *tx)
-    .await?;
+    let parameters = Value::Object(snapshot.params.clone());
+    let row = db::Execution {
+        id: e.id,
+        workflow_id,
+        workflow_version: version,
+        status: status.as_str(),
+        parameters: &parameters,
+        outputs: &outputs,
+        error: error.as_deref(),
+        callback_topics: &topics,
+        initiator: &e.initiator,
+        subscriber_ids: e.subscriber_ids.as_deref(),
+        payload_type: e.payload_type.as_deref(),
+        notification_workflow_id: e.notification_workflow_id.as_deref(),
+        total_steps: steps.len() as i32,
+        created_at: e.created_at,
+        started_at: e.start_time,
+        completed_at,
+    };
+    db::insert_execution(&mut tx, &row).await?;
     for step in &steps {
-        insert_step(&mut tx, e.id, step).await?;
+        db::insert_step(&mut tx, e.id, step).await?;
     }
     tx.commit().await?;
     let plural = if steps.len() == 1 { "" } else { "s" };
@@ -338,50 +275,23 @@ async fn ephemeral(
     let id = Uuid::now_v7();
     let status = if prepared.valid() { "active" } else { "draft" };
     let description = prepared.dag.as_ref().and_then(|d| d.description.clone());
-    sqlx::query(
-        "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count,
-                                status, ephemeral, created_at, updated_at)
-         VALUES ($1, $2, $3, 1, $4, $5, $6, $7, true, $8, $8)",
-    )
-    .bind(id)
-    .bind(snapshot.definition_name())
-    .bind(snapshot.user_id())
-    .bind(&description)
-    .bind(&prepared.stored)
-    .bind(prepared.step_count)
-    .bind(status)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    add_version(tx, id, 1, &prepared.stored, at).await?;
+    let name = snapshot.definition_name();
+    let row = db::Workflow {
+        id,
+        name: &name,
+        created_by: snapshot.user_id(),
+        version: 1,
+        description: description.as_deref(),
+        dag: &prepared.stored,
+        step_count: prepared.step_count,
+        system_owned: false,
+        icon: None,
+        status,
+        ephemeral: true,
+        created_at: at,
+        updated_at: at,
+    };
+    db::insert_workflow(tx, &row).await?;
+    db::add_version(tx, id, 1, &prepared.stored, at).await?;
     Ok(id)
-}
-
-async fn insert_step(tx: &mut Tx, execution_id: Uuid, s: &NewStep) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO step_executions (execution_id, step_id, position, name, action, status, attempt,
-                                      failures, external_workflow_id, timeout_at, timeout_seconds,
-                                      outputs, error, skip_reason, progress, started_at, completed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-    )
-    .bind(execution_id)
-    .bind(&s.step_id)
-    .bind(s.position)
-    .bind(&s.name)
-    .bind(&s.action)
-    .bind(s.status.as_str())
-    .bind(s.attempt)
-    .bind(s.failures)
-    .bind(&s.external_workflow_id)
-    .bind(s.timeout_at)
-    .bind(s.timeout_seconds)
-    .bind(&s.outputs)
-    .bind(&s.error)
-    .bind(s.skip_reason)
-    .bind(s.progress)
-    .bind(s.started_at)
-    .bind(s.completed_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -257,6 +257,20 @@ async fn counts(pool: &PgPool) -> (i64, i64, i64, i64) {
     .unwrap()
 }
 
+/// What the import reads fits the original's schema: each statement
+/// prepares there, and its rows read into the import's types (the same
+/// check `schema::every_statement_fits_the_schema` makes of this service's).
+#[sqlx::test(migrations = false)]
+async fn every_statement_fits_the_originals_schema(pool: PgPool) {
+    use budpipeline::db::check;
+    let legacy = Legacy::create(&pool).await;
+    let mut conn = legacy.pool.acquire().await.unwrap();
+    let problems = check::check(&mut conn, &check::original()).await;
+    drop(conn);
+    legacy.drop(&pool).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 // The test database starts empty: the import migrates it.
 #[sqlx::test(migrations = false)]
 async fn copies_the_originals_pipelines_and_finished_executions_once(pool: PgPool) {

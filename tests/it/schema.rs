@@ -132,3 +132,84 @@ async fn every_status_the_engine_writes_is_accepted_and_no_other(pool: PgPool) {
         }
     }
 }
+
+/// Every statement of `src/db/` prepares against the migrated schema and,
+/// where the code reads its rows into a type, a row of its columns reads
+/// into that type: a wrong table, column or type fails here, whether or not
+/// another test runs the statement. (`make lint` runs this test.)
+#[sqlx::test]
+async fn every_statement_fits_the_schema(pool: PgPool) {
+    use budpipeline::db::check;
+    let statements = check::all();
+    assert!(statements.len() > 90, "{} statements", statements.len());
+    let mut conn = pool.acquire().await.unwrap();
+    let problems = check::check(&mut conn, &statements).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The check itself finds each kind of mistake.
+#[sqlx::test]
+async fn the_statement_check_finds_a_wrong_column_a_missing_field_and_a_wrong_type(pool: PgPool) {
+    use budpipeline::db::check::{Statement, check};
+
+    #[derive(sqlx::FromRow)]
+    #[allow(dead_code)]
+    struct Probe {
+        id: Uuid,
+        version: i32,
+    }
+    let probe = |name: &'static str, sql: &'static str| Statement {
+        name: name.into(),
+        sql: sql.into(),
+        reads: Some(|row| <Probe as sqlx::FromRow<_>>::from_row(row).map(drop)),
+    };
+    let statements = [
+        probe("fits", "SELECT id, version FROM workflows"),
+        probe("unknown column", "SELECT id, versoin FROM workflows"),
+        probe("missing field", "SELECT id FROM workflows"),
+        probe(
+            "wrong type",
+            "SELECT id, version::bigint AS version FROM workflows",
+        ),
+    ];
+    let mut conn = pool.acquire().await.unwrap();
+    let problems = check(&mut conn, &statements).await;
+    let named: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        named,
+        ["unknown column", "missing field", "wrong type"],
+        "{problems:#?}"
+    );
+    assert!(problems[0].contains("versoin"), "{}", problems[0]);
+    assert!(problems[1].contains("version"), "{}", problems[1]);
+    assert!(problems[2].contains("mismatched types"), "{}", problems[2]);
+
+    // A field after one whose sample value does not parse (an empty status)
+    // is still checked: the status column takes its next sample.
+    #[derive(sqlx::FromRow)]
+    #[allow(dead_code)]
+    struct Parsed {
+        #[sqlx(try_from = "String")]
+        status: StepStatus,
+        attempt: i32,
+    }
+    let parsed = |name: &'static str, sql: &'static str| Statement {
+        name: name.into(),
+        sql: sql.into(),
+        reads: Some(|row| <Parsed as sqlx::FromRow<_>>::from_row(row).map(drop)),
+    };
+    let statements = [
+        parsed("fits", "SELECT status, attempt FROM step_executions"),
+        parsed("missing after", "SELECT status FROM step_executions"),
+    ];
+    let problems = check(&mut conn, &statements).await;
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("missing after") && problems[0].contains("attempt"),
+        "{}",
+        problems[0]
+    );
+}
