@@ -459,8 +459,7 @@ async fn deploy_flow_end_to_end_through_the_sidecar(pool: PgPool) {
             )
             .await;
         assert!(results.is_some(), "results event on {topic}");
-        // Give a stray late publish a chance to show up.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        stand.app.outbox_drained().await;
         let events = events_of(&stand.sidecar, topic, exec);
         let got = labels(&events);
         let progress: Vec<(String, String)> = got
@@ -597,7 +596,9 @@ async fn deploy_flow_end_to_end_through_the_sidecar(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["status"], "SUCCESS", "{answer}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The event was applied (or not) before the answer; what it published,
+    // if anything, has gone out once the outbox is empty.
+    stand.app.outbox_drained().await;
     let after = api.execution(exec).await;
     assert_eq!(after["status"], "COMPLETED");
     assert_eq!(step(&after, "deploy")["status"], "COMPLETED");
@@ -874,7 +875,7 @@ async fn a_redelivered_event_is_applied_once(pool: PgPool) {
         )
         .await
         .expect("results");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stand.app.outbox_drained().await;
     let deploy_completed = events_of(&stand.sidecar, "budappEvents", exec)
         .iter()
         .filter(|p| {
@@ -1037,7 +1038,9 @@ async fn a_cancelled_executions_later_event_changes_nothing(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["status"], "SUCCESS", "{answer}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The event was applied (or not) before the answer; what it published,
+    // if anything, has gone out once the outbox is empty.
+    stand.app.outbox_drained().await;
     let after = api.execution(exec).await;
     assert_eq!(after["status"], "CANCELLED");
     assert_eq!(step(&after, "deploy")["status"], "CANCELLED");
@@ -1062,7 +1065,7 @@ async fn a_cancelled_executions_later_event_changes_nothing(pool: PgPool) {
         results.body["payload"]["content"]["result"]["cancelled"],
         true
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stand.app.outbox_drained().await;
     let events = events_of(&stand.sidecar, "budappEvents", exec);
     assert_eq!(
         events

@@ -199,6 +199,29 @@ impl TestApp {
     }
 
     /// Graceful stop (as on SIGTERM), waiting for the drain to finish.
+    /// Wait until every event the service recorded has been published
+    /// (no outbox row is left to send): what was published by then is all
+    /// there is until something new happens. Instead of a fixed sleep "for
+    /// a stray late publish".
+    pub(crate) async fn outbox_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE failed_at IS NULL")
+                    .fetch_one(self.engine.pool())
+                    .await
+                    .unwrap();
+            if left == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} outbox rows never published"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
