@@ -3,9 +3,12 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, ready, str_param};
+use super::{CATEGORY, ready};
+use crate::actions::params::{self, AnyText};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -31,6 +34,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    message: Option<AnyText>,
+    error_code: Option<AnyText>,
+}
+
 pub(crate) struct Fail;
 
 impl StepHandler for Fail {
@@ -39,17 +48,22 @@ impl StepHandler for Fail {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        let message = str_param(&ctx.params, "message", DEFAULT_MESSAGE);
-        let error_code = str_param(&ctx.params, "error_code", DEFAULT_CODE);
-        let mut outputs = Map::new();
-        outputs.insert("error_code".into(), Value::String(error_code));
-        outputs.insert("message".into(), Value::String(message.clone()));
-        ready(StepOutcome::Failed {
-            error: message,
-            retryable: false,
-            outputs,
-        })
+        ready(fail(&ctx))
     }
+}
+
+fn fail(ctx: &StepContext) -> Attempt<StepOutcome> {
+    let p: Params = params::read(&ctx.params)?;
+    let message = AnyText::or(p.message, DEFAULT_MESSAGE);
+    let error_code = AnyText::or(p.error_code, DEFAULT_CODE);
+    let mut outputs = Map::new();
+    outputs.insert("error_code".into(), Value::String(error_code));
+    outputs.insert("message".into(), Value::String(message.clone()));
+    Ok(StepOutcome::Failed {
+        error: message,
+        retryable: false,
+        outputs,
+    })
 }
 
 #[cfg(test)]
