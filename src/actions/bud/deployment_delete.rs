@@ -11,13 +11,15 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, DEPLOYMENT, Initiator, bool_param, call_failed, field, max_wait, outputs,
-    text_param, workflow_id_of,
+    BudCall, BudServices, DEPLOYMENT, Initiator, MaxWait, call_failed, field, outputs,
+    workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, Bool, OptText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
@@ -92,6 +94,13 @@ static SPEC: LazyLock<ActionSpec> =
         default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
     });
 
+#[derive(Deserialize)]
+struct Params {
+    endpoint_id: OptText,
+    force: Option<Bool>,
+    max_wait_seconds: Option<MaxWait>,
+}
+
 pub(crate) struct DeploymentDelete {
     bud: BudServices,
 }
@@ -102,10 +111,10 @@ impl DeploymentDelete {
     }
 
     async fn delete(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let endpoint_id = text_param(params, "endpoint_id")?.unwrap_or_default();
-        let force = bool_param(params, "force")?.unwrap_or(false);
-        let timeout = max_wait(params)?;
+        let p: Params = params::read(&ctx.params)?;
+        let endpoint_id = p.endpoint_id.or_default();
+        let force = p.force.is_some_and(|f| f.0);
+        let timeout = p.max_wait_seconds.map(|w| w.0);
         let failed = |message: &str| {
             outputs([
                 ("success", json!(false)),
