@@ -56,9 +56,10 @@ impl<P> Submitted<P> {
 /// Read unresolved params as far as they go: every field whose value cannot
 /// be read is noted and left out, and the rest read again, so one pass
 /// reports every field's problem. A template can only be judged once
-/// rendered: its problem is not noted, and a required param that is missing
-/// (the generic checks report that) is read as an unresolved template, which
-/// the action's own checks let through as they do every template.
+/// rendered: its problem is not noted. A required param left out, null or
+/// blank is the generic checks' to report; one left out is read as an
+/// unresolved template, which the action's own checks let through as they
+/// do every template.
 pub(crate) fn submitted<P: DeserializeOwned>(params: &Map<String, Value>) -> Submitted<P> {
     let unresolved = json!("{{ unresolved }}");
     let mut params = params.clone();

@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 
 use super::simulation_run::pretrained_model_uri;
 use super::{
-    BudCall, BudServices, DEPLOYMENT, Initiator, call_failed, callee_message, field, is_uuid,
-    outputs, refused, workflow_id_of,
+    BudCall, BudServices, DEPLOYMENT, Initiator, budapp_wait_timed_out, call_failed,
+    callee_message, field, is_uuid, outputs, refused, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
 use crate::actions::params::{self, Bool, Number, Object, OptText};
@@ -644,7 +644,7 @@ impl StepHandler for DeploymentCreate {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 
@@ -658,8 +658,7 @@ mod tests {
     }
 
     fn notification(op: &str, stage: &str, status: &str, result: Value) -> Value {
-        json!({"type": "notification", "payload": {"type": op, "event": stage, "workflow_id": "w",
-               "content": {"status": status, "message": "msg", "result": result}}})
+        super::super::tests::notification(op, stage, status, "msg", result)
     }
 
     #[test]

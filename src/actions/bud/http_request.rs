@@ -484,30 +484,33 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// What a literal URL or header says is wrong before anything is sent.
+fn literal_problems(p: Params) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(url) = p.url.0.filter(|url| !is_template(url)) {
+        errors.extend(parse_url(&url).err());
+    }
+    if let Some(Object(headers)) = p.headers {
+        for (name, value) in &headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(format!("headers: `{name}` is not a header name"));
+            }
+            if matches!(value, Value::Object(_) | Value::Array(_)) {
+                errors.push(format!("headers.{name} must be text"));
+            }
+        }
+    }
+    errors
+}
+
 impl StepHandler for HttpRequest {
     fn spec(&self) -> &ActionSpec {
         &SPEC
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let mut errors = Vec::new();
-        let Some(p) = params::submitted::<Params>(params).params else {
-            return errors;
-        };
-        if let Some(url) = p.url.0.filter(|url| !is_template(url)) {
-            errors.extend(parse_url(&url).err());
-        }
-        if let Some(Object(headers)) = p.headers {
-            for (name, value) in &headers {
-                if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    errors.push(format!("headers: `{name}` is not a header name"));
-                }
-                if matches!(value, Value::Object(_) | Value::Array(_)) {
-                    errors.push(format!("headers.{name} must be text"));
-                }
-            }
-        }
-        errors
+        let submitted = params::submitted::<Params>(params);
+        submitted.params.map_or_else(Vec::new, literal_problems)
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {

@@ -32,10 +32,11 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde::{Deserialize, Deserializer, de};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::params::Number;
-use super::{Registry, StepContext, StepOutcome};
+use super::seed::Attempt;
+use super::{ParamSpec, Registry, StepContext, StepOutcome};
 use crate::config::Settings;
 use crate::dapr::{CallHints, DaprClient, InvokeError, encode_segment};
 
@@ -404,6 +405,14 @@ fn refused(error: impl Into<String>, outputs: Map<String, Value>) -> StepOutcome
     }
 }
 
+/// The declared `max_wait_seconds` of a waiting action, which [`MaxWait`]
+/// reads: by default the action's own default timeout.
+fn max_wait_spec(description: &'static str, default_seconds: u64, range: [f64; 2]) -> ParamSpec {
+    ParamSpec::new("max_wait_seconds", "number", description)
+        .default(json!(default_seconds))
+        .range(Some(range[0]), Some(range[1]))
+}
+
 /// A waiting step's own limit, `max_wait_seconds`: a positive number of
 /// seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -423,6 +432,27 @@ impl<'de> Deserialize<'de> for MaxWait {
 /// as the original's model resolver did.
 fn is_uuid(text: &str) -> bool {
     uuid::Uuid::try_parse(text).is_ok()
+}
+
+/// The id of the workflow a call started, a non-empty string `workflow_id`
+/// of `answer`: the id the step waits on. Without one the step fails
+/// permanently with `missing` (the call itself succeeded).
+fn awaited_workflow_id(
+    answer: &Value,
+    missing: &str,
+    failed: impl FnOnce(&str) -> Map<String, Value>,
+) -> Attempt<String> {
+    answer
+        .get("workflow_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| refused(missing, failed(missing)))
+}
+
+/// A step waiting on a budapp workflow timed out: say which one.
+fn budapp_wait_timed_out(outputs: &Map<String, Value>) -> StepOutcome {
+    super::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
 }
 
 /// The workflow id of a budapp workflow answer (`RetrieveWorkflowDataResponse`
@@ -453,7 +483,6 @@ fn outputs<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use reqwest::StatusCode;
-    use serde_json::json;
 
     use super::*;
     use crate::actions::builtin::test_util::{ctx, params};
@@ -467,6 +496,19 @@ mod tests {
         })
         .unwrap();
         BudServices::new(test_client(), &settings)
+    }
+
+    /// A stage notification of operation `op` for workflow `w`, as budcluster
+    /// and budmodel publish it.
+    pub(super) fn notification(
+        op: &str,
+        stage: &str,
+        status: &str,
+        message: &str,
+        result: Value,
+    ) -> Value {
+        json!({"type": "notification", "payload": {"type": op, "event": stage, "workflow_id": "w",
+               "content": {"status": status, "message": message, "result": result}}})
     }
 
     fn status(status: u16, body: Value) -> InvokeError {

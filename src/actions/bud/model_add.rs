@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, MODEL_OPERATIONS, MaxWait, call_failed, field, outputs,
-    refused, workflow_id_of,
+    BudCall, BudServices, Initiator, MODEL_OPERATIONS, MaxWait, budapp_wait_timed_out, call_failed,
+    field, max_wait_spec, outputs, refused, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
 use crate::actions::params::{self, OptText};
@@ -76,13 +76,11 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
         ),
         ParamSpec::new("description", "string", "Description of the model."),
         ParamSpec::new("author", "string", "Author or organization."),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for model extraction (seconds).",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(300.0), Some(172_800.0)),
+            DEFAULT_WAIT_SECONDS,
+            [300.0, 172_800.0],
+        ),
     ],
     outputs: vec![
         OutputSpec::new(
@@ -271,7 +269,7 @@ impl StepHandler for ModelAdd {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 
@@ -285,9 +283,8 @@ mod tests {
     }
 
     fn notification(stage: &str, status: &str, message: &str, result: Value) -> Value {
-        json!({"type": "notification", "payload": {"type": "perform_model_extraction",
-               "event": stage, "workflow_id": "w",
-               "content": {"status": status, "message": message, "result": result}}})
+        let op = "perform_model_extraction";
+        super::super::tests::notification(op, stage, status, message, result)
     }
 
     #[test]

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, MODEL_OPERATIONS, MaxWait, call_failed, callee_message, field,
-    is_uuid, outputs, refused,
+    BudCall, BudServices, Initiator, MODEL_OPERATIONS, MaxWait, awaited_workflow_id,
+    budapp_wait_timed_out, call_failed, callee_message, field, is_uuid, max_wait_spec, outputs,
+    refused,
 };
 use crate::actions::bud_event::WaitRules;
 use crate::actions::params::{self, Number, OptText};
@@ -105,13 +106,11 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
         ParamSpec::new("pp_size", "integer", "Pipeline parallelism size.")
             .range(Some(1.0), Some(16.0)),
         ParamSpec::new("replicas", "integer", "Number of replicas.").range(Some(1.0), Some(32.0)),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for the benchmark (seconds).",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(60.0), Some(7200.0)),
+            DEFAULT_WAIT_SECONDS,
+            [60.0, 7200.0],
+        ),
     ],
     outputs: vec![
         OutputSpec::new(
@@ -275,16 +274,10 @@ impl ModelBenchmark {
                 call_failed("Failed to start benchmark workflow", &e, failed_outputs)
             })?;
         let data = answer.get("data").unwrap_or(&answer);
-        let Some(workflow_id) = data
-            .get("workflow_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-        else {
-            let message = "No workflow_id returned from budapp";
-            return Err(refused(message, failed_outputs(message)));
-        };
+        let missing = "No workflow_id returned from budapp";
+        let workflow_id = awaited_workflow_id(data, missing, failed_outputs)?;
         Ok(StepOutcome::AwaitEvent {
-            external_id: workflow_id.to_owned(),
+            external_id: workflow_id.clone(),
             outputs: outputs([
                 ("success", json!(true)),
                 ("benchmark_id", Value::Null),
@@ -557,7 +550,7 @@ impl StepHandler for ModelBenchmark {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, MaxWait, SIMULATION, call_failed, field, is_uuid, outputs,
-    refused,
+    BudCall, BudServices, Initiator, MaxWait, SIMULATION, awaited_workflow_id, call_failed, field,
+    is_uuid, max_wait_spec, outputs, refused,
 };
 use crate::actions::bud_event::WaitRules;
 use crate::actions::params::{self, Bool, Number, OptText};
@@ -140,13 +140,11 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
             "string",
             "Quantization precision (e.g., 'int4', 'int8').",
         ),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for simulation completion.",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(60.0), Some(7200.0)),
+            DEFAULT_WAIT_SECONDS,
+            [60.0, 7200.0],
+        ),
     ],
     outputs: vec![
         OutputSpec::new(
@@ -329,16 +327,10 @@ impl SimulationRun {
             .budsim(ctx, BudCall::post("/simulator/run", body).taking(120))
             .await
             .map_err(|e| call_failed("Failed to start simulation", &e, failed))?;
-        let Some(workflow_id) = answer
-            .get("workflow_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-        else {
-            let message = "BudSim did not return a workflow_id";
-            return Err(refused(message, failed(message)));
-        };
+        let missing = "BudSim did not return a workflow_id";
+        let workflow_id = awaited_workflow_id(&answer, missing, failed)?;
         Ok(StepOutcome::AwaitEvent {
-            external_id: workflow_id.to_owned(),
+            external_id: workflow_id.clone(),
             outputs: outputs([
                 ("success", json!(true)),
                 ("workflow_id", json!(workflow_id)),
@@ -476,7 +468,7 @@ impl StepHandler for SimulationRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::builtin::test_util::{ctx, params};
+    use crate::actions::builtin::test_util::{ctx, failed, params};
 
     fn handler() -> SimulationRun {
         SimulationRun::new(super::super::tests::bud())
@@ -580,14 +572,7 @@ mod tests {
     #[tokio::test]
     async fn a_model_id_that_is_not_a_uuid_fails_without_a_call() {
         let outcome = handler().run(ctx(json!({"model_id": "../etc"}))).await;
-        let StepOutcome::Failed {
-            error,
-            retryable,
-            outputs,
-        } = outcome
-        else {
-            panic!("fails");
-        };
+        let (error, retryable, outputs) = failed(outcome);
         assert_eq!(error, "Could not resolve model URI from model_id");
         assert!(!retryable);
         assert_eq!(outputs["status"], "failed");

@@ -69,7 +69,7 @@ fn fail(ctx: &StepContext) -> Attempt<StepOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::builtin::test_util::ctx;
+    use crate::actions::builtin::test_util::{ctx, failed};
 
     #[tokio::test]
     async fn fails_permanently_with_defaults() {
@@ -92,14 +92,7 @@ mod tests {
         let outcome = Fail
             .run(ctx(json!({"message": "no GPUs", "error_code": "NO_GPU"})))
             .await;
-        let StepOutcome::Failed {
-            error,
-            retryable,
-            outputs,
-        } = outcome
-        else {
-            panic!("expected Failed, got {outcome:?}");
-        };
+        let (error, retryable, outputs) = failed(outcome);
         assert_eq!(error, "no GPUs");
         assert!(!retryable);
         assert_eq!(

@@ -143,6 +143,19 @@ pub(crate) mod test_util {
         }
     }
 
+    /// The error, retryability and outputs of a failure; panics on anything
+    /// else.
+    pub(crate) fn failed(outcome: StepOutcome) -> (String, bool, Map<String, Value>) {
+        match outcome {
+            StepOutcome::Failed {
+                error,
+                retryable,
+                outputs,
+            } => (error, retryable, outputs),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
     /// The error of a permanent failure; panics on anything else.
     pub(crate) fn permanent(outcome: StepOutcome) -> String {
         match outcome {

@@ -110,34 +110,9 @@ impl StepHandler for WaitUntil {
         &SPEC
     }
 
-    /// Only what the generic checks cannot do: "exactly one" (when none of
-    /// the given values is a template, which could still render to null),
-    /// duration_hours of exactly 0 (the range allows its min) and the format
-    /// of a literal until_time. Whether a timestamp is in the future is only
-    /// known at run time.
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let mut errors = Vec::new();
-        let Some(p) = params::submitted::<Params>(params).params else {
-            return errors;
-        };
-        let given = p.when();
-        if !given.iter().any(|(_, v)| is_template(v)) && given.len() != 1 {
-            errors.push(exactly_one());
-        }
-        if p.duration_hours.as_ref().and_then(Value::as_f64) == Some(0.0) {
-            errors.push("duration_hours must be greater than 0".into());
-        }
-        if let Some(Value::String(s)) = &p.until_time {
-            if !crate::dag::template::is_template(s) && parse_until(s).is_none() {
-                errors.push(bad_until_time(s));
-            }
-        }
-        if let Some(Value::String(tz)) = &p.timezone {
-            if !crate::dag::template::is_template(tz) && tz.parse::<Tz>().is_err() {
-                errors.push(invalid_timezone(tz));
-            }
-        }
-        errors
+        let submitted = params::submitted::<Params>(params);
+        submitted.params.map_or_else(Vec::new, literal_problems)
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
@@ -152,6 +127,33 @@ impl StepHandler for WaitUntil {
         outputs.insert("actual_wake_time".into(), json!(rfc3339(Utc::now())));
         StepOutcome::completed(outputs)
     }
+}
+
+/// Only what the generic checks cannot do: "exactly one" (when none of
+/// the given values is a template, which could still render to null),
+/// duration_hours of exactly 0 (the range allows its min) and the format
+/// of a literal until_time. Whether a timestamp is in the future is only
+/// known at run time.
+fn literal_problems(p: Params) -> Vec<String> {
+    let mut errors = Vec::new();
+    let given = p.when();
+    if !given.iter().any(|(_, v)| is_template(v)) && given.len() != 1 {
+        errors.push(exactly_one());
+    }
+    if p.duration_hours.as_ref().and_then(Value::as_f64) == Some(0.0) {
+        errors.push("duration_hours must be greater than 0".into());
+    }
+    if let Some(Value::String(s)) = &p.until_time {
+        if !crate::dag::template::is_template(s) && parse_until(s).is_none() {
+            errors.push(bad_until_time(s));
+        }
+    }
+    if let Some(Value::String(tz)) = &p.timezone {
+        if !crate::dag::template::is_template(tz) && tz.parse::<Tz>().is_err() {
+            errors.push(invalid_timezone(tz));
+        }
+    }
+    errors
 }
 
 /// Park the step until its wake-up time, its timer's timeout.
