@@ -9,6 +9,7 @@
 pub(crate) mod bud;
 pub(crate) mod bud_event;
 pub(crate) mod builtin;
+pub(crate) mod params;
 pub mod seed;
 
 use std::collections::BTreeMap;

@@ -4,12 +4,14 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, MODEL_OPERATIONS, call_failed, outputs, refused, text_param,
+    BudCall, BudServices, Initiator, MODEL_OPERATIONS, call_failed, outputs, refused,
     workflow_id_of,
 };
+use crate::actions::params::{self, OptText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
@@ -65,6 +67,14 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    provider_id: OptText,
+    model_name: OptText,
+    cloud_model_id: OptText,
+    model_uri: OptText,
+}
+
 pub(crate) struct CloudModelAdd {
     bud: BudServices,
 }
@@ -75,9 +85,9 @@ impl CloudModelAdd {
     }
 
     async fn add(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let provider_id = text_param(params, "provider_id")?.unwrap_or_default();
-        let model_name = text_param(params, "model_name")?.unwrap_or_default();
+        let p: Params = params::read(&ctx.params)?;
+        let provider_id = p.provider_id.or_default();
+        let model_name = p.model_name.or_default();
         let result = |success: bool, model_id: Value, workflow_id: Value, message: &str| {
             outputs([
                 ("success", json!(success)),
@@ -99,9 +109,9 @@ impl CloudModelAdd {
             "trigger_workflow": true,
             "provider_type": "cloud_model",
             "provider_id": provider_id,
-            "cloud_model_id": text_param(params, "cloud_model_id")?,
+            "cloud_model_id": p.cloud_model_id.0,
             "name": model_name,
-            "uri": text_param(params, "model_uri")?.unwrap_or_default(),
+            "uri": p.model_uri.or_default(),
             "tags": [],
             "modality": ["text_input", "text_output"],
         });

@@ -18,15 +18,17 @@
 
 use std::sync::LazyLock;
 
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
 
 use super::simulation_run::pretrained_model_uri;
 use super::{
-    BudCall, BudServices, DEPLOYMENT, Initiator, bool_param, call_failed, callee_message, field,
-    is_uuid, number_or, outputs, refused, text_param, workflow_id_of,
+    BudCall, BudServices, DEPLOYMENT, Initiator, budapp_wait_timed_out, call_failed,
+    callee_message, field, is_uuid, outputs, refused, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, is_template, optional_object};
+use crate::actions::params::{self, Bool, Number, Object, OptText};
+use crate::actions::seed::{Attempt, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -40,6 +42,7 @@ const PARSERS: [&str; 3] = [
     "reasoning_parser_type",
     "chat_template",
 ];
+const CAPABILITIES: [&str; 2] = ["supports_lora", "supports_pipeline_parallelism"];
 /// The original waited 600 s, but its timeout sweep never ran under Bud's
 /// chart; budcluster itself estimates 21 minutes for a 7 B model. An hour,
 /// unless the step sets its own `timeout_seconds`.
@@ -186,6 +189,43 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
+#[derive(Deserialize)]
+struct Params {
+    endpoint_name: OptText,
+    model_id: OptText,
+    cluster_id: OptText,
+    credential_id: OptText,
+    hardware_mode: OptText,
+    concurrent_requests: Option<Number>,
+    avg_sequence_length: Option<Number>,
+    avg_context_length: Option<Number>,
+    // The SLOS, in their order.
+    ttft: Option<Range>,
+    per_session_tokens_per_sec: Option<Range>,
+    e2e_latency: Option<Range>,
+    // The PARSERS, in their order.
+    tool_calling_parser_type: OptText,
+    reasoning_parser_type: OptText,
+    chat_template: OptText,
+    supports_lora: Option<Bool>,
+    supports_pipeline_parallelism: Option<Bool>,
+    budaiscaler_specification: Option<Object>,
+    project_id: OptText,
+}
+
+/// An SLO range `[min, max]` of numbers with `min <= max`, kept as given.
+struct Range(Value);
+
+impl<'de> Deserialize<'de> for Range {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        match range_problem(&value) {
+            None => Ok(Self(value)),
+            Some(problem) => Err(de::Error::custom(problem)),
+        }
+    }
+}
+
 pub(crate) struct DeploymentCreate {
     bud: BudServices,
 }
@@ -202,8 +242,8 @@ impl DeploymentCreate {
     }
 
     async fn start(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let endpoint_name = text_param(params, "endpoint_name")?.unwrap_or_default();
+        let p: Params = params::read(&ctx.params)?;
+        let endpoint_name = p.endpoint_name.or_default();
         let failed = |message: &str| {
             outputs([
                 ("success", json!(false)),
@@ -215,37 +255,45 @@ impl DeploymentCreate {
                 ("message", json!(message)),
             ])
         };
-        let model_id = text_param(params, "model_id")?.unwrap_or_default();
-        let cluster_id = text_param(params, "cluster_id")?;
-        let credential_id = text_param(params, "credential_id")?;
-        let hardware_mode =
-            text_param(params, "hardware_mode")?.unwrap_or_else(|| "dedicated".into());
+        let model_id = p.model_id.or_default();
+        let cluster_id = p.cluster_id.0;
+        let credential_id = p.credential_id.0;
+        let hardware_mode = p.hardware_mode.or("dedicated");
+        let number = |n: Option<Number>, default: Value| n.map_or(default, |n| n.0);
         let mut deploy_config = json!({
-            "concurrent_requests": number_or(params, "concurrent_requests", json!(1))?,
-            "avg_sequence_length": number_or(params, "avg_sequence_length", json!(512))?,
-            "avg_context_length": number_or(params, "avg_context_length", json!(4096))?,
+            "concurrent_requests": number(p.concurrent_requests, json!(1)),
+            "avg_sequence_length": number(p.avg_sequence_length, json!(512)),
+            "avg_context_length": number(p.avg_context_length, json!(4096)),
         });
-        for slo in SLOS {
-            if let Some(range) = slo_range(params, slo)? {
+        let slos = [p.ttft, p.per_session_tokens_per_sec, p.e2e_latency];
+        let has_slos = slos.iter().all(Option::is_some);
+        for (slo, range) in SLOS.into_iter().zip(slos) {
+            if let Some(Range(range)) = range {
                 deploy_config[slo] = range;
             }
         }
         let mut parsers = Map::new();
-        for name in PARSERS {
-            if let Some(value) = text_param(params, name)? {
+        let given_parsers = [
+            p.tool_calling_parser_type,
+            p.reasoning_parser_type,
+            p.chat_template,
+        ];
+        for (name, value) in PARSERS.into_iter().zip(given_parsers) {
+            if let Some(value) = value.0 {
                 parsers.insert(name.to_owned(), json!(value));
             }
         }
         let mut capabilities = Map::new();
-        for name in ["supports_lora", "supports_pipeline_parallelism"] {
-            if let Some(value) = bool_param(params, name)? {
+        let given_capabilities = [p.supports_lora, p.supports_pipeline_parallelism];
+        for (name, value) in CAPABILITIES.into_iter().zip(given_capabilities) {
+            if let Some(Bool(value)) = value {
                 capabilities.insert(name.to_owned(), json!(value));
             }
         }
-        let budaiscaler = optional_object(params, "budaiscaler_specification")?;
+        let budaiscaler = p.budaiscaler_specification.map(|s| s.0);
 
         let mut simulator_id = None;
-        if needs_simulation(params, cluster_id.as_deref(), &hardware_mode, &parsers) {
+        if needs_simulation(has_slos, cluster_id.as_deref(), &hardware_mode, &parsers) {
             let simulated = self
                 .simulate(
                     ctx,
@@ -267,7 +315,7 @@ impl DeploymentCreate {
                                 parsers.entry(name).or_insert_with(|| v.clone());
                             }
                         }
-                        for name in ["supports_lora", "supports_pipeline_parallelism"] {
+                        for name in CAPABILITIES {
                             if let Some(v) = top.get(name).filter(|v| !v.is_null()) {
                                 capabilities.entry(name).or_insert_with(|| v.clone());
                             }
@@ -295,7 +343,7 @@ impl DeploymentCreate {
             "step_number": 1,
             "trigger_workflow": true,
             "model_id": model_id,
-            "project_id": text_param(params, "project_id")?.unwrap_or_default(),
+            "project_id": p.project_id.or_default(),
             "endpoint_name": endpoint_name,
             "deploy_config": deploy_config,
             "callback_topic": self.bud.callback_topic(),
@@ -484,14 +532,11 @@ impl DeploymentCreate {
 /// Whether smart mode applies: a local deployment (a cluster), SLO targets
 /// unless the hardware is shared, and no parser settings given.
 fn needs_simulation(
-    params: &Map<String, Value>,
+    has_slos: bool,
     cluster_id: Option<&str>,
     hardware_mode: &str,
     parsers: &Map<String, Value>,
 ) -> bool {
-    let has_slos = SLOS
-        .iter()
-        .all(|slo| params.get(*slo).is_some_and(|v| !v.is_null()));
     cluster_id.is_some() && (hardware_mode != "dedicated" || has_slos) && parsers.is_empty()
 }
 
@@ -514,25 +559,15 @@ fn model_endpoints(model: &Map<String, Value>) -> Option<String> {
     (!kinds.is_empty()).then(|| kinds.join(","))
 }
 
-/// An SLO range `[min, max]` of numbers with `min <= max`, or `None`.
-fn slo_range(params: &Map<String, Value>, name: &str) -> Attempt<Option<Value>> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => match range_problem(name, value) {
-            None => Ok(Some(value.clone())),
-            Some(problem) => Err(StepOutcome::permanent(problem)),
-        },
-    }
-}
-
-fn range_problem(name: &str, value: &Value) -> Option<String> {
+/// What is wrong with an SLO range, said after its name.
+fn range_problem(value: &Value) -> Option<&'static str> {
     let Some([min, max]) = value.as_array().map(Vec::as_slice) else {
-        return Some(format!("{name} must be a [min, max] array"));
+        return Some("must be a [min, max] array");
     };
     let (Some(min), Some(max)) = (min.as_f64(), max.as_f64()) else {
-        return Some(format!("{name} values must be numbers"));
+        return Some("values must be numbers");
     };
-    (min > max).then(|| format!("{name} min value cannot be greater than max value"))
+    (min > max).then_some("min value cannot be greater than max value")
 }
 
 impl StepHandler for DeploymentCreate {
@@ -542,6 +577,8 @@ impl StepHandler for DeploymentCreate {
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
         let mut errors = Vec::new();
+        // Whether an id is given (a template counts) is a question for the
+        // params as submitted, not for their values.
         let given = |name: &str| {
             params
                 .get(name)
@@ -553,14 +590,13 @@ impl StepHandler for DeploymentCreate {
                     .to_owned(),
             );
         }
-        for slo in SLOS {
-            match params.get(slo) {
-                None | Some(Value::Null) => {}
-                Some(v) if is_template(v) => {}
-                Some(v) => errors.extend(range_problem(slo, v)),
-            }
-        }
-        if let Some(Value::Object(spec)) = params.get("budaiscaler_specification") {
+        let submitted = params::submitted::<Params>(params);
+        errors.extend(submitted.problems_with(&SLOS));
+        let spec = submitted
+            .params
+            .and_then(|p| p.budaiscaler_specification)
+            .map(|s| s.0);
+        if let Some(spec) = spec {
             let int_at_least = |key: &str, min: i64| match spec.get(key) {
                 None => true,
                 Some(v) if is_template(v) => true,
@@ -608,7 +644,7 @@ impl StepHandler for DeploymentCreate {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 
@@ -622,8 +658,7 @@ mod tests {
     }
 
     fn notification(op: &str, stage: &str, status: &str, result: Value) -> Value {
-        json!({"type": "notification", "payload": {"type": op, "event": stage, "workflow_id": "w",
-               "content": {"status": status, "message": "msg", "result": result}}})
+        super::super::tests::notification(op, stage, status, "msg", result)
     }
 
     #[test]
@@ -695,20 +730,13 @@ mod tests {
 
     #[test]
     fn smart_mode_needs_a_cluster_slos_in_dedicated_mode_and_no_parsers() {
-        let slos = params(json!({"ttft": [1, 2], "per_session_tokens_per_sec": [1, 2],
-                                 "e2e_latency": [1, 2]}));
         let none = Map::new();
-        assert!(needs_simulation(&slos, Some("c"), "dedicated", &none));
-        assert!(!needs_simulation(&slos, None, "dedicated", &none));
-        assert!(!needs_simulation(
-            &Map::new(),
-            Some("c"),
-            "dedicated",
-            &none
-        ));
-        assert!(needs_simulation(&Map::new(), Some("c"), "shared", &none));
+        assert!(needs_simulation(true, Some("c"), "dedicated", &none));
+        assert!(!needs_simulation(true, None, "dedicated", &none));
+        assert!(!needs_simulation(false, Some("c"), "dedicated", &none));
+        assert!(needs_simulation(false, Some("c"), "shared", &none));
         let parsers = params(json!({"chat_template": "t"}));
-        assert!(!needs_simulation(&slos, Some("c"), "dedicated", &parsers));
+        assert!(!needs_simulation(true, Some("c"), "dedicated", &parsers));
     }
 
     #[test]

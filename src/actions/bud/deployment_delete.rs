@@ -11,13 +11,15 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, DEPLOYMENT, Initiator, bool_param, call_failed, field, max_wait, outputs,
-    text_param, workflow_id_of,
+    BudCall, BudServices, DEPLOYMENT, Initiator, MaxWait, budapp_wait_timed_out, call_failed,
+    field, max_wait_spec, outputs, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, Bool, OptText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
@@ -39,58 +41,67 @@ const RULES: WaitRules = WaitRules {
     ],
 };
 
-static SPEC: LazyLock<ActionSpec> =
-    LazyLock::new(|| ActionSpec {
-        kind: "deployment_delete",
-        name: "Delete Deployment",
-        category: DEPLOYMENT,
-        description: "Deletes an existing model deployment from a cluster (budapp's delete \
+static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
+    kind: "deployment_delete",
+    name: "Delete Deployment",
+    category: DEPLOYMENT,
+    description: "Deletes an existing model deployment from a cluster (budapp's delete \
                   workflow). Removes the endpoint and releases all associated resources \
                   including pods, services, and storage.",
-        params: vec![
-        ParamSpec::new("endpoint_id", "string", "The deployment endpoint to delete.").required(),
+    params: vec![
+        ParamSpec::new(
+            "endpoint_id",
+            "string",
+            "The deployment endpoint to delete.",
+        )
+        .required(),
         ParamSpec::new(
             "force",
             "boolean",
             "Force deletion even if deployment is serving traffic (not yet implemented by budapp).",
         )
         .default(json!(false)),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for deletion to complete (seconds).",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(30.0), Some(600.0)),
+            DEFAULT_WAIT_SECONDS,
+            [30.0, 600.0],
+        ),
     ],
-        outputs: vec![
-            OutputSpec::new("success", "boolean", "Whether deletion was successful."),
-            OutputSpec::new("endpoint_id", "string", "ID of the deleted deployment."),
-            OutputSpec::new(
-                "workflow_id",
-                "string",
-                "budapp's workflow id, the correlation id of the events.",
-            ),
-            OutputSpec::new(
-                "namespace",
-                "string",
-                "Kubernetes namespace that was deleted.",
-            ),
-            OutputSpec::new(
-                "cluster_id",
-                "string",
-                "ID of the cluster the deployment was removed from.",
-            ),
-            OutputSpec::new(
-                "status",
-                "string",
-                "Current status of the deletion (deleting, deleted, failed).",
-            ),
-            OutputSpec::new("message", "string", "Status message or error details."),
-        ],
-        waits_for_event: true,
-        default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
-    });
+    outputs: vec![
+        OutputSpec::new("success", "boolean", "Whether deletion was successful."),
+        OutputSpec::new("endpoint_id", "string", "ID of the deleted deployment."),
+        OutputSpec::new(
+            "workflow_id",
+            "string",
+            "budapp's workflow id, the correlation id of the events.",
+        ),
+        OutputSpec::new(
+            "namespace",
+            "string",
+            "Kubernetes namespace that was deleted.",
+        ),
+        OutputSpec::new(
+            "cluster_id",
+            "string",
+            "ID of the cluster the deployment was removed from.",
+        ),
+        OutputSpec::new(
+            "status",
+            "string",
+            "Current status of the deletion (deleting, deleted, failed).",
+        ),
+        OutputSpec::new("message", "string", "Status message or error details."),
+    ],
+    waits_for_event: true,
+    default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
+});
+
+#[derive(Deserialize)]
+struct Params {
+    endpoint_id: OptText,
+    force: Option<Bool>,
+    max_wait_seconds: Option<MaxWait>,
+}
 
 pub(crate) struct DeploymentDelete {
     bud: BudServices,
@@ -102,10 +113,10 @@ impl DeploymentDelete {
     }
 
     async fn delete(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let endpoint_id = text_param(params, "endpoint_id")?.unwrap_or_default();
-        let force = bool_param(params, "force")?.unwrap_or(false);
-        let timeout = max_wait(params)?;
+        let p: Params = params::read(&ctx.params)?;
+        let endpoint_id = p.endpoint_id.or_default();
+        let force = p.force.is_some_and(|f| f.0);
+        let timeout = p.max_wait_seconds.map(|w| w.0);
         let failed = |message: &str| {
             outputs([
                 ("success", json!(false)),
@@ -200,7 +211,7 @@ impl StepHandler for DeploymentDelete {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 
@@ -214,8 +225,7 @@ mod tests {
     }
 
     fn notification(stage: &str, status: &str, result: Value) -> Value {
-        json!({"type": "notification", "payload": {"type": "delete_deployment", "event": stage,
-               "workflow_id": "w", "content": {"status": status, "message": "m", "result": result}}})
+        super::super::tests::notification("delete_deployment", stage, status, "m", result)
     }
 
     #[test]

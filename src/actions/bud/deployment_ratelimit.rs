@@ -9,12 +9,11 @@
 use std::sync::LazyLock;
 
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{
-    BudCall, BudServices, DEPLOYMENT, Initiator, bool_param, call_failed, number_param, outputs,
-    text_param,
-};
+use super::{BudCall, BudServices, DEPLOYMENT, Initiator, call_failed, outputs};
+use crate::actions::params::{self, Bool, Number, OptText};
 use crate::actions::seed::{Attempt, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
@@ -87,6 +86,17 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    endpoint_id: OptText,
+    enabled: Option<Bool>,
+    algorithm: OptText,
+    requests_per_second: Option<Number>,
+    requests_per_minute: Option<Number>,
+    requests_per_hour: Option<Number>,
+    burst_size: Option<Number>,
+}
+
 pub(crate) struct DeploymentRatelimit {
     bud: BudServices,
 }
@@ -97,19 +107,22 @@ impl DeploymentRatelimit {
     }
 
     async fn configure(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let endpoint_id = text_param(params, "endpoint_id")?.unwrap_or_default();
-        let enabled = bool_param(params, "enabled")?.unwrap_or(true);
+        let p: Params = params::read(&ctx.params)?;
+        let endpoint_id = p.endpoint_id.or_default();
+        let enabled = p.enabled.is_none_or(|e| e.0);
         let mut config = outputs([
-            (
-                "algorithm",
-                json!(text_param(params, "algorithm")?.unwrap_or_else(|| "token_bucket".into())),
-            ),
+            ("algorithm", json!(p.algorithm.or("token_bucket"))),
             ("enabled", json!(enabled)),
         ]);
+        let limits = [
+            p.requests_per_second,
+            p.requests_per_minute,
+            p.requests_per_hour,
+            p.burst_size,
+        ];
         // budapp takes whole numbers (the original sent int(value)).
-        for name in RATES.iter().chain(&["burst_size"]) {
-            if let Some(n) = number_param(params, name)?.and_then(|n| n.as_f64()) {
+        for (name, n) in RATES.iter().chain(&["burst_size"]).zip(limits) {
+            if let Some(n) = n.and_then(|n| n.0.as_f64()) {
                 config.insert((*name).to_owned(), json!(n.trunc() as i64));
             }
         }
@@ -158,6 +171,8 @@ impl StepHandler for DeploymentRatelimit {
         &SPEC
     }
 
+    /// Whether a rate is given (a template counts) is a question for the
+    /// params as submitted, not for their values.
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
         let given = |name: &str| params.get(name).is_some_and(|v| !v.is_null());
         if RATES

@@ -6,12 +6,13 @@
 use std::sync::LazyLock;
 
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, DEPLOYMENT, Initiator, call_failed, callee_message, field, number_param,
-    outputs, text_param,
+    BudCall, BudServices, DEPLOYMENT, Initiator, call_failed, callee_message, field, outputs,
 };
+use crate::actions::params::{self, Number, OptText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
@@ -73,6 +74,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    endpoint_id: OptText,
+    target_replicas: Option<Number>,
+}
+
 pub(crate) struct DeploymentScale {
     bud: BudServices,
 }
@@ -83,10 +90,9 @@ impl DeploymentScale {
     }
 
     async fn scale(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let endpoint_id = text_param(&ctx.params, "endpoint_id")?.unwrap_or_default();
-        let target = number_param(&ctx.params, "target_replicas")?
-            .unwrap_or(json!(1))
-            .as_f64()
+        let p: Params = params::read(&ctx.params)?;
+        let endpoint_id = p.endpoint_id.or_default();
+        let target = Some(p.target_replicas.map_or(1.0, |n| n.as_f64()))
             .filter(|n| n.fract() == 0.0 && (0.0..=100.0).contains(n))
             .map(|n| n as i64)
             .ok_or_else(|| {

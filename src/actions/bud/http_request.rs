@@ -21,15 +21,18 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::address::{AddressRange, check_address};
-use super::{bool_param, number_param, outputs, text_param};
-use crate::actions::seed::{Attempt, INTEGRATION, is_template};
+use super::outputs;
+use crate::actions::params::{self, Bool, Number, Object, OptText};
+use crate::actions::seed::{Attempt, INTEGRATION};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
+use crate::dag::template::is_template;
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// Redirects followed, each checked like the first request.
@@ -106,6 +109,16 @@ impl Resolve for SystemResolver {
     }
 }
 
+#[derive(Deserialize)]
+struct Params {
+    url: OptText,
+    method: OptText,
+    headers: Option<Object>,
+    timeout_seconds: Option<Number>,
+    body: Option<Value>,
+    include_metadata: Option<Bool>,
+}
+
 pub(crate) struct HttpRequest {
     allowed: Arc<Vec<AddressRange>>,
     resolver: Arc<dyn Resolve>,
@@ -133,12 +146,9 @@ impl HttpRequest {
     }
 
     fn plan(ctx: &StepContext) -> Attempt<Plan> {
-        let params = &ctx.params;
-        let raw = text_param(params, "url")?.unwrap_or_default();
-        let url = parse_url(&raw).map_err(StepOutcome::permanent)?;
-        let method_name = text_param(params, "method")?
-            .unwrap_or_else(|| "GET".into())
-            .to_ascii_uppercase();
+        let p: Params = params::read(&ctx.params)?;
+        let url = parse_url(&p.url.or_default()).map_err(StepOutcome::permanent)?;
+        let method_name = p.method.or("GET").to_ascii_uppercase();
         if !METHODS.contains(&method_name.as_str()) {
             return Err(StepOutcome::permanent(format!(
                 "method must be one of {}, not `{method_name}`",
@@ -147,13 +157,14 @@ impl HttpRequest {
         }
         let method = Method::from_bytes(method_name.as_bytes())
             .map_err(|_| StepOutcome::permanent("method is not valid"))?;
-        let headers = header_map(params.get("headers"))?;
-        let seconds = number_param(params, "timeout_seconds")?
-            .and_then(|n| n.as_f64())
+        let headers = header_map(p.headers.unwrap_or_default().0)?;
+        let seconds = p
+            .timeout_seconds
+            .and_then(|n| n.0.as_f64())
             .unwrap_or(DEFAULT_TIMEOUT_SECONDS)
             .clamp(1.0, 300.0);
-        let mut body = params.get("body").cloned().filter(|b| !b.is_null());
-        if bool_param(params, "include_metadata")? == Some(true) {
+        let mut body = p.body;
+        if p.include_metadata == Some(Bool(true)) {
             let metadata = json!({"execution_id": ctx.execution_id.to_string(),
                                   "step_id": ctx.step_id});
             match &mut body {
@@ -355,15 +366,9 @@ fn origin(url: &Url) -> (String, Option<String>, Option<u16>) {
 }
 
 /// The `headers` param as request headers: an object of names to text.
-fn header_map(value: Option<&Value>) -> Attempt<HeaderMap> {
+fn header_map(map: Map<String, Value>) -> Attempt<HeaderMap> {
     let mut headers = HeaderMap::new();
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok(headers);
-    };
-    let Some(map) = value.as_object() else {
-        return Err(StepOutcome::permanent("headers must be an object"));
-    };
-    for (name, value) in map {
+    for (name, value) in &map {
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Number(_) | Value::Bool(_) => value.to_string(),
@@ -479,29 +484,33 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// What a literal URL or header says is wrong before anything is sent.
+fn literal_problems(p: Params) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(url) = p.url.0.filter(|url| !is_template(url)) {
+        errors.extend(parse_url(&url).err());
+    }
+    if let Some(Object(headers)) = p.headers {
+        for (name, value) in &headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(format!("headers: `{name}` is not a header name"));
+            }
+            if matches!(value, Value::Object(_) | Value::Array(_)) {
+                errors.push(format!("headers.{name} must be text"));
+            }
+        }
+    }
+    errors
+}
+
 impl StepHandler for HttpRequest {
     fn spec(&self) -> &ActionSpec {
         &SPEC
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let mut errors = Vec::new();
-        if let Some(Value::String(url)) = params.get("url") {
-            if !is_template(&json!(url)) && !url.trim().is_empty() {
-                errors.extend(parse_url(url).err());
-            }
-        }
-        if let Some(Value::Object(headers)) = params.get("headers") {
-            for (name, value) in headers {
-                if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    errors.push(format!("headers: `{name}` is not a header name"));
-                }
-                if matches!(value, Value::Object(_) | Value::Array(_)) {
-                    errors.push(format!("headers.{name} must be text"));
-                }
-            }
-        }
-        errors
+        let submitted = params::submitted::<Params>(params);
+        submitted.params.map_or_else(Vec::new, literal_problems)
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {

@@ -31,10 +31,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
 
+use super::params::Number;
 use super::seed::Attempt;
-use super::{Registry, StepContext, StepOutcome};
+use super::{ParamSpec, Registry, StepContext, StepOutcome};
 use crate::config::Settings;
 use crate::dapr::{CallHints, DaprClient, InvokeError, encode_segment};
 
@@ -216,29 +218,15 @@ impl BudServices {
         }
         let mut hints = ctx.call_hints();
         hints.app_token = self.inner.app_token.clone();
-        let app_id = self.inner.budapp.clone();
-        let answer = self.send(&app_id, hints, call).await?;
-        match error_in_body(&answer) {
-            Some((status, body)) => Err(InvokeError::Status {
-                app_id,
-                status,
-                body,
-            }),
-            None => Ok(answer),
-        }
+        let app_id = &self.inner.budapp;
+        let answer = self.send(app_id, hints, call).await?;
+        unless_error_in_body(app_id, answer)
     }
 
     async fn budsim(&self, ctx: &StepContext, call: BudCall) -> Result<Value, InvokeError> {
-        let app_id = self.inner.budsim.clone();
-        let answer = self.send(&app_id, ctx.call_hints(), call).await?;
-        match error_in_body(&answer) {
-            Some((status, body)) => Err(InvokeError::Status {
-                app_id,
-                status,
-                body,
-            }),
-            None => Ok(answer),
-        }
+        let app_id = &self.inner.budsim;
+        let answer = self.send(app_id, ctx.call_hints(), call).await?;
+        unless_error_in_body(app_id, answer)
     }
 
     async fn budcluster(&self, ctx: &StepContext, call: BudCall) -> Result<Value, InvokeError> {
@@ -298,6 +286,18 @@ fn error_in_body(answer: &Value) -> Option<(reqwest::StatusCode, String)> {
         .filter(|c| c.is_client_error() || c.is_server_error())
         .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
     Some((code, answer.to_string()))
+}
+
+/// `app_id`'s answer, or the error object it answered with a 2xx.
+fn unless_error_in_body(app_id: &str, answer: Value) -> Result<Value, InvokeError> {
+    match error_in_body(&answer) {
+        Some((status, body)) => Err(InvokeError::Status {
+            app_id: app_id.to_owned(),
+            status,
+            body,
+        }),
+        None => Ok(answer),
+    }
 }
 
 /// The callee's own words from an error body: budapp's and budmicroframe's
@@ -405,60 +405,26 @@ fn refused(error: impl Into<String>, outputs: Map<String, Value>) -> StepOutcome
     }
 }
 
-// ---------------------------------------------------------------------------
-// Parameters, after templating. Wrong types are permanent failures naming
-// the parameter (submit-time validation catches literal ones first).
-
-/// A text param; numbers are taken as their text, `""` and null as absent.
-fn text_param(params: &Map<String, Value>, name: &str) -> Attempt<Option<String>> {
-    super::seed::optional_str(params, name)
+/// The declared `max_wait_seconds` of a waiting action, which [`MaxWait`]
+/// reads: by default the action's own default timeout.
+fn max_wait_spec(description: &'static str, default_seconds: u64, range: [f64; 2]) -> ParamSpec {
+    ParamSpec::new("max_wait_seconds", "number", description)
+        .default(json!(default_seconds))
+        .range(Some(range[0]), Some(range[1]))
 }
 
-/// A number param as the JSON number to forward (an integer stays an
-/// integer); a numeric string is accepted, null is absent.
-fn number_param(params: &Map<String, Value>, name: &str) -> Attempt<Option<Value>> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(n @ Value::Number(_)) => Ok(Some(n.clone())),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if let Ok(i) = s.parse::<i64>() {
-                Ok(Some(json!(i)))
-            } else if let Some(f) = s.parse::<f64>().ok().filter(|f| f.is_finite()) {
-                Ok(Some(json!(f)))
-            } else {
-                Err(StepOutcome::permanent(format!("{name} must be a number")))
-            }
-        }
-        Some(_) => Err(StepOutcome::permanent(format!("{name} must be a number"))),
-    }
-}
+/// A waiting step's own limit, `max_wait_seconds`: a positive number of
+/// seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MaxWait(Duration);
 
-fn number_or(params: &Map<String, Value>, name: &str, default: Value) -> Attempt<Value> {
-    Ok(number_param(params, name)?.unwrap_or(default))
-}
-
-/// A boolean param; `"true"` / `"false"` in any case are accepted.
-fn bool_param(params: &Map<String, Value>, name: &str) -> Attempt<Option<bool>> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(_) => Err(StepOutcome::permanent(format!("{name} must be a boolean"))),
-    }
-}
-
-/// A waiting step's own limit in seconds (`max_wait_seconds`), when given.
-fn max_wait(params: &Map<String, Value>) -> Attempt<Option<Duration>> {
-    match number_param(params, "max_wait_seconds")? {
-        None => Ok(None),
-        Some(n) => n
-            .as_f64()
+impl<'de> Deserialize<'de> for MaxWait {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Some(Number::deserialize(d)?.as_f64())
             .filter(|s| *s > 0.0)
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .map(Some)
-            .ok_or_else(|| StepOutcome::permanent("max_wait_seconds must be a positive number")),
+            .map(Self)
+            .ok_or_else(|| de::Error::custom("must be a positive number"))
     }
 }
 
@@ -466,6 +432,27 @@ fn max_wait(params: &Map<String, Value>) -> Attempt<Option<Duration>> {
 /// as the original's model resolver did.
 fn is_uuid(text: &str) -> bool {
     uuid::Uuid::try_parse(text).is_ok()
+}
+
+/// The id of the workflow a call started, a non-empty string `workflow_id`
+/// of `answer`: the id the step waits on. Without one the step fails
+/// permanently with `missing` (the call itself succeeded).
+fn awaited_workflow_id(
+    answer: &Value,
+    missing: &str,
+    failed: impl FnOnce(&str) -> Map<String, Value>,
+) -> Attempt<String> {
+    answer
+        .get("workflow_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| refused(missing, failed(missing)))
+}
+
+/// A step waiting on a budapp workflow timed out: say which one.
+fn budapp_wait_timed_out(outputs: &Map<String, Value>) -> StepOutcome {
+    super::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
 }
 
 /// The workflow id of a budapp workflow answer (`RetrieveWorkflowDataResponse`
@@ -509,6 +496,19 @@ mod tests {
         })
         .unwrap();
         BudServices::new(test_client(), &settings)
+    }
+
+    /// A stage notification of operation `op` for workflow `w`, as budcluster
+    /// and budmodel publish it.
+    pub(super) fn notification(
+        op: &str,
+        stage: &str,
+        status: &str,
+        message: &str,
+        result: Value,
+    ) -> Value {
+        json!({"type": "notification", "payload": {"type": op, "event": stage, "workflow_id": "w",
+               "content": {"status": status, "message": message, "result": result}}})
     }
 
     fn status(status: u16, body: Value) -> InvokeError {
@@ -600,21 +600,6 @@ mod tests {
             bud.initiator(&c, Initiator::ExecutionOnly).as_deref(),
             Some("system")
         );
-    }
-
-    #[test]
-    fn number_params_keep_their_json_type() {
-        let p = params(json!({"i": 5, "f": 1.5, "s": "7", "t": "x", "o": {}}));
-        assert_eq!(number_param(&p, "i").unwrap(), Some(json!(5)));
-        assert_eq!(number_param(&p, "f").unwrap(), Some(json!(1.5)));
-        assert_eq!(number_param(&p, "s").unwrap(), Some(json!(7)));
-        assert_eq!(number_param(&p, "absent").unwrap(), None);
-        for bad in ["t", "o"] {
-            assert_eq!(
-                number_param(&p, bad).unwrap_err(),
-                StepOutcome::permanent(format!("{bad} must be a number"))
-            );
-        }
     }
 
     #[test]

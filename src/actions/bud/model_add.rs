@@ -10,18 +10,21 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, MODEL_OPERATIONS, call_failed, field, max_wait, outputs,
-    refused, text_param, workflow_id_of,
+    BudCall, BudServices, Initiator, MODEL_OPERATIONS, MaxWait, budapp_wait_timed_out, call_failed,
+    field, max_wait_spec, outputs, refused, workflow_id_of,
 };
 use crate::actions::bud_event::WaitRules;
-use crate::actions::seed::{Attempt, is_template};
+use crate::actions::params::{self, OptText};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
+use crate::dag::template::is_template;
 
 const SOURCES: &[&str] = &["hugging_face", "url", "disk"];
 const DEFAULT_WAIT_SECONDS: u64 = 86_400;
@@ -73,13 +76,11 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
         ),
         ParamSpec::new("description", "string", "Description of the model."),
         ParamSpec::new("author", "string", "Author or organization."),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for model extraction (seconds).",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(300.0), Some(172_800.0)),
+            DEFAULT_WAIT_SECONDS,
+            [300.0, 172_800.0],
+        ),
     ],
     outputs: vec![
         OutputSpec::new(
@@ -105,6 +106,23 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
+#[derive(Deserialize)]
+struct Params {
+    model_source: OptText,
+    model_uri: OptText,
+    model_name: OptText,
+    description: OptText,
+    author: OptText,
+    credential_id: OptText,
+    max_wait_seconds: Option<MaxWait>,
+}
+
+impl Params {
+    fn source(&self) -> &str {
+        self.model_source.0.as_deref().unwrap_or("hugging_face")
+    }
+}
+
 pub(crate) struct ModelAdd {
     bud: BudServices,
 }
@@ -115,10 +133,12 @@ impl ModelAdd {
     }
 
     async fn start(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let source = text_param(params, "model_source")?.unwrap_or_else(|| "hugging_face".into());
-        let uri = text_param(params, "model_uri")?.unwrap_or_default();
-        let name = text_param(params, "model_name")?
+        let p: Params = params::read(&ctx.params)?;
+        let source = p.source().to_owned();
+        let uri = p.model_uri.or_default();
+        let name = p
+            .model_name
+            .0
             .unwrap_or_else(|| uri.rsplit('/').next().unwrap_or_default().to_owned());
         let failed = |message: &str| {
             outputs([
@@ -140,17 +160,17 @@ impl ModelAdd {
             "provider_type": source,
             "name": name,
             "uri": uri,
-            "description": text_param(params, "description")?.unwrap_or_default(),
-            "author": text_param(params, "author")?.unwrap_or_default(),
+            "description": p.description.or_default(),
+            "author": p.author.or_default(),
             "callback_topic": self.bud.callback_topic(),
         });
         // budapp refuses a credential for url and disk sources (422).
-        if let Some(credential) = text_param(params, "credential_id")? {
+        if let Some(credential) = p.credential_id.0 {
             if source == "hugging_face" {
                 body["proprietary_credential_id"] = json!(credential);
             }
         }
-        let timeout = max_wait(params)?;
+        let timeout = p.max_wait_seconds.map(|w| w.0);
         let user = self.bud.initiator(ctx, Initiator::StepOrExecution);
         let call = BudCall::post("/models/local-model-workflow", body).taking(60);
         let answer = self
@@ -203,18 +223,13 @@ impl StepHandler for ModelAdd {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let source = match params.get("model_source") {
-            None | Some(Value::Null) => "hugging_face",
-            Some(v) if is_template(v) => return Vec::new(),
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => return Vec::new(),
+        let Some(p) = params::submitted::<Params>(params).params else {
+            return Vec::new();
         };
-        match params.get("model_uri") {
-            Some(Value::String(uri))
-                if !crate::dag::template::is_template(uri) && !uri.trim().is_empty() =>
-            {
-                uri_problem(source, uri).into_iter().collect()
-            }
+        // A templated source matches no source, so only the URI's own
+        // template needs letting through.
+        match &p.model_uri.0 {
+            Some(uri) if !is_template(uri) => uri_problem(p.source(), uri).into_iter().collect(),
             _ => Vec::new(),
         }
     }
@@ -254,7 +269,7 @@ impl StepHandler for ModelAdd {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 
@@ -268,9 +283,8 @@ mod tests {
     }
 
     fn notification(stage: &str, status: &str, message: &str, result: Value) -> Value {
-        json!({"type": "notification", "payload": {"type": "perform_model_extraction",
-               "event": stage, "workflow_id": "w",
-               "content": {"status": status, "message": message, "result": result}}})
+        let op = "perform_model_extraction";
+        super::super::tests::notification(op, stage, status, message, result)
     }
 
     #[test]

@@ -16,13 +16,16 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, MODEL_OPERATIONS, call_failed, callee_message, field, is_uuid,
-    max_wait, number_or, number_param, outputs, refused, text_param,
+    BudCall, BudServices, Initiator, MODEL_OPERATIONS, MaxWait, awaited_workflow_id,
+    budapp_wait_timed_out, call_failed, callee_message, field, is_uuid, max_wait_spec, outputs,
+    refused,
 };
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, Number, OptText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
@@ -103,13 +106,11 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
         ParamSpec::new("pp_size", "integer", "Pipeline parallelism size.")
             .range(Some(1.0), Some(16.0)),
         ParamSpec::new("replicas", "integer", "Number of replicas.").range(Some(1.0), Some(32.0)),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for the benchmark (seconds).",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(60.0), Some(7200.0)),
+            DEFAULT_WAIT_SECONDS,
+            [60.0, 7200.0],
+        ),
     ],
     outputs: vec![
         OutputSpec::new(
@@ -130,6 +131,26 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     waits_for_event: true,
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
+
+#[derive(Deserialize)]
+struct Params {
+    model_id: OptText,
+    cluster_id: OptText,
+    hardware_mode: OptText,
+    concurrent_requests: Option<Number>,
+    max_input_tokens: Option<Number>,
+    max_output_tokens: Option<Number>,
+    selected_device_type: OptText,
+    tp_size: Option<Number>,
+    pp_size: Option<Number>,
+    replicas: Option<Number>,
+    benchmark_name: OptText,
+    num_prompts: Option<Number>,
+    // Hidden pass-through params of the original, sent as given.
+    prompt: Option<Value>,
+    prompt_tokens: Option<Value>,
+    max_wait_seconds: Option<MaxWait>,
+}
 
 pub(crate) struct ModelBenchmark {
     bud: BudServices,
@@ -161,9 +182,9 @@ impl ModelBenchmark {
     }
 
     async fn start(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let model_id = text_param(params, "model_id")?.unwrap_or_default();
-        let cluster_id = text_param(params, "cluster_id")?.unwrap_or_default();
+        let p: Params = params::read(&ctx.params)?;
+        let model_id = p.model_id.or_default();
+        let cluster_id = p.cluster_id.or_default();
         if !is_uuid(&cluster_id) {
             let message = format!("Invalid cluster_id format: '{cluster_id}' is not a valid UUID");
             return Err(refused(message.clone(), failed_outputs(&message)));
@@ -180,15 +201,15 @@ impl ModelBenchmark {
             .iter()
             .filter_map(|n| n.get("hostname").cloned())
             .collect();
-        let hardware_mode =
-            text_param(params, "hardware_mode")?.unwrap_or_else(|| "dedicated".into());
-        let concurrent = number_or(params, "concurrent_requests", json!(1))?;
-        let input_tokens = number_or(params, "max_input_tokens", json!(1024))?;
-        let output_tokens = number_or(params, "max_output_tokens", json!(512))?;
-        let wanted_device = text_param(params, "selected_device_type")?;
-        let wanted_tp = number_param(params, "tp_size")?;
-        let wanted_pp = number_param(params, "pp_size")?;
-        let wanted_replicas = number_param(params, "replicas")?;
+        let hardware_mode = p.hardware_mode.or("dedicated");
+        let number = |n: Option<Number>, default: Value| n.map_or(default, |n| n.0);
+        let concurrent = number(p.concurrent_requests, json!(1));
+        let input_tokens = number(p.max_input_tokens, json!(1024));
+        let output_tokens = number(p.max_output_tokens, json!(512));
+        let wanted_device = p.selected_device_type.0;
+        let wanted_tp = p.tp_size.map(|n| n.0);
+        let wanted_pp = p.pp_size.map(|n| n.0);
+        let wanted_replicas = p.replicas.map(|n| n.0);
 
         let asked = json!({
             "model_id": model_id, "cluster_id": app_cluster_id, "hostnames": hostnames,
@@ -224,7 +245,7 @@ impl ModelBenchmark {
             "cluster_id": app_cluster_id,
             "bud_cluster_id": bud_cluster_id,
             "nodes": nodes,
-            "name": text_param(params, "benchmark_name")?.unwrap_or_else(|| "auto-benchmark".into()),
+            "name": p.benchmark_name.or("auto-benchmark"),
             "tags": [],
             "description": format!("Automated benchmark from workflow step {}", ctx.step_id),
             "eval_with": "configuration",
@@ -236,34 +257,27 @@ impl ModelBenchmark {
             "tp_size": layout.tp_size,
             "pp_size": layout.pp_size,
             "replicas": layout.replicas,
-            "num_prompts": number_or(params, "num_prompts", json!(10))?,
+            "num_prompts": number(p.num_prompts, json!(10)),
             "user_confirmation": true,
             "run_as_simulation": false,
             "callback_topic": self.bud.callback_topic(),
         });
-        // Hidden pass-through params of the original.
-        for name in ["prompt", "prompt_tokens"] {
-            if let Some(value) = params.get(name).filter(|v| !v.is_null()) {
-                body[name] = value.clone();
+        for (name, value) in [("prompt", p.prompt), ("prompt_tokens", p.prompt_tokens)] {
+            if let Some(value) = value {
+                body[name] = value;
             }
         }
-        let timeout = max_wait(params)?;
+        let timeout = p.max_wait_seconds.map(|w| w.0);
         let call = BudCall::post("/benchmark/run-workflow", body).taking(60);
         let answer =
             self.bud.budapp(ctx, user, call).await.map_err(|e| {
                 call_failed("Failed to start benchmark workflow", &e, failed_outputs)
             })?;
         let data = answer.get("data").unwrap_or(&answer);
-        let Some(workflow_id) = data
-            .get("workflow_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-        else {
-            let message = "No workflow_id returned from budapp";
-            return Err(refused(message, failed_outputs(message)));
-        };
+        let missing = "No workflow_id returned from budapp";
+        let workflow_id = awaited_workflow_id(data, missing, failed_outputs)?;
         Ok(StepOutcome::AwaitEvent {
-            external_id: workflow_id.to_owned(),
+            external_id: workflow_id.clone(),
             outputs: outputs([
                 ("success", json!(true)),
                 ("benchmark_id", Value::Null),
@@ -493,8 +507,11 @@ impl StepHandler for ModelBenchmark {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        match params.get("benchmark_name").and_then(Value::as_str) {
-            Some(name) if !crate::dag::template::is_template(name) && name.chars().count() > 50 => {
+        let p = params::submitted::<Params>(params).params;
+        match p.and_then(|p| p.benchmark_name.0) {
+            Some(name)
+                if !crate::dag::template::is_template(&name) && name.chars().count() > 50 =>
+            {
                 vec!["benchmark_name must be at most 50 characters".into()]
             }
             _ => Vec::new(),
@@ -533,7 +550,7 @@ impl StepHandler for ModelBenchmark {
     }
 
     fn on_timeout(&self, outputs: &Map<String, Value>) -> StepOutcome {
-        crate::actions::seed::timed_out_waiting(outputs, "workflow_id", "budapp workflow")
+        budapp_wait_timed_out(outputs)
     }
 }
 

@@ -4,11 +4,11 @@
 use std::sync::LazyLock;
 
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    BudCall, BudServices, Initiator, MODEL_OPERATIONS, bool_param, call_failed, outputs, text_param,
-};
+use super::{BudCall, BudServices, Initiator, MODEL_OPERATIONS, call_failed, outputs};
+use crate::actions::params::{self, Bool, OptText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
@@ -47,6 +47,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    model_id: OptText,
+    force: Option<Bool>,
+}
+
 pub(crate) struct ModelDelete {
     bud: BudServices,
 }
@@ -57,8 +63,9 @@ impl ModelDelete {
     }
 
     async fn delete(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let model_id = text_param(&ctx.params, "model_id")?.unwrap_or_default();
-        let force = bool_param(&ctx.params, "force")?.unwrap_or(false);
+        let p: Params = params::read(&ctx.params)?;
+        let model_id = p.model_id.or_default();
+        let force = p.force.is_some_and(|f| f.0);
         let failed = |message: &str| {
             outputs([
                 ("success", json!(false)),

@@ -11,13 +11,15 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    BudCall, BudServices, Initiator, SIMULATION, bool_param, call_failed, field, is_uuid, max_wait,
-    number_or, number_param, outputs, refused, text_param,
+    BudCall, BudServices, Initiator, MaxWait, SIMULATION, awaited_workflow_id, call_failed, field,
+    is_uuid, max_wait_spec, outputs, refused,
 };
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, Bool, Number, OptText};
 use crate::actions::seed::{Attempt, is_template};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
@@ -138,13 +140,11 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
             "string",
             "Quantization precision (e.g., 'int4', 'int8').",
         ),
-        ParamSpec::new(
-            "max_wait_seconds",
-            "number",
+        max_wait_spec(
             "Maximum time to wait for simulation completion.",
-        )
-        .default(json!(DEFAULT_WAIT_SECONDS))
-        .range(Some(60.0), Some(7200.0)),
+            DEFAULT_WAIT_SECONDS,
+            [60.0, 7200.0],
+        ),
     ],
     outputs: vec![
         OutputSpec::new(
@@ -205,6 +205,28 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
+#[derive(Deserialize)]
+struct Params {
+    model_id: OptText,
+    input_tokens: Option<Number>,
+    output_tokens: Option<Number>,
+    concurrency: Option<Number>,
+    hardware_mode: OptText,
+    // Sent to budsim when given.
+    target_ttft: Option<Number>,
+    target_throughput_per_user: Option<Number>,
+    target_e2e_latency: Option<Number>,
+    model_max_context_length: Option<Number>,
+    cluster_id: OptText,
+    simulation_method: OptText,
+    model_endpoints: OptText,
+    // Sent only with is_quantization.
+    is_quantization: Option<Bool>,
+    quantization_method: OptText,
+    quantization_type: OptText,
+    max_wait_seconds: Option<MaxWait>,
+}
+
 pub(crate) struct SimulationRun {
     bud: BudServices,
 }
@@ -229,9 +251,9 @@ impl SimulationRun {
     }
 
     async fn start(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
+        let p: Params = params::read(&ctx.params)?;
         let failed = |message: &str| failed_outputs(Value::Null, message);
-        let model_id = text_param(params, "model_id")?.unwrap_or_default();
+        let model_id = p.model_id.or_default();
         let unresolved = "Could not resolve model URI from model_id";
         // Only a UUID goes into budapp's path, as in the original.
         if !is_uuid(&model_id) {
@@ -252,12 +274,13 @@ impl SimulationRun {
                 failed(&format!("{unresolved}. Ensure the model exists in budapp.")),
             ));
         };
+        let number = |n: Option<Number>, default: Value| n.map_or(default, |n| n.0);
         let mut body = json!({
-            "input_tokens": number_or(params, "input_tokens", json!(4096))?,
-            "output_tokens": number_or(params, "output_tokens", json!(512))?,
-            "concurrency": number_or(params, "concurrency", json!(1))?,
+            "input_tokens": number(p.input_tokens, json!(4096)),
+            "output_tokens": number(p.output_tokens, json!(512)),
+            "concurrency": number(p.concurrency, json!(1)),
             "is_proprietary_model": false,
-            "hardware_mode": text_param(params, "hardware_mode")?.unwrap_or_else(|| "dedicated".into()),
+            "hardware_mode": p.hardware_mode.or("dedicated"),
             "debug": false,
             "source_topic": self.bud.callback_topic(),
             "pretrained_model_uri": pretrained,
@@ -265,45 +288,49 @@ impl SimulationRun {
         if let Some(uri) = model.get("huggingface_url").filter(|v| !v.is_null()) {
             body["model_uri"] = uri.clone();
         }
-        for name in [
-            "target_ttft",
-            "target_throughput_per_user",
-            "target_e2e_latency",
-            "model_max_context_length",
-        ] {
-            if let Some(value) = number_param(params, name)? {
+        let numbers = [
+            ("target_ttft", p.target_ttft),
+            ("target_throughput_per_user", p.target_throughput_per_user),
+            ("target_e2e_latency", p.target_e2e_latency),
+            ("model_max_context_length", p.model_max_context_length),
+        ];
+        for (name, value) in numbers {
+            if let Some(Number(value)) = value {
                 body[name] = value;
             }
         }
-        for name in ["cluster_id", "simulation_method", "model_endpoints"] {
-            if let Some(value) = text_param(params, name)? {
+        let quantized = p.is_quantization == Some(Bool(true));
+        if quantized {
+            body["is_quantization"] = json!(true);
+        }
+        let texts = [
+            ("cluster_id", p.cluster_id.0),
+            ("simulation_method", p.simulation_method.0),
+            ("model_endpoints", p.model_endpoints.0),
+            (
+                "quantization_method",
+                p.quantization_method.0.filter(|_| quantized),
+            ),
+            (
+                "quantization_type",
+                p.quantization_type.0.filter(|_| quantized),
+            ),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value {
                 body[name] = json!(value);
             }
         }
-        if bool_param(params, "is_quantization")? == Some(true) {
-            body["is_quantization"] = json!(true);
-            for name in ["quantization_method", "quantization_type"] {
-                if let Some(value) = text_param(params, name)? {
-                    body[name] = json!(value);
-                }
-            }
-        }
-        let timeout = max_wait(params)?;
+        let timeout = p.max_wait_seconds.map(|w| w.0);
         let answer = self
             .bud
             .budsim(ctx, BudCall::post("/simulator/run", body).taking(120))
             .await
             .map_err(|e| call_failed("Failed to start simulation", &e, failed))?;
-        let Some(workflow_id) = answer
-            .get("workflow_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-        else {
-            let message = "BudSim did not return a workflow_id";
-            return Err(refused(message, failed(message)));
-        };
+        let missing = "BudSim did not return a workflow_id";
+        let workflow_id = awaited_workflow_id(&answer, missing, failed)?;
         Ok(StepOutcome::AwaitEvent {
-            external_id: workflow_id.to_owned(),
+            external_id: workflow_id.clone(),
             outputs: outputs([
                 ("success", json!(true)),
                 ("workflow_id", json!(workflow_id)),
@@ -391,6 +418,8 @@ impl StepHandler for SimulationRun {
         &SPEC
     }
 
+    /// Whether a quantization detail is given (a template counts) is a
+    /// question for the params as submitted, not for their values.
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
         let quantized = match params.get("is_quantization") {
             Some(Value::Bool(b)) => *b,
@@ -439,7 +468,7 @@ impl StepHandler for SimulationRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::builtin::test_util::{ctx, params};
+    use crate::actions::builtin::test_util::{ctx, failed, params};
 
     fn handler() -> SimulationRun {
         SimulationRun::new(super::super::tests::bud())
@@ -543,14 +572,7 @@ mod tests {
     #[tokio::test]
     async fn a_model_id_that_is_not_a_uuid_fails_without_a_call() {
         let outcome = handler().run(ctx(json!({"model_id": "../etc"}))).await;
-        let StepOutcome::Failed {
-            error,
-            retryable,
-            outputs,
-        } = outcome
-        else {
-            panic!("fails");
-        };
+        let (error, retryable, outputs) = failed(outcome);
         assert_eq!(error, "Could not resolve model URI from model_id");
         assert!(!retryable);
         assert_eq!(outputs["status"], "failed");

@@ -2,12 +2,13 @@
 
 use std::sync::LazyLock;
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Number, Value, json};
 
 use super::transform::flatten;
-use super::{
-    CATEGORY, invalid_operation, json_type, ready, sort_values, str_param, text, validate_operation,
-};
+use super::{CATEGORY, invalid_operation, json_type, ready, sort_values, text, validate_operation};
+use crate::actions::params::{self, AnyText};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -39,6 +40,28 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default)]
+    inputs: Inputs,
+    operation: Option<AnyText>,
+    separator: Option<AnyText>,
+}
+
+/// The values to combine: a list, or any single value (null included) as
+/// a list of one.
+#[derive(Default)]
+struct Inputs(Vec<Value>);
+
+impl<'de> Deserialize<'de> for Inputs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(match Value::deserialize(d)? {
+            Value::Array(items) => items,
+            other => vec![other],
+        }))
+    }
+}
+
 pub(crate) struct Aggregate;
 
 impl StepHandler for Aggregate {
@@ -47,29 +70,27 @@ impl StepHandler for Aggregate {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        validate_operation(params, OPERATIONS)
+        let p = params::submitted::<Params>(params).params;
+        validate_operation(p.and_then(|p| p.operation), OPERATIONS)
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        let inputs = match ctx.params.get("inputs") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items.clone(),
-            Some(other) => vec![other.clone()],
-        };
-        let operation = str_param(&ctx.params, "operation", "list");
-        let separator = str_param(&ctx.params, "separator", ", ");
-        let count = inputs.len();
-        ready(match combine(&operation, inputs, &separator) {
-            Ok(result) => {
-                let mut outputs = Map::new();
-                outputs.insert("result".into(), result);
-                outputs.insert("count".into(), json!(count));
-                outputs.insert("operation".into(), Value::String(operation));
-                StepOutcome::completed(outputs)
-            }
-            Err(error) => StepOutcome::permanent(error),
-        })
+        ready(aggregate(&ctx))
     }
+}
+
+fn aggregate(ctx: &StepContext) -> Attempt<StepOutcome> {
+    let p: Params = params::read(&ctx.params)?;
+    let inputs = p.inputs.0;
+    let operation = AnyText::or(p.operation, "list");
+    let separator = AnyText::or(p.separator, ", ");
+    let count = inputs.len();
+    let result = combine(&operation, inputs, &separator).map_err(StepOutcome::permanent)?;
+    let mut outputs = Map::new();
+    outputs.insert("result".into(), result);
+    outputs.insert("count".into(), json!(count));
+    outputs.insert("operation".into(), Value::String(operation));
+    Ok(StepOutcome::completed(outputs))
 }
 
 fn combine(operation: &str, inputs: Vec<Value>, separator: &str) -> Result<Value, String> {

@@ -7,9 +7,11 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{CATEGORY, is_template, ready};
+use crate::actions::params;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -75,6 +77,21 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+/// Each param as given, null included: a null condition is false, a null
+/// result is the result, and null branches are no branches at run time but
+/// a mistake at submit time.
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default, deserialize_with = "params::given")]
+    branches: Option<Value>,
+    #[serde(default, deserialize_with = "params::given")]
+    condition: Option<Value>,
+    #[serde(default, deserialize_with = "params::given")]
+    true_result: Option<Value>,
+    #[serde(default, deserialize_with = "params::given")]
+    false_result: Option<Value>,
+}
+
 pub(crate) struct Conditional;
 
 impl StepHandler for Conditional {
@@ -83,25 +100,26 @@ impl StepHandler for Conditional {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        match params.get("branches") {
-            Some(branches) if !is_template(branches) => check_branches(branches),
+        let p = params::submitted::<Params>(params).params;
+        match p.and_then(|p| p.branches) {
+            Some(branches) if !is_template(&branches) => check_branches(&branches),
             _ => Vec::new(),
         }
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(decide(&ctx.params))
+        ready(params::read(&ctx.params).map(decide))
     }
 }
 
-fn decide(params: &Map<String, Value>) -> StepOutcome {
-    let branches = match params.get("branches") {
+fn decide(p: Params) -> StepOutcome {
+    let branches = match &p.branches {
         None | Some(Value::Null) => &[][..],
         Some(Value::Array(branches)) => &branches[..],
         Some(other) => return StepOutcome::permanent(check_branches(other).join("; ")),
     };
     if branches.is_empty() {
-        return legacy(params);
+        return legacy(p);
     }
     // Branches may have come from a template, so check them again.
     let errors = check_items(branches);
@@ -150,15 +168,18 @@ fn decide(params: &Map<String, Value>) -> StepOutcome {
 }
 
 /// Legacy single-condition mode: no targets, nothing skipped.
-fn legacy(params: &Map<String, Value>) -> StepOutcome {
-    let taken = params.get("condition").is_none_or(truthy);
-    let (name, key, default) = if taken {
-        ("true", "true_result", json!({"branch": "true"}))
+fn legacy(p: Params) -> StepOutcome {
+    let taken = p.condition.as_ref().is_none_or(truthy);
+    let (name, result) = if taken {
+        ("true", p.true_result)
     } else {
-        ("false", "false_result", json!({"branch": "false"}))
+        ("false", p.false_result)
     };
     let mut outputs = Map::new();
-    outputs.insert("result".into(), params.get(key).cloned().unwrap_or(default));
+    outputs.insert(
+        "result".into(),
+        result.unwrap_or_else(|| json!({ "branch": name })),
+    );
     outputs.insert("branch".into(), json!(name));
     outputs.insert("matched_branch".into(), json!(name));
     outputs.insert("matched_label".into(), json!(name));

@@ -3,9 +3,12 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, ready, str_param};
+use super::{CATEGORY, ready};
+use crate::actions::params::{self, AnyText};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -31,6 +34,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    message: Option<AnyText>,
+    error_code: Option<AnyText>,
+}
+
 pub(crate) struct Fail;
 
 impl StepHandler for Fail {
@@ -39,23 +48,28 @@ impl StepHandler for Fail {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        let message = str_param(&ctx.params, "message", DEFAULT_MESSAGE);
-        let error_code = str_param(&ctx.params, "error_code", DEFAULT_CODE);
-        let mut outputs = Map::new();
-        outputs.insert("error_code".into(), Value::String(error_code));
-        outputs.insert("message".into(), Value::String(message.clone()));
-        ready(StepOutcome::Failed {
-            error: message,
-            retryable: false,
-            outputs,
-        })
+        ready(fail(&ctx))
     }
+}
+
+fn fail(ctx: &StepContext) -> Attempt<StepOutcome> {
+    let p: Params = params::read(&ctx.params)?;
+    let message = AnyText::or(p.message, DEFAULT_MESSAGE);
+    let error_code = AnyText::or(p.error_code, DEFAULT_CODE);
+    let mut outputs = Map::new();
+    outputs.insert("error_code".into(), Value::String(error_code));
+    outputs.insert("message".into(), Value::String(message.clone()));
+    Ok(StepOutcome::Failed {
+        error: message,
+        retryable: false,
+        outputs,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::builtin::test_util::ctx;
+    use crate::actions::builtin::test_util::{ctx, failed};
 
     #[tokio::test]
     async fn fails_permanently_with_defaults() {
@@ -78,14 +92,7 @@ mod tests {
         let outcome = Fail
             .run(ctx(json!({"message": "no GPUs", "error_code": "NO_GPU"})))
             .await;
-        let StepOutcome::Failed {
-            error,
-            retryable,
-            outputs,
-        } = outcome
-        else {
-            panic!("expected Failed, got {outcome:?}");
-        };
+        let (error, retryable, outputs) = failed(outcome);
         assert_eq!(error, "no GPUs");
         assert!(!retryable);
         assert_eq!(

@@ -2,9 +2,12 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, ready, str_param};
+use super::{CATEGORY, ready};
+use crate::actions::params::{self, AnyText};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -35,6 +38,14 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+/// A message that rendered to a non-string (a pure expression yields a
+/// typed value) is logged as its JSON text; null (undefined) as "".
+#[derive(Deserialize)]
+struct Params {
+    message: Option<AnyText>,
+    level: Option<AnyText>,
+}
+
 pub(crate) struct Log;
 
 impl StepHandler for Log {
@@ -47,11 +58,10 @@ impl StepHandler for Log {
     }
 }
 
-fn log(ctx: &StepContext) -> StepOutcome {
-    // A message that rendered to a non-string (a pure expression yields a
-    // typed value) is logged as its JSON text; null (undefined) as "".
-    let message = str_param(&ctx.params, "message", "");
-    let level = effective_level(&str_param(&ctx.params, "level", "info"));
+fn log(ctx: &StepContext) -> Attempt<StepOutcome> {
+    let p: Params = params::read(&ctx.params)?;
+    let message = AnyText::or(p.message, "");
+    let level = effective_level(&AnyText::or(p.level, "info"));
     let (execution_id, step_id) = (ctx.execution_id, &ctx.step_id);
     match level {
         "debug" => tracing::debug!(%execution_id, step_id, "{message}"),
@@ -63,7 +73,7 @@ fn log(ctx: &StepContext) -> StepOutcome {
     outputs.insert("logged".into(), Value::Bool(true));
     outputs.insert("message".into(), Value::String(message));
     outputs.insert("level".into(), Value::String(level.into()));
-    StepOutcome::completed(outputs)
+    Ok(StepOutcome::completed(outputs))
 }
 
 /// The lower-cased level, or "info" for one we do not know: the output then

@@ -15,8 +15,10 @@ mod wait_until;
 
 use std::cmp::Ordering;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::params::AnyText;
+use super::seed::Attempt;
 use super::{BoxFuture, Registry, StepOutcome};
 use crate::dag::template::is_template_value as is_template;
 
@@ -41,18 +43,10 @@ pub(crate) fn register(registry: &mut Registry) {
     registry.register(Fail);
 }
 
-/// A synchronous handler's outcome as the future `StepHandler::run` wants.
-fn ready(outcome: StepOutcome) -> BoxFuture<'static, StepOutcome> {
-    Box::pin(std::future::ready(outcome))
-}
-
-/// A string param: missing or null takes the default; a non-string value is
-/// rendered as JSON text (a template may have yielded a number, say).
-fn str_param(params: &Map<String, Value>, name: &str, default: &str) -> String {
-    match params.get(name) {
-        None | Some(Value::Null) => default.to_owned(),
-        Some(value) => text(value),
-    }
+/// A synchronous handler's outcome (a failure included, such as params it
+/// could not read) as the future `StepHandler::run` wants.
+fn ready(outcome: Attempt<StepOutcome>) -> BoxFuture<'static, StepOutcome> {
+    Box::pin(std::future::ready(outcome.unwrap_or_else(|failed| failed)))
 }
 
 /// A value as text: strings as they are, anything else as JSON.
@@ -103,13 +97,14 @@ fn invalid_operation(op: &str, valid: &[&str]) -> String {
 }
 
 /// `validate`'s check of a select-like `operation` param: only a literal,
-/// non-template string can be judged at submit time.
-fn validate_operation(params: &Map<String, Value>, valid: &[&str]) -> Vec<String> {
-    match params.get("operation") {
-        Some(Value::String(op))
-            if !crate::dag::template::is_template(op) && !valid.contains(&op.as_str()) =>
+/// non-template string can be judged at submit time (the generic checks
+/// refuse any other literal).
+fn validate_operation(operation: Option<AnyText>, valid: &[&str]) -> Vec<String> {
+    match operation {
+        Some(AnyText(Value::String(op)))
+            if !crate::dag::template::is_template(&op) && !valid.contains(&op.as_str()) =>
         {
-            vec![invalid_operation(op, valid)]
+            vec![invalid_operation(&op, valid)]
         }
         _ => Vec::new(),
     }
@@ -145,6 +140,19 @@ pub(crate) mod test_util {
         match outcome {
             StepOutcome::Completed { outputs } => outputs,
             other => panic!("expected Completed, got {other:?}"),
+        }
+    }
+
+    /// The error, retryability and outputs of a failure; panics on anything
+    /// else.
+    pub(crate) fn failed(outcome: StepOutcome) -> (String, bool, Map<String, Value>) {
+        match outcome {
+            StepOutcome::Failed {
+                error,
+                retryable,
+                outputs,
+            } => (error, retryable, outputs),
+            other => panic!("expected Failed, got {other:?}"),
         }
     }
 

@@ -3,9 +3,11 @@
 
 use std::sync::LazyLock;
 
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
 
 use super::{CATEGORY, json_type, ready};
+use crate::actions::params;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -27,6 +29,28 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default)]
+    outputs: Outputs,
+}
+
+/// An object; anything else (null included) is refused, naming its type.
+#[derive(Default)]
+struct Outputs(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Outputs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Object(outputs) => Ok(Self(outputs)),
+            other => Err(de::Error::custom(format!(
+                "must be an object, got {}",
+                json_type(&other)
+            ))),
+        }
+    }
+}
+
 pub(crate) struct SetOutput;
 
 impl StepHandler for SetOutput {
@@ -35,25 +59,12 @@ impl StepHandler for SetOutput {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        match params.get("outputs") {
-            Some(value) if !value.is_object() && !super::is_template(value) => {
-                vec![not_object(value)]
-            }
-            _ => Vec::new(),
-        }
+        params::submitted::<Params>(params).problems_with(&["outputs"])
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(match ctx.params.get("outputs") {
-            None => StepOutcome::completed(Map::new()),
-            Some(Value::Object(outputs)) => StepOutcome::completed(outputs.clone()),
-            Some(other) => StepOutcome::permanent(not_object(other)),
-        })
+        ready(params::read(&ctx.params).map(|p: Params| StepOutcome::completed(p.outputs.0)))
     }
-}
-
-fn not_object(value: &Value) -> String {
-    format!("outputs must be an object, got {}", json_type(value))
 }
 
 #[cfg(test)]

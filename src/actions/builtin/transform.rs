@@ -2,11 +2,12 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{
-    CATEGORY, invalid_operation, json_type, ready, sort_values, str_param, validate_operation,
-};
+use super::{CATEGORY, invalid_operation, json_type, ready, sort_values, validate_operation};
+use crate::actions::params::{self, AnyText};
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -47,6 +48,18 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    /// Null is a value to transform like any other.
+    #[serde(default = "empty_object")]
+    input: Value,
+    operation: Option<AnyText>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
 pub(crate) struct Transform;
 
 impl StepHandler for Transform {
@@ -55,30 +68,29 @@ impl StepHandler for Transform {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        validate_operation(params, OPERATIONS)
+        let p = params::submitted::<Params>(params).params;
+        validate_operation(p.and_then(|p| p.operation), OPERATIONS)
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        let input = ctx
-            .params
-            .get("input")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let operation = str_param(&ctx.params, "operation", "passthrough");
-        ready(match apply(&operation, input.clone()) {
-            Some(result) => {
-                let mut outputs = Map::new();
-                outputs.insert("input_type".into(), json!(json_type(&input)));
-                outputs.insert("output_type".into(), json!(json_type(&result)));
-                outputs.insert("result".into(), result);
-                outputs.insert("operation".into(), Value::String(operation));
-                StepOutcome::completed(outputs)
-            }
-            // The original passed unknown operations through silently, which
-            // hides typos; fail instead.
-            None => StepOutcome::permanent(invalid_operation(&operation, OPERATIONS)),
-        })
+        ready(transform(&ctx))
     }
+}
+
+fn transform(ctx: &StepContext) -> Attempt<StepOutcome> {
+    let Params { input, operation } = params::read(&ctx.params)?;
+    let operation = AnyText::or(operation, "passthrough");
+    let input_type = json_type(&input);
+    // The original passed unknown operations through silently, which hides
+    // typos; fail instead.
+    let result = apply(&operation, input)
+        .ok_or_else(|| StepOutcome::permanent(invalid_operation(&operation, OPERATIONS)))?;
+    let mut outputs = Map::new();
+    outputs.insert("input_type".into(), json!(input_type));
+    outputs.insert("output_type".into(), json!(json_type(&result)));
+    outputs.insert("result".into(), result);
+    outputs.insert("operation".into(), Value::String(operation));
+    Ok(StepOutcome::completed(outputs))
 }
 
 /// The result of `operation` on `input`; `None` for an unknown operation.

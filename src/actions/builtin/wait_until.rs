@@ -10,10 +10,13 @@ use chrono::{
     DateTime, LocalResult, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, TimeZone, Utc,
 };
 use chrono_tz::Tz;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{CATEGORY, is_template, ready};
+use crate::actions::params;
+use crate::actions::seed::Attempt;
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -74,6 +77,32 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(MAX_HOURS as u64 * 3600 + 60),
 });
 
+/// The params as given (null is not given): which of the three is given
+/// decides which one is judged, so their values are read in [`plan`],
+/// after "exactly one".
+#[derive(Deserialize)]
+struct Params {
+    duration_seconds: Option<Value>,
+    duration_hours: Option<Value>,
+    until_time: Option<Value>,
+    timezone: Option<Value>,
+}
+
+impl Params {
+    /// The given one of the three ways to say when, by name.
+    fn when(&self) -> Vec<(&'static str, &Value)> {
+        let when = [
+            &self.duration_seconds,
+            &self.duration_hours,
+            &self.until_time,
+        ];
+        WHEN.into_iter()
+            .zip(when)
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+            .collect()
+    }
+}
+
 pub(crate) struct WaitUntil;
 
 impl StepHandler for WaitUntil {
@@ -81,52 +110,13 @@ impl StepHandler for WaitUntil {
         &SPEC
     }
 
-    /// Only what the generic checks cannot do: "exactly one" (when none of
-    /// the given values is a template, which could still render to null),
-    /// duration_hours of exactly 0 (the range allows its min) and the format
-    /// of a literal until_time. Whether a timestamp is in the future is only
-    /// known at run time.
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let mut errors = Vec::new();
-        let given: Vec<&Value> = WHEN.iter().filter_map(|k| present(params, k)).collect();
-        if !given.iter().any(|v| is_template(v)) && given.len() != 1 {
-            errors.push(exactly_one());
-        }
-        if present(params, "duration_hours").and_then(Value::as_f64) == Some(0.0) {
-            errors.push("duration_hours must be greater than 0".into());
-        }
-        if let Some(Value::String(s)) = present(params, "until_time") {
-            if !crate::dag::template::is_template(s) && parse_until(s).is_none() {
-                errors.push(bad_until_time(s));
-            }
-        }
-        if let Some(Value::String(tz)) = present(params, "timezone") {
-            if !crate::dag::template::is_template(tz) && tz.parse::<Tz>().is_err() {
-                errors.push(invalid_timezone(tz));
-            }
-        }
-        errors
+        let submitted = params::submitted::<Params>(params);
+        submitted.params.map_or_else(Vec::new, literal_problems)
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        let now = Utc::now();
-        ready(match plan(&ctx.params, now) {
-            Ok(wake) => {
-                let wait = wake - now;
-                let mut outputs = Map::new();
-                outputs.insert("waited".into(), json!(false));
-                outputs.insert("scheduled_wake_time".into(), json!(rfc3339(wake)));
-                outputs.insert("actual_wake_time".into(), Value::Null);
-                outputs.insert("wait_duration_seconds".into(), seconds(wait));
-                StepOutcome::AwaitEvent {
-                    external_id: format!("wait_until:{}", Uuid::new_v4()),
-                    outputs,
-                    // `plan` keeps the wait in (0, 168 h], so this cannot fail.
-                    timeout: Some(wait.to_std().unwrap_or(Duration::ZERO)),
-                }
-            }
-            Err(error) => StepOutcome::permanent(error),
-        })
+        ready(wait(&ctx, Utc::now()))
     }
 
     // `on_event` keeps the default (ignore): only the timer wakes the step.
@@ -139,17 +129,57 @@ impl StepHandler for WaitUntil {
     }
 }
 
+/// Only what the generic checks cannot do: "exactly one" (when none of
+/// the given values is a template, which could still render to null),
+/// duration_hours of exactly 0 (the range allows its min) and the format
+/// of a literal until_time. Whether a timestamp is in the future is only
+/// known at run time.
+fn literal_problems(p: Params) -> Vec<String> {
+    let mut errors = Vec::new();
+    let given = p.when();
+    if !given.iter().any(|(_, v)| is_template(v)) && given.len() != 1 {
+        errors.push(exactly_one());
+    }
+    if p.duration_hours.as_ref().and_then(Value::as_f64) == Some(0.0) {
+        errors.push("duration_hours must be greater than 0".into());
+    }
+    if let Some(Value::String(s)) = &p.until_time {
+        if !crate::dag::template::is_template(s) && parse_until(s).is_none() {
+            errors.push(bad_until_time(s));
+        }
+    }
+    if let Some(Value::String(tz)) = &p.timezone {
+        if !crate::dag::template::is_template(tz) && tz.parse::<Tz>().is_err() {
+            errors.push(invalid_timezone(tz));
+        }
+    }
+    errors
+}
+
+/// Park the step until its wake-up time, its timer's timeout.
+fn wait(ctx: &StepContext, now: DateTime<Utc>) -> Attempt<StepOutcome> {
+    let p: Params = params::read(&ctx.params)?;
+    let wake = plan(&p, now).map_err(StepOutcome::permanent)?;
+    let wait = wake - now;
+    let mut outputs = Map::new();
+    outputs.insert("waited".into(), json!(false));
+    outputs.insert("scheduled_wake_time".into(), json!(rfc3339(wake)));
+    outputs.insert("actual_wake_time".into(), Value::Null);
+    outputs.insert("wait_duration_seconds".into(), seconds(wait));
+    Ok(StepOutcome::AwaitEvent {
+        external_id: format!("wait_until:{}", Uuid::new_v4()),
+        outputs,
+        // `plan` keeps the wait in (0, 168 h], so this cannot fail.
+        timeout: Some(wait.to_std().unwrap_or(Duration::ZERO)),
+    })
+}
+
 /// The wake-up time for `params` seen at `now`, millisecond precision.
-fn plan(params: &Map<String, Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let given: Vec<&str> = WHEN
-        .into_iter()
-        .filter(|k| present(params, k).is_some())
-        .collect();
-    let &[key] = given.as_slice() else {
+fn plan(params: &Params, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let &[(key, value)] = params.when().as_slice() else {
         return Err(exactly_one());
     };
-    let value = &params[key];
-    let tz = match present(params, "timezone") {
+    let tz = match &params.timezone {
         None => Tz::UTC,
         Some(Value::String(name)) => name
             .trim()
@@ -238,11 +268,6 @@ fn in_zone(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     }
 }
 
-/// A param value, if given: null counts as absent (an undefined template).
-fn present<'a>(params: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    params.get(key).filter(|v| !v.is_null())
-}
-
 /// A number, also from a numeric string (a template embedded in text
 /// renders to a string).
 fn number(value: &Value) -> Option<f64> {
@@ -303,7 +328,8 @@ mod tests {
     }
 
     fn plan_at(value: Value, now: &str) -> Result<String, String> {
-        plan(&params(value), at(now)).map(rfc3339)
+        let p: Params = params::read(&params(value)).unwrap();
+        plan(&p, at(now)).map(rfc3339)
     }
 
     const NOW: &str = "2025-01-31T10:00:00Z";

@@ -8,9 +8,11 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
 
-use super::{Attempt, CLUSTER_OPERATIONS, required_str};
+use super::{Attempt, CLUSTER_OPERATIONS};
+use crate::actions::params::{self, Text};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -65,6 +67,48 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    cluster_id: Text,
+    checks: Option<Checks>,
+    timeout_seconds: Option<Seconds>,
+}
+
+/// Check names: a list, or a comma list in one string.
+struct Checks(Vec<String>);
+
+impl<'de> Deserialize<'de> for Checks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let not_names = || de::Error::custom("must be a list of names");
+        let names = match Value::deserialize(d)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(|s| s.trim().to_ascii_lowercase()))
+                .collect::<Option<_>>()
+                .ok_or_else(not_names)?,
+            Value::String(list) => list
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            _ => return Err(not_names()),
+        };
+        Ok(Self(names))
+    }
+}
+
+/// A JSON number of seconds (a numeric string is not taken here).
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d)?
+            .as_f64()
+            .map(Self)
+            .ok_or_else(|| de::Error::custom("must be a number"))
+    }
+}
+
 pub struct ClusterHealth {
     budcluster: Budcluster,
 }
@@ -75,14 +119,10 @@ impl ClusterHealth {
     }
 
     async fn check(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let cluster_id = required_str(&ctx.params, "cluster_id")?;
-        let checks = checks_param(ctx.params.get("checks"))?;
-        let seconds = match ctx.params.get("timeout_seconds") {
-            None | Some(Value::Null) => 30.0,
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| StepOutcome::permanent("timeout_seconds must be a number"))?,
-        };
+        let p: Params = params::read(&ctx.params)?;
+        let cluster_id = p.cluster_id.0;
+        let checks = known_checks(p.checks)?;
+        let seconds = p.timeout_seconds.map_or(30.0, |s| s.0);
         let mut hints = ctx.call_hints();
         hints.min_timeout = Duration::try_from_secs_f64(seconds.clamp(5.0, 300.0)).ok();
         let answer = self
@@ -117,24 +157,11 @@ impl ClusterHealth {
     }
 }
 
-/// `checks` as a list of check names; a comma list is accepted too.
-fn checks_param(value: Option<&Value>) -> Attempt<Vec<String>> {
-    let names: Vec<String> = match value {
-        None | Some(Value::Null) => DEFAULT_CHECKS.iter().map(|c| (*c).to_owned()).collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .ok_or_else(|| StepOutcome::permanent("checks must be a list of names"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(Value::String(list)) => list
-            .split(',')
-            .map(|c| c.trim().to_ascii_lowercase())
-            .filter(|c| !c.is_empty())
-            .collect(),
-        Some(_) => return Err(StepOutcome::permanent("checks must be a list of names")),
+/// The checks to run: the given ones, each one we know, or the default ones.
+fn known_checks(given: Option<Checks>) -> Attempt<Vec<String>> {
+    let names = match given {
+        Some(Checks(names)) => names,
+        None => DEFAULT_CHECKS.iter().map(|c| (*c).to_owned()).collect(),
     };
     if let Some(unknown) = names.iter().find(|c| !CHECKS.contains(&c.as_str())) {
         return Err(StepOutcome::permanent(format!(
@@ -192,6 +219,14 @@ mod tests {
     use crate::actions::builtin::test_util::{ctx, params};
     use crate::actions::seed::test_client;
 
+    fn checks_param(value: Option<Value>) -> Attempt<Vec<String>> {
+        let mut p = params(json!({"cluster_id": "c"}));
+        if let Some(value) = value {
+            p.insert("checks".into(), value);
+        }
+        known_checks(params::read::<Params>(&p)?.checks)
+    }
+
     #[test]
     fn outputs_name_every_unhealthy_check() {
         let results = params(json!({
@@ -214,11 +249,15 @@ mod tests {
     fn checks_are_names_from_the_list() {
         assert_eq!(checks_param(None).unwrap(), ["nodes", "api"]);
         assert_eq!(
-            checks_param(Some(&json!("GPU, storage"))).unwrap(),
+            checks_param(Some(json!("GPU, storage"))).unwrap(),
             ["gpu", "storage"]
         );
         assert_eq!(
-            checks_param(Some(&json!(["disk"]))).unwrap_err(),
+            checks_param(Some(json!([1]))).unwrap_err(),
+            StepOutcome::permanent("checks must be a list of names")
+        );
+        assert_eq!(
+            checks_param(Some(json!(["disk"]))).unwrap_err(),
             StepOutcome::permanent(
                 "checks: `disk` is not one of nodes, api, storage, network, gpu"
             )

@@ -3,13 +3,13 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::deploy_model::await_accepted;
-use super::{
-    Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, required_str, timed_out_waiting,
-};
+use super::{Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, timed_out_waiting};
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, Text};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -67,6 +67,12 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
+#[derive(Deserialize)]
+struct Params {
+    cluster_id: Text,
+    deployment_id: Text,
+}
+
 pub struct DeleteDeployment {
     budcluster: Budcluster,
 }
@@ -77,8 +83,10 @@ impl DeleteDeployment {
     }
 
     async fn delete(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let cluster_id = required_str(&ctx.params, "cluster_id")?;
-        let deployment_id = required_str(&ctx.params, "deployment_id")?;
+        let Params {
+            cluster_id: Text(cluster_id),
+            deployment_id: Text(deployment_id),
+        } = params::read(&ctx.params)?;
         let response = self
             .budcluster
             .delete_deployment(&cluster_id, &deployment_id, &ctx.call_hints())

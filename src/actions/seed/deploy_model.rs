@@ -3,13 +3,12 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{
-    Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, check_object, optional_object,
-    required_str, timed_out_waiting,
-};
+use super::{Attempt, CLUSTER_OPERATIONS, DEFAULT_WAIT_SECONDS, call_failed, timed_out_waiting};
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, Object, Text};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
@@ -65,6 +64,14 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
+#[derive(Deserialize)]
+struct Params {
+    cluster_id: Text,
+    model_id: Text,
+    /// Passed to budcluster as is.
+    config: Option<Object>,
+}
+
 pub struct DeployModel {
     budcluster: Budcluster,
 }
@@ -75,12 +82,11 @@ impl DeployModel {
     }
 
     async fn deploy(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let cluster_id = required_str(&ctx.params, "cluster_id")?;
-        let model_id = required_str(&ctx.params, "model_id")?;
-        let config = Value::Object(optional_object(&ctx.params, "config")?.unwrap_or_default());
+        let p: Params = params::read(&ctx.params)?;
+        let config = Value::Object(p.config.unwrap_or_default().0);
         let response = self
             .budcluster
-            .deploy_model(&cluster_id, &model_id, &config, &ctx.call_hints())
+            .deploy_model(&p.cluster_id.0, &p.model_id.0, &config, &ctx.call_hints())
             .await
             .map_err(|e| call_failed(&e))?;
         await_accepted(response, "Deployment request failed")
@@ -93,9 +99,7 @@ impl StepHandler for DeployModel {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let mut errors = Vec::new();
-        check_object(params, "config", &mut errors);
-        errors
+        params::submitted::<Params>(params).problems_with(&["config"])
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {

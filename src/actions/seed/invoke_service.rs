@@ -5,17 +5,17 @@
 use std::sync::LazyLock;
 
 use reqwest::Method;
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
 
-use super::{
-    Attempt, DEFAULT_WAIT_SECONDS, INTEGRATION, call_failed, check_object, is_template,
-    optional_object, required_str,
-};
+use super::{Attempt, DEFAULT_WAIT_SECONDS, INTEGRATION, call_failed};
 use crate::actions::bud_event::WaitRules;
+use crate::actions::params::{self, AnyText, Object, Text};
 use crate::actions::{
     ActionSpec, BoxFuture, EventAction, OutputSpec, ParamSpec, StepContext, StepHandler,
     StepOutcome,
 };
+use crate::dag::template::is_template;
 use crate::dapr::DaprClient;
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -59,6 +59,27 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: Some(DEFAULT_WAIT_SECONDS),
 });
 
+#[derive(Deserialize)]
+struct Params {
+    app_id: Text,
+    method_path: Text,
+    http_method: Option<AnyText>,
+    data: Option<Object>,
+    await_event: Option<AwaitEvent>,
+}
+
+/// The answer's field to wait on, if any (see [`correlation_field`]).
+struct AwaitEvent(Option<String>);
+
+impl<'de> Deserialize<'de> for AwaitEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        correlation_field(Some(&value))
+            .map(Self)
+            .map_err(de::Error::custom)
+    }
+}
+
 pub struct InvokeService {
     client: DaprClient,
 }
@@ -69,16 +90,14 @@ impl InvokeService {
     }
 
     async fn call(&self, ctx: &StepContext) -> Attempt<StepOutcome> {
-        let params = &ctx.params;
-        let app_id = required_str(params, "app_id")?;
+        let p: Params = params::read(&ctx.params)?;
+        let (app_id, method_path) = (p.app_id.0, p.method_path.0);
         if let Some(problem) = app_id_problem(&app_id) {
             return Err(StepOutcome::permanent(problem));
         }
-        let method_path = required_str(params, "method_path")?;
-        let method = http_method(params)?;
-        let data = optional_object(params, "data")?.map(Value::Object);
-        let correlation_field =
-            correlation_field(params.get("await_event")).map_err(StepOutcome::permanent)?;
+        let method = http_method(p.http_method)?;
+        let data = p.data.map(|d| Value::Object(d.0));
+        let correlation_field = p.await_event.and_then(|a| a.0);
 
         let response = self
             .client
@@ -118,25 +137,22 @@ impl StepHandler for InvokeService {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
+        let submitted = params::submitted::<Params>(params);
         let mut errors = Vec::new();
-        let literal = |name: &str| params.get(name).filter(|v| !is_template(v));
-        if let Some(problem) = literal("app_id")
-            .and_then(Value::as_str)
-            .and_then(app_id_problem)
+        if let Some(Params {
+            app_id: Text(app_id),
+            method_path: Text(path),
+            ..
+        }) = &submitted.params
         {
-            errors.push(problem);
-        }
-        if let Some(path) = literal("method_path").and_then(Value::as_str) {
-            if path.split(['/', '?']).any(|segment| segment == "..") {
+            if !is_template(app_id) {
+                errors.extend(app_id_problem(app_id));
+            }
+            if !is_template(path) && path.split(['/', '?']).any(|segment| segment == "..") {
                 errors.push("method_path must not contain `..` segments".into());
             }
         }
-        check_object(params, "data", &mut errors);
-        if let Some(value) = literal("await_event") {
-            if let Err(problem) = correlation_field(Some(value)) {
-                errors.push(problem);
-            }
-        }
+        errors.extend(submitted.problems_with(&["data", "await_event"]));
         errors
     }
 
@@ -162,11 +178,11 @@ fn app_id_problem(app_id: &str) -> Option<String> {
     (!valid).then(|| format!("app_id `{app_id}` is not a valid Dapr app id"))
 }
 
-fn http_method(params: &Map<String, Value>) -> Attempt<Method> {
-    let name = match params.get("http_method") {
-        None | Some(Value::Null) => "POST".to_owned(),
-        Some(Value::String(name)) => name.trim().to_ascii_uppercase(),
-        Some(other) => other.to_string(),
+fn http_method(given: Option<AnyText>) -> Attempt<Method> {
+    let name = match given {
+        None => "POST".to_owned(),
+        Some(AnyText(Value::String(name))) => name.trim().to_ascii_uppercase(),
+        Some(other) => other.text(),
     };
     if !METHODS.contains(&name.as_str()) {
         return Err(StepOutcome::permanent(format!(
@@ -179,8 +195,9 @@ fn http_method(params: &Map<String, Value>) -> Attempt<Method> {
 
 /// Which answer field to wait on, if any: `await_event` is absent/false,
 /// `true` (the default field), a field name, or `{"correlation_field": name}`.
+/// The problem reads after the param's name.
 fn correlation_field(await_event: Option<&Value>) -> Result<Option<String>, String> {
-    const SHAPE: &str = "await_event must be {\"correlation_field\": \"<answer field>\"} \
+    const SHAPE: &str = "must be {\"correlation_field\": \"<answer field>\"} \
                          or the name of an answer field";
     match await_event {
         None | Some(Value::Null | Value::Bool(false)) => Ok(None),

@@ -55,44 +55,6 @@ pub(crate) fn call_failed(error: &InvokeError) -> StepOutcome {
     }
 }
 
-/// A required text param after templating. Numbers and booleans are taken
-/// as their text (a pure template can yield one); null, `""` and
-/// objects are permanent failures.
-pub(crate) fn required_str(params: &Map<String, Value>, name: &str) -> Attempt<String> {
-    optional_str(params, name)?.ok_or_else(|| StepOutcome::permanent(format!("{name} is required")))
-}
-
-pub(crate) fn optional_str(params: &Map<String, Value>, name: &str) -> Attempt<Option<String>> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(value @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(value.to_string())),
-        Some(_) => Err(StepOutcome::permanent(format!("{name} must be a string"))),
-    }
-}
-
-/// An optional object param after templating; null is absent.
-pub(crate) fn optional_object(
-    params: &Map<String, Value>,
-    name: &str,
-) -> Attempt<Option<Map<String, Value>>> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map.clone())),
-        Some(_) => Err(StepOutcome::permanent(format!("{name} must be an object"))),
-    }
-}
-
-/// Submit-time check that a literal param is an object.
-pub(crate) fn check_object(params: &Map<String, Value>, name: &str, errors: &mut Vec<String>) {
-    match params.get(name) {
-        None | Some(Value::Null | Value::Object(_)) => {}
-        Some(value) if is_template(value) => {}
-        Some(_) => errors.push(format!("{name} must be an object")),
-    }
-}
-
 /// The outcome of a waiting step whose timeout passed, naming what it
 /// waited for.
 pub(crate) fn timed_out_waiting(outputs: &Map<String, Value>, key: &str, on: &str) -> StepOutcome {
@@ -115,30 +77,4 @@ pub(crate) fn test_client() -> DaprClient {
     })
     .expect("test settings");
     DaprClient::new(&settings)
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::actions::builtin::test_util::params;
-
-    #[test]
-    fn text_params_accept_scalars_and_refuse_structures() {
-        let p = params(json!({"a": "x", "n": 5, "empty": " ", "null": null, "obj": {}}));
-        assert_eq!(required_str(&p, "a").unwrap(), "x");
-        assert_eq!(required_str(&p, "n").unwrap(), "5");
-        for missing in ["empty", "null", "absent"] {
-            let outcome = required_str(&p, missing).unwrap_err();
-            assert_eq!(
-                outcome,
-                StepOutcome::permanent(format!("{missing} is required"))
-            );
-        }
-        assert_eq!(
-            required_str(&p, "obj").unwrap_err(),
-            StepOutcome::permanent("obj must be a string")
-        );
-    }
 }

@@ -7,9 +7,11 @@
 
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Attempt, INTEGRATION, check_object, optional_object, optional_str, required_str};
+use super::{Attempt, INTEGRATION};
+use crate::actions::params::{self, Object, OptText, Text};
 use crate::actions::{
     ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
 };
@@ -63,6 +65,16 @@ static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
     default_timeout_seconds: None,
 });
 
+#[derive(Deserialize)]
+struct Params {
+    channel: Text,
+    message: Text,
+    title: OptText,
+    severity: OptText,
+    metadata: Option<Object>,
+    recipients: Option<Value>,
+}
+
 pub struct Notification {
     client: DaprClient,
 }
@@ -104,9 +116,7 @@ impl StepHandler for Notification {
     }
 
     fn validate(&self, params: &Map<String, Value>) -> Vec<String> {
-        let mut errors = Vec::new();
-        check_object(params, "metadata", &mut errors);
-        errors
+        params::submitted::<Params>(params).problems_with(&["metadata"])
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
@@ -120,36 +130,31 @@ fn notification_id(ctx: &StepContext) -> String {
 
 /// The original's body.
 fn notification_body(ctx: &StepContext) -> Attempt<Value> {
-    let params = &ctx.params;
-    let channel = required_str(params, "channel")?.to_ascii_lowercase();
+    let p: Params = params::read(&ctx.params)?;
+    let channel = p.channel.0.to_ascii_lowercase();
     if !CHANNELS.contains(&channel.as_str()) {
         return Err(StepOutcome::permanent(format!(
             "channel must be one of {}, not `{channel}`",
             CHANNELS.join(", ")
         )));
     }
-    let message = required_str(params, "message")?;
-    let title = optional_str(params, "title")?.unwrap_or_else(|| DEFAULT_TITLE.to_owned());
-    let severity = optional_str(params, "severity")?
-        .unwrap_or_else(|| "info".to_owned())
-        .to_ascii_lowercase();
+    let message = p.message.0;
+    let title = p.title.or(DEFAULT_TITLE);
+    let severity = p.severity.or("info").to_ascii_lowercase();
     if !SEVERITIES.contains(&severity.as_str()) {
         return Err(StepOutcome::permanent(format!(
             "severity must be one of {}, not `{severity}`",
             SEVERITIES.join(", ")
         )));
     }
-    let mut metadata = optional_object(params, "metadata")?.unwrap_or_default();
+    let mut metadata = p.metadata.unwrap_or_default().0;
     metadata.insert("source".into(), json!("budpipeline"));
     metadata.insert(
         "workflow_execution_id".into(),
         json!(ctx.execution_id.to_string()),
     );
     metadata.insert("step_id".into(), json!(ctx.step_id));
-    let recipients = match params.get("recipients") {
-        None | Some(Value::Null) => json!([]),
-        Some(value) => value.clone(),
-    };
+    let recipients = p.recipients.unwrap_or_else(|| json!([]));
     Ok(json!({
         "notification_id": notification_id(ctx),
         "channel": channel,
