@@ -8,7 +8,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgExecutor, Postgres};
 use uuid::Uuid;
 
 use super::paging::Cursor;
@@ -50,8 +52,8 @@ pub(crate) struct Fields<'a> {
 }
 
 const INSERT: &str = concat!(
-    "INSERT INTO workflows (id, name, created_by, version, description, dag, step_count)
-         VALUES ($1, $2, $3, 1, $4, $5, $6) RETURNING ",
+    "INSERT INTO workflows (id, name, created_by, description, dag, step_count, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
     columns!()
 );
 
@@ -64,15 +66,24 @@ pub(crate) async fn insert(
     id: Uuid,
     f: &Fields<'_>,
 ) -> Result<Workflow, sqlx::Error> {
-    sqlx::query_as(INSERT)
-        .bind(id)
+    with_fields(sqlx::query_as(INSERT).bind(id), f, 1)
+        .fetch_one(db)
+        .await
+}
+
+/// Binds `f`, then `version`, as `$2`…`$7` of [`INSERT`] and [`UPDATE`].
+fn with_fields<'q>(
+    query: QueryAs<'q, Postgres, Workflow, PgArguments>,
+    f: &Fields<'q>,
+    version: i32,
+) -> QueryAs<'q, Postgres, Workflow, PgArguments> {
+    query
         .bind(f.name)
         .bind(f.created_by)
         .bind(f.description)
         .bind(f.dag)
         .bind(f.step_count)
-        .fetch_one(db)
-        .await
+        .bind(version)
 }
 
 /// The filters of `GET /workflows`. Each statement holds only the
@@ -276,8 +287,8 @@ pub(crate) async fn lock_for_update(
 }
 
 const UPDATE: &str = concat!(
-    "UPDATE workflows SET name = $2, created_by = $3, version = $4, description = $5, dag = $6,
-                step_count = $7, status = 'active', updated_at = now()
+    "UPDATE workflows SET name = $2, created_by = $3, description = $4, dag = $5, step_count = $6,
+                version = $7, status = 'active', updated_at = now()
          WHERE id = $1 RETURNING ",
     columns!()
 );
@@ -293,14 +304,7 @@ pub(crate) async fn update(
     version: i32,
     f: &Fields<'_>,
 ) -> Result<Workflow, sqlx::Error> {
-    sqlx::query_as(UPDATE)
-        .bind(id)
-        .bind(f.name)
-        .bind(f.created_by)
-        .bind(version)
-        .bind(f.description)
-        .bind(f.dag)
-        .bind(f.step_count)
+    with_fields(sqlx::query_as(UPDATE).bind(id), f, version)
         .fetch_one(db)
         .await
 }
