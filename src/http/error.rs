@@ -172,25 +172,8 @@ impl ApiError {
         Self::NotFound(detail.into())
     }
 
-    pub fn method_not_allowed(detail: impl Into<Detail>) -> Self {
-        Self::MethodNotAllowed(detail.into())
-    }
-
-    pub fn request_timeout(detail: impl Into<Detail>) -> Self {
-        Self::RequestTimeout(detail.into())
-    }
-
-    pub fn too_many_requests(detail: impl Into<Detail>) -> Self {
-        Self::TooManyRequests(detail.into())
-    }
-
     pub fn unsupported_media_type(detail: impl Into<Detail>) -> Self {
         Self::UnsupportedMediaType(detail.into())
-    }
-
-    /// A fault of ours, said in `why` (logged, never sent).
-    pub fn internal(why: impl Into<String>) -> Self {
-        Self::Internal(why.into().into())
     }
 
     /// `{what} not found`.

@@ -259,8 +259,8 @@ async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes
         (None, Some((_, body))) => return Ok(Some(body)),
         // Unreachable: without a copy we send NULL, which never matches.
         (None, None) => {
-            return Err(ApiError::internal(
-                "the execution document could not be built",
+            return Err(ApiError::Internal(
+                "the execution document could not be built".into(),
             ));
         }
     };

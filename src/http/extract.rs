@@ -135,10 +135,13 @@ pub(crate) fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let mut source: Option<&dyn std::error::Error> = Some(&rejection);
     while let Some(e) = source {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
-            return ApiError::request_timeout(format!(
-                "the request body stopped arriving for {} s",
-                stalled.0.as_secs_f64()
-            ));
+            return ApiError::RequestTimeout(
+                format!(
+                    "the request body stopped arriving for {} s",
+                    stalled.0.as_secs_f64()
+                )
+                .into(),
+            );
         }
         source = e.source();
     }

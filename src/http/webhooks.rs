@@ -469,7 +469,7 @@ pub(crate) async fn trigger(
         state.engine.metrics().webhook("rate_limited");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut response =
-            ApiError::too_many_requests("Too many triggers for this webhook; retry later")
+            ApiError::TooManyRequests("Too many triggers for this webhook; retry later".into())
                 .into_response();
         response
             .headers_mut()
