@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::executions::hex;
+use super::executions::{hex, trace_id};
 use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::schedules::{
     TriggerResponse, check_name, check_pipeline, invalid, path_id, start_error,
@@ -478,37 +478,28 @@ pub(crate) async fn trigger(
     }
     // The original's merge: the webhook's params, the body's params, the
     // configured headers, and `_trigger`.
-    let mut params = hook.params.as_object().cloned().unwrap_or_default();
-    params.extend(body.params);
+    let mut extra = body.params;
     for name in &hook.headers_to_include {
         if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
             let key = format!("header_{}", name.to_ascii_lowercase().replace('-', "_"));
-            params.insert(key, Value::String(v.to_owned()));
+            extra.insert(key, Value::String(v.to_owned()));
         }
     }
-    params.insert(
-        "_trigger".into(),
-        json!({
-            "type": "webhook",
-            "webhook_id": hook.id,
-            "webhook_name": hook.name,
-            "triggered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        }),
-    );
+    let trigger = json!({
+        "type": "webhook",
+        "webhook_id": hook.id,
+        "webhook_name": hook.name,
+        "triggered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
     let new = NewExecution {
-        workflow_id: hook.workflow_id,
-        parameters: params,
-        callback_topics: Vec::new(),
-        initiator: format!("webhook:{}", hook.id),
-        subscriber_ids: None,
-        payload_type: None,
-        notification_workflow_id: None,
-        idempotency_key: None,
-        request_hash: String::new(),
-        trace_id: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::engine::model::trace_id_of),
+        trace_id: trace_id(&headers),
+        ..NewExecution::triggered(
+            hook.workflow_id,
+            &hook.params,
+            extra,
+            trigger,
+            format!("webhook:{}", hook.id),
+        )
     };
     let engine = &state.engine;
     let prepared = match engine.prepare(new).await {
