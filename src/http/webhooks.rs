@@ -30,7 +30,7 @@ use super::error::ApiError;
 use super::executions::{hex, trace_id};
 use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::schedules::{
-    TriggerResponse, check_name, check_pipeline, invalid, path_id, start_error,
+    TriggerResponse, check_name, check_pipeline, invalid, path_id, start_error, workflow_filter,
 };
 use crate::db::triggers::{self as db, WebhookFields, WebhookRow};
 use crate::engine::control::{ControlError, NewExecution, Recorded};
@@ -248,12 +248,8 @@ pub(crate) async fn list(
     headers: HeaderMap,
     AppQuery(q): AppQuery<WebhookQuery>,
 ) -> Result<Json<Vec<WebhookView>>, ApiError> {
-    let workflow_id = match q.workflow_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => match raw.parse::<Uuid>() {
-            Ok(id) => Some(id),
-            Err(_) => return Ok(Json(Vec::new())),
-        },
+    let Ok(workflow_id) = workflow_filter(q.workflow_id.as_deref()) else {
+        return Ok(Json(Vec::new()));
     };
     let rows = db::list_webhooks(state.engine.pool(), workflow_id, q.enabled).await?;
     let base = base_url(&headers);
@@ -412,19 +408,12 @@ pub(crate) async fn trigger(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<TriggerBody>,
 ) -> Result<Response, ApiError> {
-    let Some(id) = path_id(&id) else {
-        return Ok(refuse(
-            &state,
-            ApiError::NotFound("Webhook not found".into()),
-            "not_found",
-        ));
+    let hook = match path_id(&id) {
+        Some(id) => load(&state, id).await?,
+        None => None,
     };
-    let Some(hook) = load(&state, id).await? else {
-        return Ok(refuse(
-            &state,
-            ApiError::NotFound("Webhook not found".into()),
-            "not_found",
-        ));
+    let Some(hook) = hook else {
+        return Ok(refuse(&state, not_found(), "not_found"));
     };
     if !hook.enabled {
         return Ok(refuse(
@@ -465,7 +454,7 @@ pub(crate) async fn trigger(
             ));
         }
     }
-    if let Err(wait) = state.webhook_limiter.take(id) {
+    if let Err(wait) = state.webhook_limiter.take(hook.id) {
         state.engine.metrics().webhook("rate_limited");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut response =
