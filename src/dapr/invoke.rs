@@ -238,21 +238,14 @@ impl DaprClient {
         let empty = tracing::field::Empty;
         let span = tracing::info_span!("dapr.invoke", app_id = %app_id, method = %method, path = %method_path,
             status = empty, retries = empty, outcome = empty, otel.kind = empty, otel.status_code = empty);
-        crate::telemetry::set_kind(&span, "client");
         let started = std::time::Instant::now();
-        let result = tracing::Instrument::instrument(
-            self.invoke_guarded(app_id, method, method_path, body, hints),
-            span.clone(),
-        )
-        .await;
+        let call = self.invoke_guarded(app_id, method, method_path, body, hints);
+        let result = traced(&span, "client", call).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.kind(),
         };
         span.record("outcome", outcome);
-        if result.is_err() {
-            crate::telemetry::mark_error(&span);
-        }
         if let Some(metrics) = &self.metrics {
             metrics.dapr_call(app_id, outcome, started.elapsed().as_secs_f64());
         }
@@ -412,16 +405,8 @@ impl DaprClient {
         let empty = tracing::field::Empty;
         let span = tracing::info_span!("dapr.publish", topic = %topic, event_id = %event_id,
             status = empty, otel.kind = empty, otel.status_code = empty);
-        crate::telemetry::set_kind(&span, "producer");
-        let result = tracing::Instrument::instrument(
-            self.publish_once(topic, event_id, body, traceparent),
-            span.clone(),
-        )
-        .await;
-        if result.is_err() {
-            crate::telemetry::mark_error(&span);
-        }
-        result
+        let call = self.publish_once(topic, event_id, body, traceparent);
+        traced(&span, "producer", call).await
     }
 
     async fn publish_once(
@@ -573,6 +558,21 @@ impl DaprClient {
             None => request,
         }
     }
+}
+
+/// Run `call` in `span`, a span of OpenTelemetry kind `kind`, marked failed
+/// when the call fails.
+async fn traced<T, E>(
+    span: &tracing::Span,
+    kind: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    crate::telemetry::set_kind(span, kind);
+    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    if result.is_err() {
+        crate::telemetry::mark_error(span);
+    }
+    result
 }
 
 /// These maps are only ever inserted into or counted up, so a guard
