@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::encode_segment;
+use crate::causes::chain;
 use crate::config::{PublishFormat, Settings};
 use crate::metrics::Metrics;
 
@@ -345,12 +346,12 @@ impl DaprClient {
             } else if error.is_builder() {
                 InvokeError::InvalidRequest {
                     app_id: app_id.to_owned(),
-                    reason: describe(&error),
+                    reason: chain(&error),
                 }
             } else {
                 InvokeError::Unreachable {
                     app_id: app_id.to_owned(),
-                    reason: describe(&error),
+                    reason: chain(&error),
                 }
             }
         };
@@ -444,7 +445,7 @@ impl DaprClient {
                 )
                 .body(serde_json::to_vec(body).unwrap_or_default()),
         };
-        let response = request.send().await.map_err(|e| failed(describe(&e)))?;
+        let response = request.send().await.map_err(|e| failed(chain(&e)))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
         if status.is_success() {
@@ -489,7 +490,7 @@ impl DaprClient {
                     return true;
                 }
                 Ok(response) => (format!("answered {}", response.status()), false),
-                Err(error) => (describe(&error), error.is_connect()),
+                Err(error) => (chain(&error), error.is_connect()),
             };
             if absent && !said_absent {
                 said_absent = true;
@@ -617,19 +618,6 @@ fn classify(app_id: &str, status: StatusCode, bytes: &[u8]) -> Result<Value, Inv
         status,
         body: truncate(&text),
     })
-}
-
-/// The error and its causes on one line ("error sending request" alone
-/// says nothing about a refused connection).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn truncate(text: &str) -> String {

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::causes::chain;
 use crate::engine::control::ControlError;
 
 /// What an error says to the client.
@@ -291,17 +292,6 @@ pub(crate) fn not_runnable(status: &str) -> String {
         "draft" => "the pipeline is a draft (it has no steps): add steps before running it".into(),
         other => format!("the pipeline is {other}: only active pipelines run"),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {
