@@ -68,11 +68,7 @@ impl SlowSidecar {
         let app = axum::Router::new()
             .fallback(sidecar_handle)
             .with_state(sidecar.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
+        let (url, _serving) = super::serve(app, "slow sidecar").await;
         (sidecar, url)
     }
 
