@@ -136,13 +136,11 @@ pub(crate) fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let mut source: Option<&dyn std::error::Error> = Some(&rejection);
     while let Some(e) = source {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
-            return ApiError::RequestTimeout(
-                format!(
-                    "the request body stopped arriving for {} s",
-                    stalled.0.as_secs_f64()
-                )
-                .into(),
+            let detail = format!(
+                "the request body stopped arriving for {} s",
+                stalled.0.as_secs_f64()
             );
+            return ApiError::RequestTimeout(detail.into());
         }
         source = e.source();
     }
