@@ -37,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::events::stage_of;
 use super::{percent_decode, recorded_body};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -237,6 +238,21 @@ impl FakeSidecar {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         (status, recorded_body(text.as_bytes()))
+    }
+
+    /// [`FakeSidecar::deliver_raw`] of an event the app must accept (200,
+    /// `SUCCESS`); the answer's `outcome` (applied, ignored, duplicate,
+    /// stale, kept).
+    pub(crate) async fn deliver_accepted(
+        &self,
+        app_url: &str,
+        app_token: &str,
+        event: &Value,
+    ) -> String {
+        let (status, body) = self.deliver_raw(app_url, app_token, event).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "SUCCESS", "{} -> {body}", stage_of(event));
+        body["outcome"].as_str().unwrap_or_default().to_owned()
     }
 }
 
