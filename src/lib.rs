@@ -11,6 +11,7 @@
 //! - [`startup`]: wires it all into a running service.
 
 pub mod actions;
+pub(crate) mod causes;
 pub mod cli;
 pub mod config;
 pub mod dag;

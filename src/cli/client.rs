@@ -241,12 +241,7 @@ fn reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
-    let mut innermost = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        innermost = s.to_string();
-        source = s.source();
-    }
+    let innermost = crate::causes::innermost(e);
     if e.is_connect() && innermost.to_ascii_lowercase().contains("refused") {
         "connection refused".into()
     } else {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::encode_segment;
+use crate::causes::chain;
 use crate::config::{PublishFormat, Settings};
 use crate::metrics::Metrics;
 
@@ -238,21 +239,14 @@ impl DaprClient {
         let empty = tracing::field::Empty;
         let span = tracing::info_span!("dapr.invoke", app_id = %app_id, method = %method, path = %method_path,
             status = empty, retries = empty, outcome = empty, otel.kind = empty, otel.status_code = empty);
-        crate::telemetry::set_kind(&span, "client");
         let started = std::time::Instant::now();
-        let result = tracing::Instrument::instrument(
-            self.invoke_guarded(app_id, method, method_path, body, hints),
-            span.clone(),
-        )
-        .await;
+        let call = self.invoke_guarded(app_id, method, method_path, body, hints);
+        let result = traced(&span, "client", call).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.kind(),
         };
         span.record("outcome", outcome);
-        if result.is_err() {
-            crate::telemetry::mark_error(&span);
-        }
         if let Some(metrics) = &self.metrics {
             metrics.dapr_call(app_id, outcome, started.elapsed().as_secs_f64());
         }
@@ -352,12 +346,12 @@ impl DaprClient {
             } else if error.is_builder() {
                 InvokeError::InvalidRequest {
                     app_id: app_id.to_owned(),
-                    reason: describe(&error),
+                    reason: chain(&error),
                 }
             } else {
                 InvokeError::Unreachable {
                     app_id: app_id.to_owned(),
-                    reason: describe(&error),
+                    reason: chain(&error),
                 }
             }
         };
@@ -412,16 +406,8 @@ impl DaprClient {
         let empty = tracing::field::Empty;
         let span = tracing::info_span!("dapr.publish", topic = %topic, event_id = %event_id,
             status = empty, otel.kind = empty, otel.status_code = empty);
-        crate::telemetry::set_kind(&span, "producer");
-        let result = tracing::Instrument::instrument(
-            self.publish_once(topic, event_id, body, traceparent),
-            span.clone(),
-        )
-        .await;
-        if result.is_err() {
-            crate::telemetry::mark_error(&span);
-        }
-        result
+        let call = self.publish_once(topic, event_id, body, traceparent);
+        traced(&span, "producer", call).await
     }
 
     async fn publish_once(
@@ -459,7 +445,7 @@ impl DaprClient {
                 )
                 .body(serde_json::to_vec(body).unwrap_or_default()),
         };
-        let response = request.send().await.map_err(|e| failed(describe(&e)))?;
+        let response = request.send().await.map_err(|e| failed(chain(&e)))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
         if status.is_success() {
@@ -504,7 +490,7 @@ impl DaprClient {
                     return true;
                 }
                 Ok(response) => (format!("answered {}", response.status()), false),
-                Err(error) => (describe(&error), error.is_connect()),
+                Err(error) => (chain(&error), error.is_connect()),
             };
             if absent && !said_absent {
                 said_absent = true;
@@ -575,6 +561,21 @@ impl DaprClient {
     }
 }
 
+/// Run `call` in `span`, a span of OpenTelemetry kind `kind`, marked failed
+/// when the call fails.
+async fn traced<T, E>(
+    span: &tracing::Span,
+    kind: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    crate::telemetry::set_kind(span, kind);
+    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    if result.is_err() {
+        crate::telemetry::mark_error(span);
+    }
+    result
+}
+
 /// These maps are only ever inserted into or counted up, so a guard
 /// poisoned by a panic elsewhere still holds whole data.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -617,19 +618,6 @@ fn classify(app_id: &str, status: StatusCode, bytes: &[u8]) -> Result<Value, Inv
         status,
         body: truncate(&text),
     })
-}
-
-/// The error and its causes on one line ("error sending request" alone
-/// says nothing about a refused connection).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn truncate(text: &str) -> String {

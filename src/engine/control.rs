@@ -59,6 +59,36 @@ pub struct NewExecution {
     pub trace_id: Option<String>,
 }
 
+impl NewExecution {
+    /// The execution a trigger (a schedule, a webhook, an event trigger)
+    /// starts on `workflow_id`: the trigger's stored `params` with `extra` on
+    /// top and `_trigger` (what fired it) last, started by `initiator`, with
+    /// no callbacks, notifications, idempotency key or trace.
+    pub fn triggered(
+        workflow_id: Uuid,
+        params: &Value,
+        extra: Map<String, Value>,
+        trigger: Value,
+        initiator: String,
+    ) -> Self {
+        let mut parameters = params.as_object().cloned().unwrap_or_default();
+        parameters.extend(extra);
+        parameters.insert("_trigger".into(), trigger);
+        Self {
+            workflow_id,
+            parameters,
+            callback_topics: Vec::new(),
+            initiator,
+            subscriber_ids: None,
+            payload_type: None,
+            notification_workflow_id: None,
+            idempotency_key: None,
+            request_hash: String::new(),
+            trace_id: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Started {
     pub execution_id: Uuid,

@@ -7,7 +7,7 @@
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::Engine;
@@ -119,10 +119,10 @@ impl Engine {
             return Ok(firing);
         }
         // The original's parameters: the trigger's, the event, `_trigger`.
-        let mut params = t.params.as_object().cloned().unwrap_or_default();
-        params.insert("event".into(), event.clone());
-        params.insert(
-            "_trigger".into(),
+        let new = NewExecution::triggered(
+            t.workflow_id,
+            &t.params,
+            Map::from_iter([("event".to_owned(), event.clone())]),
             json!({
                 "type": "event",
                 "trigger_id": t.id,
@@ -132,19 +132,8 @@ impl Engine {
                 "event_id": event_id,
                 "triggered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             }),
+            format!("event-trigger:{}", t.id),
         );
-        let new = NewExecution {
-            workflow_id: t.workflow_id,
-            parameters: params,
-            callback_topics: Vec::new(),
-            initiator: format!("event-trigger:{}", t.id),
-            subscriber_ids: None,
-            payload_type: None,
-            notification_workflow_id: None,
-            idempotency_key: None,
-            request_hash: String::new(),
-            trace_id: None,
-        };
         let prepared = match self.prepare(new).await {
             Ok(p) => p,
             Err(ControlError::Engine(e)) => return Err(e),

@@ -96,23 +96,13 @@ pub(crate) fn execution_for(
     overrides: Option<&Map<String, Value>>,
     trigger: Value,
 ) -> NewExecution {
-    let mut params = row.params.as_object().cloned().unwrap_or_default();
-    if let Some(o) = overrides {
-        params.extend(o.clone());
-    }
-    params.insert("_trigger".into(), trigger);
-    NewExecution {
-        workflow_id: row.workflow_id,
-        parameters: params,
-        callback_topics: Vec::new(),
-        initiator: format!("schedule:{}", row.id),
-        subscriber_ids: None,
-        payload_type: None,
-        notification_workflow_id: None,
-        idempotency_key: None,
-        request_hash: String::new(),
-        trace_id: None,
-    }
+    NewExecution::triggered(
+        row.workflow_id,
+        &row.params,
+        overrides.cloned().unwrap_or_default(),
+        trigger,
+        format!("schedule:{}", row.id),
+    )
 }
 
 /// A stored schedule's timing (checked when it was stored).

@@ -12,20 +12,20 @@ use crate::actions::StepOutcome;
 /// drops events whose correlation id is longer.
 pub(crate) const MAX_WAIT_ID_BYTES: usize = 2048;
 
+const NUL: char = '\0';
+
 /// Replace U+0000 in every string and object key with U+FFFD. JSON allows
 /// NUL; Postgres' text and jsonb do not, and a value it refuses can never be
 /// recorded however often it is retried.
 pub(crate) fn strip_nul(value: &mut Value) {
-    const NUL: char = '\0';
-    const REPLACEMENT: &str = "\u{FFFD}";
     match value {
-        Value::String(s) if s.contains(NUL) => *s = s.replace(NUL, REPLACEMENT),
+        Value::String(s) => *s = strip_nul_str(std::mem::take(s)),
         Value::Array(items) => items.iter_mut().for_each(strip_nul),
         Value::Object(map) => {
             if map.keys().any(|k| k.contains(NUL)) {
                 let entries = std::mem::take(map);
                 for (k, v) in entries {
-                    map.insert(k.replace(NUL, REPLACEMENT), v);
+                    map.insert(strip_nul_str(k), v);
                 }
             }
             map.values_mut().for_each(strip_nul);
@@ -43,9 +43,11 @@ fn strip_nul_map(map: Map<String, Value>) -> Map<String, Value> {
     }
 }
 
+/// `text` with U+0000 replaced by U+FFFD: the one replacement [`strip_nul`]
+/// makes in strings and keys.
 fn strip_nul_str(text: String) -> String {
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
+    if text.contains(NUL) {
+        text.replace(NUL, "\u{FFFD}")
     } else {
         text
     }

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::causes::chain;
 use crate::engine::control::ControlError;
 
 /// What an error says to the client.
@@ -172,25 +173,8 @@ impl ApiError {
         Self::NotFound(detail.into())
     }
 
-    pub fn method_not_allowed(detail: impl Into<Detail>) -> Self {
-        Self::MethodNotAllowed(detail.into())
-    }
-
-    pub fn request_timeout(detail: impl Into<Detail>) -> Self {
-        Self::RequestTimeout(detail.into())
-    }
-
-    pub fn too_many_requests(detail: impl Into<Detail>) -> Self {
-        Self::TooManyRequests(detail.into())
-    }
-
     pub fn unsupported_media_type(detail: impl Into<Detail>) -> Self {
         Self::UnsupportedMediaType(detail.into())
-    }
-
-    /// A fault of ours, said in `why` (logged, never sent).
-    pub fn internal(why: impl Into<String>) -> Self {
-        Self::Internal(why.into().into())
     }
 
     /// `{what} not found`.
@@ -308,17 +292,6 @@ pub(crate) fn not_runnable(status: &str) -> String {
         "draft" => "the pipeline is a draft (it has no steps): add steps before running it".into(),
         other => format!("the pipeline is {other}: only active pipelines run"),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery};
-use super::schedules::{check_name, check_pipeline, invalid, path_id};
+use super::schedules::{check_name, check_pipeline, invalid, path_id, workflow_filter};
 use crate::db::triggers::{self as db, EventTriggerChange, EventTriggerRow, NewEventTrigger};
 use crate::engine::event_triggers::{SUPPORTED_EVENTS, is_supported};
 
@@ -172,12 +172,8 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<EventTriggerQuery>,
 ) -> Result<Json<Vec<EventTriggerView>>, ApiError> {
-    let workflow_id = match q.workflow_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => match raw.parse::<Uuid>() {
-            Ok(id) => Some(id),
-            Err(_) => return Ok(Json(Vec::new())),
-        },
+    let Ok(workflow_id) = workflow_filter(q.workflow_id.as_deref()) else {
+        return Ok(Json(Vec::new()));
     };
     let rows = db::list_event_triggers(
         state.engine.pool(),

@@ -195,12 +195,17 @@ pub(super) fn new_execution(
         notification_workflow_id: body.notification_workflow_id.filter(|s| !s.is_empty()),
         idempotency_key: key,
         request_hash: hash,
-        trace_id: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::engine::model::trace_id_of),
+        trace_id: trace_id(headers),
     };
     Ok(new)
+}
+
+/// The caller's trace: the trace id of a well-formed `traceparent` header.
+pub(crate) fn trace_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::engine::model::trace_id_of)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -259,8 +264,8 @@ async fn document(state: &AppState, id: Uuid) -> Result<Option<axum::body::Bytes
         (None, Some((_, body))) => return Ok(Some(body)),
         // Unreachable: without a copy we send NULL, which never matches.
         (None, None) => {
-            return Err(ApiError::internal(
-                "the execution document could not be built",
+            return Err(ApiError::Internal(
+                "the execution document could not be built".into(),
             ));
         }
     };

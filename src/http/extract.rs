@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::server::BodyStalled;
+use crate::causes::innermost;
 
 /// `axum::Json` with errors that name the field and the right status:
 /// 400 for a body that is not JSON at all (or nested deeper than
@@ -135,10 +136,11 @@ pub(crate) fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     let mut source: Option<&dyn std::error::Error> = Some(&rejection);
     while let Some(e) = source {
         if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
-            return ApiError::request_timeout(format!(
+            let detail = format!(
                 "the request body stopped arriving for {} s",
                 stalled.0.as_secs_f64()
-            ));
+            );
+            return ApiError::RequestTimeout(detail.into());
         }
         source = e.source();
     }
@@ -148,9 +150,9 @@ pub(crate) fn bytes_rejection(rejection: BytesRejection) -> ApiError {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let detail = match &rejection {
-        JsonRejection::JsonDataError(e) => format!("invalid request body: {}", source_text(e)),
+        JsonRejection::JsonDataError(e) => format!("invalid request body: {}", innermost(e)),
         JsonRejection::JsonSyntaxError(e) => {
-            format!("request body is not valid JSON: {}", source_text(e))
+            format!("request body is not valid JSON: {}", innermost(e))
         }
         JsonRejection::MissingJsonContentType(_) => {
             "expected Content-Type: application/json".to_owned()
@@ -159,17 +161,6 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other => other.body_text(),
     };
     ApiError::for_status(status, detail)
-}
-
-/// serde's own message (it names the field), without axum's preamble.
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
 }
 
 /// A UUID path segment; anything else is a 400 naming the segment.
@@ -221,7 +212,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                let text = source_text(&e);
+                let text = innermost(&e);
                 // serde_urlencoded names the field first: `workflow_id: UUID parsing failed: …`.
                 let field = text.split_once(": ").map(|(field, _)| field);
                 let detail = match field {

@@ -153,7 +153,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::method_not_allowed("Method Not Allowed")
+    ApiError::MethodNotAllowed("Method Not Allowed".into())
 }
 
 /// Every error answer is JSON `{"detail": ...}` (API.md "Conventions"), even

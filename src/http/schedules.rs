@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::AppState;
@@ -179,6 +180,15 @@ pub(crate) fn pipeline_not_found(id: &str) -> ApiError {
 /// A path id; anything that is not a UUID names no schedule.
 pub(crate) fn path_id(raw: &str) -> Option<Uuid> {
     raw.trim().parse().ok()
+}
+
+/// A trigger list's `workflow_id` filter: none when absent or blank, an
+/// error when it is not a UUID (no trigger can name it: the list is empty).
+pub(crate) fn workflow_filter(raw: Option<&str>) -> Result<Option<Uuid>, uuid::Error> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw.parse().map(Some),
+    }
 }
 
 /// `name`: 1 to 255 characters.
@@ -352,10 +362,7 @@ pub(crate) async fn create(
     )
     .await?;
     state.engine.schedules_changed();
-    let row = store::get_schedule(state.engine.pool(), id)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok((StatusCode::CREATED, Json(ScheduleView::from(row))))
+    Ok((StatusCode::CREATED, show(&state, id).await?))
 }
 
 #[utoipa::path(get, path = "/schedules", params(ScheduleQuery), tag = "schedules",
@@ -364,18 +371,11 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ScheduleQuery>,
 ) -> Result<Json<ScheduleList>, ApiError> {
-    let workflow_id = match q.workflow_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => match raw.parse::<Uuid>() {
-            Ok(id) => Some(id),
-            // No schedule can name it.
-            Err(_) => {
-                return Ok(Json(ScheduleList {
-                    schedules: Vec::new(),
-                    total: 0,
-                }));
-            }
-        },
+    let Ok(workflow_id) = workflow_filter(q.workflow_id.as_deref()) else {
+        return Ok(Json(ScheduleList {
+            schedules: Vec::new(),
+            total: 0,
+        }));
     };
     let rows = store::list_schedules(
         state.engine.pool(),
@@ -398,10 +398,49 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
+    show(&state, id).await
+}
+
+/// Schedule `id`, or a 404.
+async fn load(state: &AppState, id: Uuid) -> Result<ScheduleRow, ApiError> {
     store::get_schedule(state.engine.pool(), id)
         .await?
-        .map(|r| Json(r.into()))
         .ok_or_else(not_found)
+}
+
+/// Schedule `id` as stored now, or a 404.
+async fn show(state: &AppState, id: Uuid) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(load(state, id).await?.into()))
+}
+
+/// Schedule `id` locked in a new transaction, or a 404. A firing of it in
+/// progress finishes first: its counters and next due time are then the
+/// ones a change starts from.
+async fn lock(
+    state: &AppState,
+    id: Uuid,
+) -> Result<(Transaction<'static, Postgres>, ScheduleRow), ApiError> {
+    let mut tx = state.engine.pool().begin().await?;
+    let row = store::lock_schedule(&mut *tx, id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((tx, row))
+}
+
+/// Store `fields` as the locked schedule `id`'s, and commit.
+async fn save(
+    mut tx: Transaction<'static, Postgres>,
+    id: Uuid,
+    fields: &ScheduleFields,
+) -> Result<(), ApiError> {
+    store::update_schedule(&mut *tx, id, fields).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The stored timing of `row`: checked when it was stored, so a failure is ours.
+fn stored_spec(row: &ScheduleRow) -> Result<Spec, ApiError> {
+    spec_of(row).map_err(|e| ApiError::Internal(e.into()))
 }
 
 #[utoipa::path(put, path = "/schedules/{id}", request_body = ScheduleRequest, tag = "schedules",
@@ -414,12 +453,7 @@ pub(crate) async fn update(
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
     let now = Utc::now();
-    let mut tx = state.engine.pool().begin().await?;
-    // Waits for a firing of this schedule in progress: its counters and
-    // next due time are then the ones this update starts from.
-    let row = store::lock_schedule(&mut *tx, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (tx, row) = lock(&state, id).await?;
     let mut body = body;
     if body.schedule.as_ref().is_some_and(|c| unchanged(c, &row)) {
         // budadmin sends the whole schedule back with any change: the same
@@ -436,8 +470,7 @@ pub(crate) async fn update(
             fields.status = "active".into();
             if spec.is_none() {
                 // Resuming through an update: due from now on.
-                let spec = spec_of(&row).map_err(|e| ApiError::Internal(e.into()))?;
-                fields.next_run_at = spec.first(now);
+                fields.next_run_at = stored_spec(&row)?.first(now);
             }
         }
     }
@@ -452,13 +485,9 @@ pub(crate) async fn update(
             };
         }
     }
-    store::update_schedule(&mut *tx, id, &fields).await?;
-    tx.commit().await?;
+    save(tx, id, &fields).await?;
     state.engine.schedules_changed();
-    store::get_schedule(state.engine.pool(), id)
-        .await?
-        .map(|r| Json(r.into()))
-        .ok_or_else(not_found)
+    show(&state, id).await
 }
 
 /// Whether `config` is the stored timing of `row`.
@@ -506,21 +535,14 @@ pub(crate) async fn pause(
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
-    let mut tx = state.engine.pool().begin().await?;
-    let row = store::lock_schedule(&mut *tx, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (tx, row) = lock(&state, id).await?;
     let mut fields = ScheduleFields::of(&row);
     fields.enabled = false;
     if fields.status == "active" {
         fields.status = "paused".into();
     }
-    store::update_schedule(&mut *tx, id, &fields).await?;
-    tx.commit().await?;
-    store::get_schedule(state.engine.pool(), id)
-        .await?
-        .map(|r| Json(r.into()))
-        .ok_or_else(not_found)
+    save(tx, id, &fields).await?;
+    show(&state, id).await
 }
 
 #[utoipa::path(post, path = "/schedules/{id}/resume", tag = "schedules",
@@ -532,27 +554,20 @@ pub(crate) async fn resume(
 ) -> Result<Json<ScheduleView>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
     let now = Utc::now();
-    let mut tx = state.engine.pool().begin().await?;
-    let row = store::lock_schedule(&mut *tx, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (tx, row) = lock(&state, id).await?;
     if matches!(row.status.as_str(), "expired" | "completed") {
         return Err(ApiError::bad_request(format!(
             "Cannot resume {} schedule",
             row.status
         )));
     }
-    let spec = spec_of(&row).map_err(|e| ApiError::Internal(e.into()))?;
+    let spec = stored_spec(&row)?;
     let mut fields = ScheduleFields::of(&row);
     fields.enabled = true;
     schedule_state(&mut fields, &spec, now);
-    store::update_schedule(&mut *tx, id, &fields).await?;
-    tx.commit().await?;
+    save(tx, id, &fields).await?;
     state.engine.schedules_changed();
-    store::get_schedule(state.engine.pool(), id)
-        .await?
-        .map(|r| Json(r.into()))
-        .ok_or_else(not_found)
+    show(&state, id).await
 }
 
 /// Run the schedule's pipeline now, once (the original's manual trigger:
@@ -568,9 +583,7 @@ pub(crate) async fn trigger(
     OptionalJson(overrides): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<TriggerResponse>, ApiError> {
     let id = path_id(&id).ok_or_else(not_found)?;
-    let row = store::get_schedule(state.engine.pool(), id)
-        .await?
-        .ok_or_else(not_found)?;
+    let row = load(&state, id).await?;
     let new = execution_for(
         &row,
         Some(&overrides),
@@ -616,10 +629,8 @@ pub(crate) async fn next_runs(
             vec!["count: must be between 1 and 100".into()],
         ));
     }
-    let row = store::get_schedule(state.engine.pool(), id)
-        .await?
-        .ok_or_else(not_found)?;
-    let spec = spec_of(&row).map_err(|e| ApiError::Internal(e.into()))?;
+    let row = load(&state, id).await?;
+    let spec = stored_spec(&row)?;
     let from = match q.from.as_deref() {
         None => None,
         Some(text) => Some(

@@ -27,10 +27,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::executions::hex;
+use super::executions::{hex, trace_id};
 use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::schedules::{
-    TriggerResponse, check_name, check_pipeline, invalid, path_id, start_error,
+    TriggerResponse, check_name, check_pipeline, invalid, path_id, start_error, workflow_filter,
 };
 use crate::db::triggers::{self as db, WebhookFields, WebhookRow};
 use crate::engine::control::{ControlError, NewExecution, Recorded};
@@ -248,12 +248,8 @@ pub(crate) async fn list(
     headers: HeaderMap,
     AppQuery(q): AppQuery<WebhookQuery>,
 ) -> Result<Json<Vec<WebhookView>>, ApiError> {
-    let workflow_id = match q.workflow_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => match raw.parse::<Uuid>() {
-            Ok(id) => Some(id),
-            Err(_) => return Ok(Json(Vec::new())),
-        },
+    let Ok(workflow_id) = workflow_filter(q.workflow_id.as_deref()) else {
+        return Ok(Json(Vec::new()));
     };
     let rows = db::list_webhooks(state.engine.pool(), workflow_id, q.enabled).await?;
     let base = base_url(&headers);
@@ -412,19 +408,12 @@ pub(crate) async fn trigger(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<TriggerBody>,
 ) -> Result<Response, ApiError> {
-    let Some(id) = path_id(&id) else {
-        return Ok(refuse(
-            &state,
-            ApiError::NotFound("Webhook not found".into()),
-            "not_found",
-        ));
+    let hook = match path_id(&id) {
+        Some(id) => load(&state, id).await?,
+        None => None,
     };
-    let Some(hook) = load(&state, id).await? else {
-        return Ok(refuse(
-            &state,
-            ApiError::NotFound("Webhook not found".into()),
-            "not_found",
-        ));
+    let Some(hook) = hook else {
+        return Ok(refuse(&state, not_found(), "not_found"));
     };
     if !hook.enabled {
         return Ok(refuse(
@@ -465,11 +454,11 @@ pub(crate) async fn trigger(
             ));
         }
     }
-    if let Err(wait) = state.webhook_limiter.take(id) {
+    if let Err(wait) = state.webhook_limiter.take(hook.id) {
         state.engine.metrics().webhook("rate_limited");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut response =
-            ApiError::too_many_requests("Too many triggers for this webhook; retry later")
+            ApiError::TooManyRequests("Too many triggers for this webhook; retry later".into())
                 .into_response();
         response
             .headers_mut()
@@ -478,37 +467,28 @@ pub(crate) async fn trigger(
     }
     // The original's merge: the webhook's params, the body's params, the
     // configured headers, and `_trigger`.
-    let mut params = hook.params.as_object().cloned().unwrap_or_default();
-    params.extend(body.params);
+    let mut extra = body.params;
     for name in &hook.headers_to_include {
         if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
             let key = format!("header_{}", name.to_ascii_lowercase().replace('-', "_"));
-            params.insert(key, Value::String(v.to_owned()));
+            extra.insert(key, Value::String(v.to_owned()));
         }
     }
-    params.insert(
-        "_trigger".into(),
-        json!({
-            "type": "webhook",
-            "webhook_id": hook.id,
-            "webhook_name": hook.name,
-            "triggered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        }),
-    );
+    let trigger = json!({
+        "type": "webhook",
+        "webhook_id": hook.id,
+        "webhook_name": hook.name,
+        "triggered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
     let new = NewExecution {
-        workflow_id: hook.workflow_id,
-        parameters: params,
-        callback_topics: Vec::new(),
-        initiator: format!("webhook:{}", hook.id),
-        subscriber_ids: None,
-        payload_type: None,
-        notification_workflow_id: None,
-        idempotency_key: None,
-        request_hash: String::new(),
-        trace_id: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::engine::model::trace_id_of),
+        trace_id: trace_id(&headers),
+        ..NewExecution::triggered(
+            hook.workflow_id,
+            &hook.params,
+            extra,
+            trigger,
+            format!("webhook:{}", hook.id),
+        )
     };
     let engine = &state.engine;
     let prepared = match engine.prepare(new).await {

@@ -26,6 +26,12 @@ impl Answer {
         })
     }
 
+    /// [`Answer::error`], of a request (`what`) that must answer `status`.
+    fn error_with(&self, status: StatusCode, what: std::fmt::Arguments<'_>) -> Value {
+        assert_eq!(self.status, status, "{what}: {}", self.text);
+        self.error()
+    }
+
     /// The body of an error: JSON with Content-Type application/json and a
     /// non-empty `detail` string; no SQL text or panics leak out.
     fn error(&self) -> Value {
@@ -345,13 +351,7 @@ async fn unknown_paths_are_json_404_whatever_the_token(pool: sqlx::PgPool) {
         for token in [Token::None, Token::Value("wrong"), Token::Value(TOKEN)] {
             for method in [Method::GET, Method::POST] {
                 let answer = send(&app, method.clone(), path, token, None).await;
-                assert_eq!(
-                    answer.status,
-                    StatusCode::NOT_FOUND,
-                    "{method} {path}: {}",
-                    answer.text
-                );
-                answer.error();
+                answer.error_with(StatusCode::NOT_FOUND, format_args!("{method} {path}"));
             }
         }
     }
@@ -377,13 +377,10 @@ async fn malformed_json_is_400_with_a_detail(pool: sqlx::PgPool) {
             "{'dag': 1}",
         ] {
             let answer = send_json(&app, method.clone(), path, body).await;
-            assert_eq!(
-                answer.status,
+            answer.error_with(
                 StatusCode::BAD_REQUEST,
-                "{method} {path} {body:?}: {}",
-                answer.text
+                format_args!("{method} {path} {body:?}"),
             );
-            answer.error();
         }
     }
     app.stop().await;
@@ -563,13 +560,7 @@ async fn bodies_over_the_default_limit_are_413(pool: sqlx::PgPool) {
     assert!(big.len() > 1_048_576);
     for path in ["/workflows", "/workflows/validate", "/workflow-events"] {
         let answer = send_json(&app, Method::POST, path, &big).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "{path}: {}",
-            answer.text
-        );
-        answer.error();
+        answer.error_with(StatusCode::PAYLOAD_TOO_LARGE, format_args!("{path}"));
     }
     // Just under the limit is accepted.
     let fits = json!({"dag": {"name": "fits", "description": "x".repeat(1_000_000),
@@ -601,13 +592,10 @@ async fn max_body_bytes_sets_the_limit(pool: sqlx::PgPool) {
         (Method::POST, "/workflow-events".to_owned()),
     ] {
         let answer = send_json(&app, method.clone(), &path, &two_kb).await;
-        assert_eq!(
-            answer.status,
+        answer.error_with(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "{method} {path}: {}",
-            answer.text
+            format_args!("{method} {path}"),
         );
-        answer.error();
     }
     let small =
         json!({"dag": {"name": "small", "steps": [{"id": "a", "action": "log"}]}}).to_string();
@@ -739,13 +727,10 @@ async fn method_not_allowed_is_json(pool: sqlx::PgPool) {
         (Method::POST, "/actions"),
     ] {
         let answer = send(&app, method.clone(), path, Token::Value(TOKEN), None).await;
-        assert_eq!(
-            answer.status,
+        answer.error_with(
             StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}: {}",
-            answer.text
+            format_args!("{method} {path}"),
         );
-        answer.error();
         // Without a token: refused or not allowed, but JSON either way.
         let answer = send(&app, method.clone(), path, Token::None, None).await;
         assert!(
@@ -767,13 +752,7 @@ async fn unknown_ids_are_404_with_a_detail(pool: sqlx::PgPool) {
     routes.push((Method::GET, "/actions/no_such_action".to_owned(), None));
     for (method, path, body) in routes {
         let answer = call(&app, &method, &path, &body, Token::Value(TOKEN)).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::NOT_FOUND,
-            "{method} {path}: {}",
-            answer.text
-        );
-        answer.error();
+        answer.error_with(StatusCode::NOT_FOUND, format_args!("{method} {path}"));
     }
     app.stop().await;
 }

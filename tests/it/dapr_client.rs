@@ -816,9 +816,7 @@ async fn sidecar_delivers_cloudevents_to_an_app() {
             }))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let (app_url, server) = support::serve(app, "app").await;
     let stand = Stand::start(&[]).await;
     let event = deployment_event("wf-1", "COMPLETED", json!({}));
 

@@ -1009,18 +1009,9 @@ async fn progress_percentage_counts_finished_steps(pool: PgPool) {
 #[sqlx::test]
 async fn an_execution_read_is_one_consistent_snapshot(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let steps: Vec<Value> = (0..25)
-        .map(|i| {
-            if i == 0 {
-                json!({"id": "s0", "action": "log"})
-            } else {
-                json!({"id": format!("s{i}"), "action": "log", "depends_on": [format!("s{}", i - 1)]})
-            }
-        })
-        .collect();
     let wf = app
         .api
-        .create_workflow(json!({"name": "chain", "steps": steps}))
+        .create_workflow(support::cluster::chain_dag(25))
         .await;
     let mut checked = 0;
     for _ in 0..6 {

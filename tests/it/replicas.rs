@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::app::{ServiceProcess, database_url};
 use support::cluster::{
-    SlowSidecar, check_history, replica_id, slow_call_dag, submit, wait_all_terminal,
+    SlowSidecar, chain_dag, check_history, replica_id, slow_call_dag, submit, wait_all_terminal,
 };
 use uuid::Uuid;
 
@@ -318,19 +318,7 @@ async fn a_replica_frozen_inside_a_transaction_does_not_stall_the_others_timers(
     let mut frozen = ServiceProcess::start(&db, &[]).await;
     let mut other = ServiceProcess::start(&db, &[]).await;
     let frozen_id = replica_id(&frozen.api).await;
-    let chain: Vec<Value> = (0..30)
-        .map(|i| {
-            if i == 0 {
-                json!({"id": "s0", "action": "log"})
-            } else {
-                json!({"id": format!("s{i}"), "action": "log", "depends_on": [format!("s{}", i - 1)]})
-            }
-        })
-        .collect();
-    let busy = frozen
-        .api
-        .create_workflow(json!({"name": "chain", "steps": chain}))
-        .await;
+    let busy = frozen.api.create_workflow(chain_dag(30)).await;
     let timers = frozen
         .api
         .create_workflow(json!({"name": "timers", "steps": [

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -52,30 +52,9 @@ impl Request {
     pub(crate) fn query_param(&self, name: &str) -> Option<String> {
         self.query.as_deref()?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| decode(v))
+            (k == name).then(|| super::percent_decode(v, true))
         })
     }
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 struct Route {
@@ -117,13 +96,7 @@ impl FakeBud {
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the Bud stand-in");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
+        let (url, task) = super::serve(app, "Bud stand-in").await;
         Self { url, script, task }
     }
 
@@ -206,34 +179,13 @@ async fn handle(
             None => Reply::json(404, serde_json::json!({"detail": "Not Found"})),
         }
     };
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-    };
     script.lock().unwrap().requests.push(Request {
         method: method.to_string(),
         path,
         query: uri.query().map(str::to_owned),
         headers,
-        body,
+        body: super::recorded_body(&body),
         status: reply.status,
     });
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    let status = StatusCode::from_u16(reply.status).expect("a valid scripted status");
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, reply.content_type)],
-        reply.body,
-    )
-        .into_response();
-    for (name, value) in reply.headers {
-        response
-            .headers_mut()
-            .insert(name, value.parse().expect("a valid scripted header"));
-    }
-    response
+    reply.send().await
 }

@@ -99,6 +99,26 @@ impl Reply {
         self.delay = delay;
         self
     }
+
+    /// Answer with it, after its delay.
+    pub(crate) async fn send(self) -> Response {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let status = StatusCode::from_u16(self.status).expect("a valid scripted status");
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, self.content_type)],
+            self.body,
+        )
+            .into_response();
+        for (name, value) in self.headers {
+            response
+                .headers_mut()
+                .insert(name, value.parse().expect("a valid scripted header"));
+        }
+        response
+    }
 }
 
 /// A request as the stand-in received it, with the answer it gave.
@@ -144,13 +164,7 @@ impl FakeBudcluster {
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the budcluster stand-in");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
+        let (url, task) = super::serve(app, "budcluster stand-in").await;
         Self { url, script, task }
     }
 
@@ -284,32 +298,17 @@ async fn handle(
             .or_else(|| script.defaults.get(&route).cloned())
             .unwrap_or_else(|| default_reply(route, &path))
     };
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-    };
     script.lock().unwrap().requests.push(RecordedRequest {
         route,
         method: method.to_string(),
         path,
         query: uri.query().map(str::to_owned),
         headers,
-        body,
+        body: super::recorded_body(&body),
         status: reply.status,
         response: serde_json::from_str(&reply.body)
             .unwrap_or_else(|_| Value::String(reply.body.clone())),
         at,
     });
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    let status = StatusCode::from_u16(reply.status).expect("a valid scripted status");
-    (
-        status,
-        [(header::CONTENT_TYPE, reply.content_type)],
-        reply.body,
-    )
-        .into_response()
+    reply.send().await
 }

@@ -68,11 +68,7 @@ impl SlowSidecar {
         let app = axum::Router::new()
             .fallback(sidecar_handle)
             .with_state(sidecar.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
+        let (url, _serving) = super::serve(app, "slow sidecar").await;
         (sidecar, url)
     }
 
@@ -489,6 +485,21 @@ pub(crate) fn load_dag(name: &str, slow_ms: u64) -> Value {
     ]})
 }
 pub(crate) const LOAD_DAG_STEPS: usize = 7;
+
+/// `steps` log steps named `chain`, each depending on the one before
+/// (`s0` -> `s1` -> ...).
+pub(crate) fn chain_dag(steps: usize) -> Value {
+    let steps: Vec<Value> = (0..steps)
+        .map(|i| {
+            if i == 0 {
+                json!({"id": "s0", "action": "log"})
+            } else {
+                json!({"id": format!("s{i}"), "action": "log", "depends_on": [format!("s{}", i - 1)]})
+            }
+        })
+        .collect();
+    json!({"name": "chain", "steps": steps})
+}
 
 /// start -> one service call of `call_ms` (`slow`) -> end: 3 steps.
 pub(crate) fn slow_call_dag(name: &str, call_ms: u64) -> Value {

@@ -23,7 +23,58 @@ pub(crate) mod cluster;
 pub(crate) mod events;
 pub(crate) mod sidecar;
 
+use axum::Router;
 use budpipeline::config::Settings;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// Serve `app` on `127.0.0.1:<a free port>` until the task is aborted:
+/// its `http://127.0.0.1:<port>` and the task. `what` names the stand-in
+/// in the panic if no port is free.
+pub(crate) async fn serve(app: Router, what: &str) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind the {what}: {e}"));
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    (url, task)
+}
+
+/// A request body as a stand-in records it: its JSON, `Null` when empty,
+/// a string when not JSON.
+pub(crate) fn recorded_body(body: &[u8]) -> Value {
+    if body.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// Decode `%XX` escapes; in a query, `+` is a space too.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], escaped) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (b'+', _) if plus_is_space => out.push(b' '),
+            (byte, _) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// Settings that talk to the sidecar at `dapr_url`, with `vars` on top.
 /// `DATABASE_URL` defaults to a dummy (pass a real one in `vars` when the

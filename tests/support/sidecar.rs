@@ -36,6 +36,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use super::events::stage_of;
+use super::{percent_decode, recorded_body};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -103,13 +106,7 @@ impl FakeSidecar {
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the sidecar stand-in");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
+        let (url, task) = super::serve(app, "sidecar stand-in").await;
         Self { url, shared, task }
     }
 
@@ -240,7 +237,22 @@ impl FakeSidecar {
         let response = request.send().await.expect("deliver to the app");
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        (status, parse_body(text.as_bytes()))
+        (status, recorded_body(text.as_bytes()))
+    }
+
+    /// [`FakeSidecar::deliver_raw`] of an event the app must accept (200,
+    /// `SUCCESS`); the answer's `outcome` (applied, ignored, duplicate,
+    /// stale, kept).
+    pub(crate) async fn deliver_accepted(
+        &self,
+        app_url: &str,
+        app_token: &str,
+        event: &Value,
+    ) -> String {
+        let (status, body) = self.deliver_raw(app_url, app_token, event).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "SUCCESS", "{} -> {body}", stage_of(event));
+        body["outcome"].as_str().unwrap_or_default().to_owned()
     }
 }
 
@@ -248,14 +260,6 @@ impl Drop for FakeSidecar {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn parse_body(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 fn dapr_error(status: StatusCode, code: &str, message: String) -> Response {
@@ -447,32 +451,8 @@ fn publish(
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        body: parse_body(body),
+        body: recorded_body(body),
     });
     shared.publishes.send_modify(|n| *n += 1);
     StatusCode::NO_CONTENT.into_response()
-}
-
-/// Decode `%XX` escapes; in a query, `+` is a space too.
-fn percent_decode(text: &str, plus_is_space: bool) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = bytes
-            .get(i + 1..i + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (bytes[i], escaped) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-            (b'+', _) if plus_is_space => out.push(b' '),
-            (byte, _) => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

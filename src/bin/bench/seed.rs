@@ -98,6 +98,78 @@ pub(crate) struct Seeded {
     pub took: Duration,
 }
 
+impl Seeded {
+    /// `copies` copies of `template` made since `started`.
+    async fn counted(db: &PgPool, template: Uuid, copies: usize, started: Instant) -> Result<Self> {
+        let n = copies as u64;
+        Ok(Self {
+            executions: n,
+            steps: n * template_rows(db, "step_executions", "execution_id", template).await?,
+            attempts: n * template_rows(db, "step_attempts", "execution_id", template).await?,
+            took: started.elapsed(),
+        })
+    }
+}
+
+/// `CREATE TEMP TABLE seeds`: one row per copy, its number `n` (1 to
+/// `count`), its time `ts` (the SQL `ts`, of `n`) and its id (from `ts`).
+fn seed_table(seeds: &str, count: usize, ts: &str) -> String {
+    format!(
+        "CREATE TEMP TABLE {seeds} AS
+         SELECT n, ts, {} AS id FROM (
+             SELECT n, {ts} AS ts
+             FROM generate_series(1, {count}) n) x;\n",
+        v7_from("ts")
+    )
+}
+
+/// The statements that copy `template` (its execution, steps and attempts)
+/// once per row `s` of `seeds`, newest first: each copy takes the row's id
+/// (and a trace id from it), its timestamps shifted by `shift`, and the
+/// column overrides in `executions` and `steps`.
+async fn copy_execution(
+    db: &PgPool,
+    template: Uuid,
+    seeds: &str,
+    shift: &str,
+    mut executions: HashMap<&str, String>,
+    mut steps: HashMap<&str, String>,
+) -> Result<String> {
+    executions.insert("id", "s.id".to_owned());
+    executions.insert("trace_id", "replace(s.id::text, '-', '')".to_owned());
+    steps.insert("execution_id", "s.id".to_owned());
+    let attempts = HashMap::from([("execution_id", "s.id".to_owned())]);
+    let mut script = copy_rows(
+        db,
+        "executions",
+        &executions,
+        shift,
+        &format!("CROSS JOIN {seeds} s WHERE t.id = '{template}' ORDER BY s.n DESC"),
+    )
+    .await?;
+    script += &copy_rows(
+        db,
+        "step_executions",
+        &steps,
+        shift,
+        &format!(
+            "CROSS JOIN {seeds} s WHERE t.execution_id = '{template}' ORDER BY s.n DESC, t.position"
+        ),
+    )
+    .await?;
+    script += &copy_rows(
+        db,
+        "step_attempts",
+        &attempts,
+        shift,
+        &format!(
+            "CROSS JOIN {seeds} s WHERE t.execution_id = '{template}' ORDER BY s.n DESC, t.started_at"
+        ),
+    )
+    .await?;
+    Ok(script)
+}
+
 /// `executions` finished copies of the finished execution `template`
 /// (with its steps and attempts), completed between 2 and 28 days ago
 /// (inside the default 30-day retention, and all past a 1-day one);
@@ -110,21 +182,20 @@ pub(crate) async fn history(db: &PgPool, template: Uuid, executions: usize) -> R
     .bind(template)
     .fetch_one(db)
     .await?;
-    // One row per copy: its number, completion time and id; newest first.
-    let mut script = format!(
-        "CREATE TEMP TABLE bench_seed AS
-         SELECT n, ts, {} AS id FROM (
-             SELECT n, now() - interval '2 days' - interval '26 days' * (n::float8 / {executions}) AS ts
-             FROM generate_series(1, {executions}) n) x;\n",
-        v7_from("ts")
+    // Newest first.
+    let mut script = seed_table(
+        "bench_seed",
+        executions,
+        &format!("now() - interval '2 days' - interval '26 days' * (n::float8 / {executions})"),
     );
     let failed = "s.n % 10 = 0";
-    let shift = format!("s.ts - (SELECT completed_at FROM executions WHERE id = '{template}')");
-    script += &copy_rows(
+    let failing = format!("{failed} AND t.step_id = '{last_step}'");
+    script += &copy_execution(
         db,
-        "executions",
-        &HashMap::from([
-            ("id", "s.id".to_owned()),
+        template,
+        "bench_seed",
+        &format!("s.ts - (SELECT completed_at FROM executions WHERE id = '{template}')"),
+        HashMap::from([
             (
                 "status",
                 format!("CASE WHEN {failed} THEN 'FAILED' ELSE t.status END"),
@@ -135,18 +206,8 @@ pub(crate) async fn history(db: &PgPool, template: Uuid, executions: usize) -> R
                     "CASE WHEN {failed} THEN 'step {last_step} failed: seeded' ELSE t.error END"
                 ),
             ),
-            ("trace_id", "replace(s.id::text, '-', '')".to_owned()),
         ]),
-        &shift,
-        &format!("CROSS JOIN bench_seed s WHERE t.id = '{template}' ORDER BY s.n DESC"),
-    )
-    .await?;
-    let failing = format!("{failed} AND t.step_id = '{last_step}'");
-    script += &copy_rows(
-        db,
-        "step_executions",
-        &HashMap::from([
-            ("execution_id", "s.id".to_owned()),
+        HashMap::from([
             (
                 "status",
                 format!("CASE WHEN {failing} THEN 'FAILED' ELSE t.status END"),
@@ -160,32 +221,12 @@ pub(crate) async fn history(db: &PgPool, template: Uuid, executions: usize) -> R
                 format!("CASE WHEN {failing} THEN NULL ELSE t.outputs END"),
             ),
         ]),
-        &shift,
-        &format!(
-            "CROSS JOIN bench_seed s WHERE t.execution_id = '{template}' ORDER BY s.n DESC, t.position"
-        ),
-    )
-    .await?;
-    script += &copy_rows(
-        db,
-        "step_attempts",
-        &HashMap::from([("execution_id", "s.id".to_owned())]),
-        &shift,
-        &format!(
-            "CROSS JOIN bench_seed s WHERE t.execution_id = '{template}' ORDER BY s.n DESC, t.started_at"
-        ),
     )
     .await?;
     script += "DROP TABLE bench_seed;";
     run_script(db, &script).await?;
     settle(db).await?;
-    let n = executions as u64;
-    Ok(Seeded {
-        executions: n,
-        steps: n * template_rows(db, "step_executions", "execution_id", template).await?,
-        attempts: n * template_rows(db, "step_attempts", "execution_id", template).await?,
-        took: started.elapsed(),
-    })
+    Seeded::counted(db, template, executions, started).await
 }
 
 /// `count` copies of the RUNNING execution `template`, whose one step
@@ -199,50 +240,22 @@ pub(crate) async fn waiting(
     count: usize,
 ) -> Result<(Seeded, Vec<(Uuid, String)>)> {
     let started = Instant::now();
-    let mut script = format!(
-        "CREATE TEMP TABLE bench_wait_seed AS
-         SELECT n, ts, {} AS id FROM (
-             SELECT n, now() - interval '1 millisecond' * n AS ts
-             FROM generate_series(1, {count}) n) x;\n",
-        v7_from("ts")
+    let mut script = seed_table(
+        "bench_wait_seed",
+        count,
+        "now() - interval '1 millisecond' * n",
     );
-    let shift = format!("s.ts - (SELECT created_at FROM executions WHERE id = '{template}')");
-    script += &copy_rows(
+    script += &copy_execution(
         db,
-        "executions",
-        &HashMap::from([
-            ("id", "s.id".to_owned()),
-            ("trace_id", "replace(s.id::text, '-', '')".to_owned()),
-        ]),
-        &shift,
-        &format!("CROSS JOIN bench_wait_seed s WHERE t.id = '{template}' ORDER BY s.n DESC"),
-    )
-    .await?;
-    script += &copy_rows(
-        db,
-        "step_executions",
-        &HashMap::from([
-            ("execution_id", "s.id".to_owned()),
-            (
-                "external_workflow_id",
-                "CASE WHEN t.external_workflow_id IS NULL THEN NULL ELSE 'bench-seed-' || s.n END"
-                    .to_owned(),
-            ),
-        ]),
-        &shift,
-        &format!(
-            "CROSS JOIN bench_wait_seed s WHERE t.execution_id = '{template}' ORDER BY s.n DESC, t.position"
-        ),
-    )
-    .await?;
-    script += &copy_rows(
-        db,
-        "step_attempts",
-        &HashMap::from([("execution_id", "s.id".to_owned())]),
-        &shift,
-        &format!(
-            "CROSS JOIN bench_wait_seed s WHERE t.execution_id = '{template}' ORDER BY s.n DESC, t.started_at"
-        ),
+        template,
+        "bench_wait_seed",
+        &format!("s.ts - (SELECT created_at FROM executions WHERE id = '{template}')"),
+        HashMap::new(),
+        HashMap::from([(
+            "external_workflow_id",
+            "CASE WHEN t.external_workflow_id IS NULL THEN NULL ELSE 'bench-seed-' || s.n END"
+                .to_owned(),
+        )]),
     )
     .await?;
     script += "DROP TABLE bench_wait_seed;";
@@ -255,16 +268,7 @@ pub(crate) async fn waiting(
     .fetch_all(db)
     .await?;
     settle(db).await?;
-    let n = count as u64;
-    Ok((
-        Seeded {
-            executions: n,
-            steps: n * template_rows(db, "step_executions", "execution_id", template).await?,
-            attempts: n * template_rows(db, "step_attempts", "execution_id", template).await?,
-            took: started.elapsed(),
-        },
-        pairs,
-    ))
+    Ok((Seeded::counted(db, template, count, started).await?, pairs))
 }
 
 /// A real database reaches this size over months, with autovacuum running
