@@ -84,6 +84,14 @@ impl ScheduleFields {
     }
 }
 
+/// How a read takes its row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Read {
+    Plain,
+    /// `FOR UPDATE`, for a change: a schedule's firing holds it too.
+    ForUpdate,
+}
+
 const PIPELINE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM workflows WHERE id = $1 AND deleted_at IS NULL AND NOT ephemeral)";
 
 /// Whether a live (not deleted, not a hidden one-off) pipeline has this id.
@@ -160,31 +168,23 @@ const GET_SCHEDULE: &str = concat!(
     " FROM schedules s WHERE s.id = $1"
 );
 
-pub(crate) async fn get_schedule(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<ScheduleRow>, sqlx::Error> {
-    sqlx::query_as(GET_SCHEDULE)
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
 const LOCK_SCHEDULE: &str = concat!(
     "SELECT ",
     schedule_columns!(),
     " FROM schedules s WHERE s.id = $1 FOR UPDATE"
 );
 
-/// The schedule, locked for a change (`FOR UPDATE`: a firing holds it too).
-pub(crate) async fn lock_schedule(
+/// The schedule, locked for a change when `read` says so.
+pub(crate) async fn get_schedule(
     db: impl PgExecutor<'_>,
     id: Uuid,
+    read: Read,
 ) -> Result<Option<ScheduleRow>, sqlx::Error> {
-    sqlx::query_as(LOCK_SCHEDULE)
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    let query = match read {
+        Read::Plain => sqlx::query_as(GET_SCHEDULE),
+        Read::ForUpdate => sqlx::query_as(LOCK_SCHEDULE),
+    };
+    query.bind(id).fetch_optional(db).await
 }
 
 const LIST_SCHEDULES: &str = concat!(
@@ -289,31 +289,23 @@ const GET_WEBHOOK: &str = concat!(
     " FROM webhooks WHERE id = $1"
 );
 
-pub(crate) async fn get_webhook(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<WebhookRow>, sqlx::Error> {
-    sqlx::query_as(GET_WEBHOOK)
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
 const LOCK_WEBHOOK: &str = concat!(
     "SELECT ",
     webhook_columns!(),
     " FROM webhooks WHERE id = $1 FOR UPDATE"
 );
 
-/// The webhook, locked for a change.
-pub(crate) async fn lock_webhook(
+/// The webhook, locked for a change when `read` says so.
+pub(crate) async fn get_webhook(
     db: impl PgExecutor<'_>,
     id: Uuid,
+    read: Read,
 ) -> Result<Option<WebhookRow>, sqlx::Error> {
-    sqlx::query_as(LOCK_WEBHOOK)
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    let query = match read {
+        Read::Plain => sqlx::query_as(GET_WEBHOOK),
+        Read::ForUpdate => sqlx::query_as(LOCK_WEBHOOK),
+    };
+    query.bind(id).fetch_optional(db).await
 }
 
 const LIST_WEBHOOKS: &str = concat!(

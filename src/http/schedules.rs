@@ -403,7 +403,7 @@ pub(crate) async fn get(
 
 /// Schedule `id`, or a 404.
 async fn load(state: &AppState, id: Uuid) -> Result<ScheduleRow, ApiError> {
-    store::get_schedule(state.engine.pool(), id)
+    store::get_schedule(state.engine.pool(), id, store::Read::Plain)
         .await?
         .ok_or_else(not_found)
 }
@@ -421,7 +421,7 @@ async fn lock(
     id: Uuid,
 ) -> Result<(Transaction<'static, Postgres>, ScheduleRow), ApiError> {
     let mut tx = state.engine.pool().begin().await?;
-    let row = store::lock_schedule(&mut *tx, id)
+    let row = store::get_schedule(&mut *tx, id, store::Read::ForUpdate)
         .await?
         .ok_or_else(not_found)?;
     Ok((tx, row))

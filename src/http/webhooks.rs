@@ -193,7 +193,7 @@ fn check_config(
 }
 
 async fn load(state: &AppState, id: Uuid) -> Result<Option<WebhookRow>, ApiError> {
-    Ok(db::get_webhook(state.engine.pool(), id).await?)
+    Ok(db::get_webhook(state.engine.pool(), id, db::Read::Plain).await?)
 }
 
 #[utoipa::path(post, path = "/webhooks", request_body = WebhookRequest, tag = "webhooks",
@@ -287,7 +287,7 @@ pub(crate) async fn update(
         return Err(invalid("Invalid webhook", errors));
     }
     let mut tx = state.engine.pool().begin().await?;
-    let row = db::lock_webhook(&mut *tx, id)
+    let row = db::get_webhook(&mut *tx, id, db::Read::ForUpdate)
         .await?
         .ok_or_else(not_found)?;
     let (ips, include) =

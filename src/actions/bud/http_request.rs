@@ -228,7 +228,10 @@ impl HttpRequest {
                     return failure("Request timed out".to_owned(), true);
                 }
                 Err(error) => {
-                    return failure(format!("Request failed: {}", describe(&error)), true);
+                    return failure(
+                        format!("Request failed: {}", crate::causes::chain(&error)),
+                        true,
+                    );
                 }
             };
             let status = response.status();
@@ -317,9 +320,12 @@ impl HttpRequest {
             }
             None => return Err(StepOutcome::permanent("url has no host")),
         };
-        builder
-            .build()
-            .map_err(|e| failure(format!("Request failed: {}", describe(&e)), false))
+        builder.build().map_err(|e| {
+            failure(
+                format!("Request failed: {}", crate::causes::chain(&e)),
+                false,
+            )
+        })
     }
 
     /// Refuse the host when any of its addresses is forbidden.
@@ -433,7 +439,12 @@ async fn read_response(mut response: reqwest::Response) -> StepOutcome {
                 bytes.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(error) => return failure(format!("Request failed: {}", describe(&error)), true),
+            Err(error) => {
+                return failure(
+                    format!("Request failed: {}", crate::causes::chain(&error)),
+                    true,
+                );
+            }
         }
     }
     let body = serde_json::from_slice::<Value>(&bytes)
@@ -470,18 +481,6 @@ fn failure_with(error: String, retryable: bool, outputs: Map<String, Value>) -> 
         retryable,
         outputs,
     }
-}
-
-/// An error with its sources, without the URL reqwest puts first.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What a literal URL or header says is wrong before anything is sent.
