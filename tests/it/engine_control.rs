@@ -9,17 +9,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::app::{Api, TestApp, step};
+use support::app::{Api, TestApp};
+use support::views::{Execution, ExecutionStatus, SkipReason, StepStatus};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a timestamp: {v}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("bad timestamp {v}: {e}"))
-}
 
 /// `v` with every number as a float and every timestamp in one spelling, to
 /// compare documents by value (routes may spell a number `100` or `100.0`,
@@ -80,9 +74,16 @@ async fn control(api: &Api, ex: Uuid, action: &str) -> (StatusCode, Value) {
         .await
 }
 
+/// [`control`] that must succeed: the execution it answers with.
+async fn control_ok(api: &Api, ex: Uuid, action: &str) -> Execution {
+    let (status, body) = control(api, ex, action).await;
+    assert_eq!(status, StatusCode::OK, "{action}: {body}");
+    Execution::from_value(&body)
+}
+
 /// Wait until step `id` of `ex` waits for its event; returns the execution.
-async fn wait_awaiting(api: &Api, ex: Uuid, id: &str) -> Value {
-    api.wait_until(ex, WAIT, |e| step(e, id)["awaiting_event"] == true)
+async fn wait_awaiting(api: &Api, ex: Uuid, id: &str) -> Execution {
+    api.wait_until_view(ex, WAIT, |e| e.step(id).awaiting_event)
         .await
 }
 
@@ -108,49 +109,46 @@ async fn cancel_during_a_run_cancels_waiting_and_pending_steps(pool: PgPool) {
     let ex = app.api.execute(wf, json!({})).await;
     wait_awaiting(&app.api, ex, "long").await;
 
-    let (status, body) = control(&app.api, ex, "cancel").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["execution_id"], ex.to_string());
-    assert_eq!(body["status"], "CANCELLED", "{body:#}");
-    assert!(body["completed_at"].is_string(), "{body:#}");
-    let first = step(&body, "first");
-    assert_eq!(first["status"], "COMPLETED", "finished work stays finished");
-    assert_eq!(first["outputs"], json!({"v": 1}));
-    let long = step(&body, "long");
-    assert_eq!(long["status"], "CANCELLED", "{long:#}");
-    assert_eq!(long["awaiting_event"], false);
+    let body = control_ok(&app.api, ex, "cancel").await;
+    assert_eq!(body.execution_id, ex);
+    assert_eq!(body.status, ExecutionStatus::Cancelled, "{body:#}");
+    assert!(body.completed_at.is_some(), "{body:#}");
+    let first = body.step("first");
     assert_eq!(
-        long["timeout_at"],
-        Value::Null,
-        "no timer left behind: {long:#}"
+        first.status,
+        StepStatus::Completed,
+        "finished work stays finished"
     );
+    assert_eq!(first.outputs, json!({"v": 1}));
+    let long = body.step("long");
+    assert_eq!(long.status, StepStatus::Cancelled, "{long:#}");
+    assert!(!long.awaiting_event, "{long:#}");
+    assert_eq!(long.timeout_at, None, "no timer left behind: {long:#}");
     for id in ["next", "last"] {
-        let s = step(&body, id);
-        assert_eq!(s["status"], "CANCELLED", "{s:#}");
-        assert_eq!(s["attempt"], 0, "{s:#}");
+        let s = body.step(id);
+        assert_eq!(s.status, StepStatus::Cancelled, "{s:#}");
+        assert_eq!(s.attempt, 0, "{s:#}");
     }
-    assert_eq!(body["progress_percentage"].as_f64(), Some(100.0));
+    assert_eq!(body.progress_percentage, 100.0);
 
     // The state sticks: nothing is running behind the cancellation.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let later = app.api.execution(ex).await;
-    assert_eq!(later["status"], "CANCELLED");
-    // (Compared by value: the two routes may spell a number 100 or 100.0.)
-    let summary = |e: &Value| -> Vec<Value> {
-        e["steps"]
-            .as_array()
-            .unwrap()
+    let later = app.api.execution_view(ex).await;
+    assert_eq!(later.status, ExecutionStatus::Cancelled);
+    // (Compared by value: the two routes may spell a time .620Z or .620000Z.)
+    let summary = |e: &Execution| {
+        e.steps
             .iter()
             .map(|s| {
-                json!([
-                    s["step_id"],
-                    s["status"],
-                    s["attempt"],
-                    s["outputs"],
-                    s["completed_at"].as_str().map(|t| ts(&json!(t)))
-                ])
+                (
+                    s.step_id.clone(),
+                    s.status,
+                    s.attempt,
+                    s.outputs.clone(),
+                    s.completed_at,
+                )
             })
-            .collect()
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         summary(&later),
@@ -181,19 +179,22 @@ async fn cancelling_a_finished_execution_is_a_conflict(pool: PgPool) {
         .api
         .create_workflow(json!({"name": "broken", "steps": [{"id": "a", "action": "fail"}]}))
         .await;
-    for (wf, final_status) in [(ok, "COMPLETED"), (bad, "FAILED")] {
+    for (wf, final_status) in [
+        (ok, ExecutionStatus::Completed),
+        (bad, ExecutionStatus::Failed),
+    ] {
         let ex = app.api.execute(wf, json!({})).await;
-        let done = app.api.wait_terminal(ex, WAIT).await;
-        assert_eq!(done["status"], final_status, "{done:#}");
+        let done = app.api.wait_terminal_view(ex, WAIT).await;
+        assert_eq!(done.status, final_status, "{done:#}");
         let (status, body) = control(&app.api, ex, "cancel").await;
-        assert_eq!(status, StatusCode::CONFLICT, "{final_status}: {body}");
+        assert_eq!(status, StatusCode::CONFLICT, "{final_status:?}: {body}");
         assert!(body["detail"].is_string(), "{body}");
-        let after = app.api.execution(ex).await;
+        let after = app.api.execution_view(ex).await;
         assert_eq!(
-            after["status"], final_status,
+            after.status, final_status,
             "a refused cancel changes nothing"
         );
-        assert_eq!(after["completed_at"], done["completed_at"]);
+        assert_eq!(after.completed_at, done.completed_at, "{after:#}");
     }
     app.stop().await;
 }
@@ -223,63 +224,72 @@ async fn retrying_a_failed_execution_reruns_what_failed_and_keeps_what_completed
         )
         .await;
     let ex = app.api.execute(wf, json!({})).await;
-    let failed = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(failed["status"], "FAILED", "{failed:#}");
-    assert_eq!(step(&failed, "wait")["status"], "TIMEOUT", "{failed:#}");
-    assert_eq!(step(&failed, "after")["status"], "SKIPPED");
-    assert_eq!(step(&failed, "after")["skip_reason"], "upstream_failed");
-    let first_before = step(&failed, "first").clone();
-    assert_eq!(first_before["status"], "COMPLETED");
+    let failed = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:#}");
+    assert_eq!(
+        failed.step("wait").status,
+        StepStatus::Timeout,
+        "{failed:#}"
+    );
+    assert_eq!(failed.step("after").status, StepStatus::Skipped);
+    assert_eq!(
+        failed.step("after").skip_reason,
+        Some(SkipReason::UpstreamFailed)
+    );
+    // The step's JSON, to compare all of it.
+    let first_before = failed.step("first").raw.clone();
+    assert_eq!(failed.step("first").status, StepStatus::Completed);
 
-    let (status, body) = control(&app.api, ex, "retry").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "RUNNING", "{body:#}");
-    assert_eq!(body["error"], Value::Null, "{body:#}");
-    assert_eq!(body["completed_at"], Value::Null, "{body:#}");
-    let wait = step(&body, "wait");
+    let body = control_ok(&app.api, ex, "retry").await;
+    assert_eq!(body.status, ExecutionStatus::Running, "{body:#}");
+    assert_eq!(body.error, None, "{body:#}");
+    assert_eq!(body.completed_at, None, "{body:#}");
+    let wait = body.step("wait");
     assert!(
-        matches!(wait["status"].as_str(), Some("PENDING" | "RUNNING")),
+        matches!(wait.status, StepStatus::Pending | StepStatus::Running),
         "the timed-out step runs again: {wait:#}"
     );
-    assert_eq!(wait["error"], Value::Null, "{wait:#}");
-    let after = step(&body, "after");
-    assert_eq!(after["status"], "PENDING", "{after:#}");
-    assert!(after.get("skip_reason").is_none(), "{after:#}");
+    assert_eq!(wait.error, None, "{wait:#}");
+    let after = body.step("after");
+    assert_eq!(after.status, StepStatus::Pending, "{after:#}");
+    // Absent, not null (JSON shape).
+    assert!(after.raw.get("skip_reason").is_none(), "{after:#}");
     assert_eq!(
-        canonical(step(&body, "first")),
+        canonical(&body.step("first").raw),
         canonical(&first_before),
         "completed steps are untouched"
     );
-    assert_eq!(step(&body, "skipped")["status"], "SKIPPED");
+    assert_eq!(body.step("skipped").status, StepStatus::Skipped);
 
     // Retrying a running execution is a conflict.
     let (status, conflict) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
 
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(done["error"], Value::Null);
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.error, None, "{done:#}");
     assert_eq!(
-        canonical(step(&done, "first")),
+        canonical(&done.step("first").raw),
         canonical(&first_before),
         "not run again, outputs kept"
     );
-    let skipped = step(&done, "skipped");
-    assert_eq!(skipped["status"], "SKIPPED");
+    let skipped = done.step("skipped");
+    assert_eq!(skipped.status, StepStatus::Skipped);
     assert_eq!(
-        skipped["skip_reason"], "condition",
+        skipped.skip_reason,
+        Some(SkipReason::Condition),
         "a condition skip is not rerun"
     );
-    let wait = step(&done, "wait");
-    assert_eq!(wait["status"], "COMPLETED", "{wait:#}");
-    assert_eq!(wait["attempt"], 2, "{wait:#}");
-    assert_eq!(wait["outputs"]["waited"], true);
-    let after = step(&done, "after");
-    assert_eq!(after["status"], "COMPLETED", "{after:#}");
-    assert_eq!(after["attempt"], 1);
-    assert_eq!(after["outputs"], json!({"x": 1, "waited": true}));
-    assert_eq!(done["outputs"]["after"], json!({"x": 1, "waited": true}));
-    assert_eq!(done["progress_percentage"].as_f64(), Some(100.0));
+    let wait = done.step("wait");
+    assert_eq!(wait.status, StepStatus::Completed, "{wait:#}");
+    assert_eq!(wait.attempt, 2, "{wait:#}");
+    assert_eq!(wait.outputs["waited"], true);
+    let after = done.step("after");
+    assert_eq!(after.status, StepStatus::Completed, "{after:#}");
+    assert_eq!(after.attempt, 1);
+    assert_eq!(after.outputs, json!({"x": 1, "waited": true}));
+    assert_eq!(done.outputs["after"], json!({"x": 1, "waited": true}));
+    assert_eq!(done.progress_percentage, 100.0);
 
     assert_eq!(
         attempts(&pool, ex, "first").await,
@@ -312,21 +322,23 @@ async fn retrying_reruns_a_failed_step_even_if_it_fails_again(pool: PgPool) {
         ]}))
         .await;
     let ex = app.api.execute(wf, json!({})).await;
-    let first = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(first["status"], "FAILED", "{first:#}");
-    let (status, body) = control(&app.api, ex, "retry").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let second = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(second["status"], "FAILED", "{second:#}");
+    let first = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(first.status, ExecutionStatus::Failed, "{first:#}");
+    control_ok(&app.api, ex, "retry").await;
+    let second = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(second.status, ExecutionStatus::Failed, "{second:#}");
     assert!(
-        ts(&second["completed_at"]) > ts(&first["completed_at"]),
+        second.completed_at.expect("completed_at") > first.completed_at.expect("completed_at"),
         "finished again: {second:#}"
     );
-    assert_eq!(step(&second, "ok")["attempt"], 1);
-    assert_eq!(step(&second, "broken")["attempt"], 2, "run again");
-    assert_eq!(step(&second, "broken")["status"], "FAILED");
-    assert_eq!(step(&second, "after")["status"], "SKIPPED");
-    assert_eq!(step(&second, "after")["skip_reason"], "upstream_failed");
+    assert_eq!(second.step("ok").attempt, 1);
+    assert_eq!(second.step("broken").attempt, 2, "run again");
+    assert_eq!(second.step("broken").status, StepStatus::Failed);
+    assert_eq!(second.step("after").status, StepStatus::Skipped);
+    assert_eq!(
+        second.step("after").skip_reason,
+        Some(SkipReason::UpstreamFailed)
+    );
     app.stop().await;
 }
 
@@ -342,18 +354,16 @@ async fn retrying_a_cancelled_execution_runs_it_to_completion(pool: PgPool) {
         .await;
     let ex = app.api.execute(wf, json!({})).await;
     wait_awaiting(&app.api, ex, "nap").await;
-    let (status, body) = control(&app.api, ex, "cancel").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "CANCELLED");
+    let body = control_ok(&app.api, ex, "cancel").await;
+    assert_eq!(body.status, ExecutionStatus::Cancelled, "{body:#}");
 
-    let (status, body) = control(&app.api, ex, "retry").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "RUNNING", "{body:#}");
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(step(&done, "nap")["attempt"], 2);
-    assert_eq!(step(&done, "nap")["outputs"]["waited"], true);
-    assert_eq!(step(&done, "after")["status"], "COMPLETED");
+    let body = control_ok(&app.api, ex, "retry").await;
+    assert_eq!(body.status, ExecutionStatus::Running, "{body:#}");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.step("nap").attempt, 2);
+    assert_eq!(done.step("nap").outputs["waited"], true);
+    assert_eq!(done.step("after").status, StepStatus::Completed);
     app.stop().await;
 }
 
@@ -369,12 +379,12 @@ async fn retrying_a_running_execution_is_a_conflict(pool: PgPool) {
     let (status, body) = control(&app.api, ex, "retry").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["detail"].is_string(), "{body}");
-    let after = app.api.execution(ex).await;
-    assert_eq!(after["status"], "RUNNING");
-    assert_eq!(step(&after, "long")["attempt"], 1, "nothing restarted");
+    let after = app.api.execution_view(ex).await;
+    assert_eq!(after.status, ExecutionStatus::Running, "{after:#}");
+    assert_eq!(after.step("long").attempt, 1, "nothing restarted");
     assert_eq!(
-        step(&after, "long")["external_workflow_id"],
-        step(&running, "long")["external_workflow_id"]
+        after.step("long").external_workflow_id,
+        running.step("long").external_workflow_id
     );
     control(&app.api, ex, "cancel").await;
     app.stop().await;
@@ -393,7 +403,7 @@ async fn idempotency_key_repeats_the_answer_and_starts_nothing_new(pool: PgPool)
     let (status, first) = execute_raw(&app.api, wf, Some("key-1"), &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
     app.api
-        .wait_terminal(
+        .wait_terminal_view(
             first["execution_id"].as_str().unwrap().parse().unwrap(),
             WAIT,
         )
@@ -506,11 +516,11 @@ async fn an_empty_body_is_a_valid_execute_request(pool: PgPool) {
     assert_eq!(body["workflow_id"], wf.to_string());
     assert_eq!(body["workflow_version"], 1);
     let ex: Uuid = body["execution_id"].as_str().unwrap().parse().unwrap();
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(done["parameters"], json!({}));
-    assert_eq!(done["callback_topics"], json!([]));
-    assert_eq!(done["initiator"], "api");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.parameters, json!({}));
+    assert!(done.callback_topics.is_empty(), "{done:#}");
+    assert_eq!(done.initiator, "api");
     app.stop().await;
 }
 
@@ -541,8 +551,8 @@ async fn unknown_and_deleted_workflows_are_not_found(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body["detail"].is_string());
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
     assert_eq!(list_total(&app.api, wf).await, 1, "history stays readable");
     app.stop().await;
 }
@@ -656,8 +666,8 @@ async fn callback_topics_are_checked_and_deduplicated(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let ex: Uuid = body["execution_id"].as_str().unwrap().parse().unwrap();
-    let exec = app.api.execution(ex).await;
-    assert_eq!(exec["callback_topics"], json!(["a.b_c-1", "Z"]));
+    let exec = app.api.execution_view(ex).await;
+    assert_eq!(exec.callback_topics, ["a.b_c-1", "Z"]);
     app.stop().await;
 }
 

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::app::{TestApp, step};
+use support::app::TestApp;
+use support::views::{Execution, ExecutionStatus, SkipReason, StepStatus};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -81,10 +82,10 @@ fn secs(d: chrono::TimeDelta) -> f64 {
     d.num_microseconds().unwrap() as f64 / 1e6
 }
 
-async fn run(app: &TestApp, dag: Value, body: Value) -> (Uuid, Value) {
+async fn run(app: &TestApp, dag: Value, body: Value) -> (Uuid, Execution) {
     let wf = app.api.create_workflow(dag).await;
     let ex = app.api.execute(wf, body).await;
-    let done = app.api.wait_terminal(ex, WAIT).await;
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
     (ex, done)
 }
 
@@ -102,9 +103,9 @@ async fn wide_dag_runs_independent_steps_at_the_same_time(pool: PgPool) {
         .map(|i| wait_step(&format!("w{i}"), 1.0, &[]))
         .collect();
     let (ex, done) = run(&app, json!({"name": "wide", "steps": steps}), json!({})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
 
-    let elapsed = secs(ts(&done["completed_at"]) - ts(&done["started_at"]));
+    let elapsed = secs(done.duration());
     assert!(elapsed >= 1.0, "a 1 s wait finished in {elapsed} s");
     assert!(elapsed < 2.5, "4 parallel 1 s waits took {elapsed} s");
 
@@ -135,8 +136,8 @@ async fn diamond_runs_its_middle_branches_in_parallel(pool: PgPool) {
          "params": {"message": "v={{ steps.top.outputs.v }}"}}
     ]});
     let (ex, done) = run(&app, dag, json!({})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(step(&done, "bottom")["outputs"]["message"], "v=1");
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.step("bottom").outputs["message"], "v=1");
 
     let all = attempts(&pool, ex).await;
     let top = interval(attempts_of(&all, "top")[0]);
@@ -156,7 +157,7 @@ async fn diamond_runs_its_middle_branches_in_parallel(pool: PgPool) {
         together > 0.5,
         "left and right ran together for only {together} s: {all:?}"
     );
-    let elapsed = secs(ts(&done["completed_at"]) - ts(&done["started_at"]));
+    let elapsed = secs(done.duration());
     assert!(elapsed < 2.0, "two parallel 1 s waits took {elapsed} s");
     app.stop().await;
 }
@@ -169,7 +170,7 @@ async fn max_parallel_steps_bounds_the_steps_running_at_once(pool: PgPool) {
         .collect();
     let dag = json!({"name": "bounded", "settings": {"max_parallel_steps": 2}, "steps": steps});
     let (ex, done) = run(&app, dag, json!({})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
 
     let all = attempts(&pool, ex).await;
     assert_eq!(all.len(), 6, "one attempt each: {all:?}");
@@ -180,7 +181,7 @@ async fn max_parallel_steps_bounds_the_steps_running_at_once(pool: PgPool) {
         "at most (and, with 6 ready steps, exactly) 2 at once: {all:?}"
     );
     // Three rounds of two 1 s waits.
-    let elapsed = secs(ts(&done["completed_at"]) - ts(&done["started_at"]));
+    let elapsed = secs(done.duration());
     assert!(
         elapsed >= 3.0,
         "6 waits of 1 s two at a time took only {elapsed} s"
@@ -206,21 +207,21 @@ async fn false_condition_skips_the_step_and_dependents_see_undefined_outputs(poo
          "condition": "{{ steps.gate.outputs.v }}"}
     ]});
     let (_, done) = run(&app, dag, json!({"parameters": {"go": false}})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    let gate = step(&done, "gate");
-    assert_eq!(gate["status"], "SKIPPED", "{gate:#}");
-    assert_eq!(gate["skip_reason"], "condition");
-    assert_eq!(gate["attempt"], 0, "a skipped step never ran");
-    let after = step(&done, "after");
-    assert_eq!(after["status"], "COMPLETED", "{after:#}");
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    let gate = done.step("gate");
+    assert_eq!(gate.status, StepStatus::Skipped, "{gate:#}");
+    assert_eq!(gate.skip_reason, Some(SkipReason::Condition));
+    assert_eq!(gate.attempt, 0, "a skipped step never ran");
+    let after = done.step("after");
+    assert_eq!(after.status, StepStatus::Completed, "{after:#}");
     assert_eq!(
-        after["outputs"],
+        after.outputs,
         json!({"pure": null, "text": "v=[]", "was_skipped": true})
     );
     // An undefined value is false in a condition.
-    let guarded = step(&done, "guarded");
-    assert_eq!(guarded["status"], "SKIPPED");
-    assert_eq!(guarded["skip_reason"], "condition");
+    let guarded = done.step("guarded");
+    assert_eq!(guarded.status, StepStatus::Skipped);
+    assert_eq!(guarded.skip_reason, Some(SkipReason::Condition));
 
     // The same DAG with the condition true runs the gate.
     let wf2 = app
@@ -233,14 +234,14 @@ async fn false_condition_skips_the_step_and_dependents_see_undefined_outputs(poo
         ]}))
         .await;
     let ex2 = app.api.execute(wf2, json!({})).await;
-    let done2 = app.api.wait_terminal(ex2, WAIT).await;
-    assert_eq!(done2["status"], "COMPLETED", "{done2:#}");
-    assert_eq!(step(&done2, "gate")["status"], "COMPLETED", "{done2:#}");
+    let done2 = app.api.wait_terminal_view(ex2, WAIT).await;
+    assert_eq!(done2.status, ExecutionStatus::Completed, "{done2:#}");
     assert_eq!(
-        step(&done2, "after")["outputs"],
-        json!({"pure": 7}),
+        done2.step("gate").status,
+        StepStatus::Completed,
         "{done2:#}"
     );
+    assert_eq!(done2.step("after").outputs, json!({"pure": 7}), "{done2:#}");
     app.stop().await;
 }
 
@@ -263,20 +264,20 @@ async fn conditional_skips_unmatched_branch_targets_and_runs_the_matched_one(poo
                                 "small": "{{ steps.small_path.outputs.took }}"}}}
     ]});
     let (_, done) = run(&app, dag, json!({"parameters": {"n": 3}})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    let choose = step(&done, "choose");
-    assert_eq!(choose["outputs"]["matched_branch"], "small", "{choose:#}");
-    assert_eq!(choose["outputs"]["skipped_targets"], json!(["big_path"]));
-    let big = step(&done, "big_path");
-    assert_eq!(big["status"], "SKIPPED", "{big:#}");
-    assert_eq!(big["skip_reason"], "branch");
-    assert_eq!(big["attempt"], 0);
-    let small = step(&done, "small_path");
-    assert_eq!(small["status"], "COMPLETED", "{small:#}");
-    assert_eq!(small["outputs"], json!({"took": "small"}));
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    let choose = done.step("choose");
+    assert_eq!(choose.outputs["matched_branch"], "small", "{choose:#}");
+    assert_eq!(choose.outputs["skipped_targets"], json!(["big_path"]));
+    let big = done.step("big_path");
+    assert_eq!(big.status, StepStatus::Skipped, "{big:#}");
+    assert_eq!(big.skip_reason, Some(SkipReason::Branch));
+    assert_eq!(big.attempt, 0);
+    let small = done.step("small_path");
+    assert_eq!(small.status, StepStatus::Completed, "{small:#}");
+    assert_eq!(small.outputs, json!({"took": "small"}));
     // A branch-skipped step satisfies its dependents.
     assert_eq!(
-        step(&done, "join")["outputs"],
+        done.step("join").outputs,
         json!({"big": null, "small": "small"})
     );
     app.stop().await;
@@ -294,15 +295,15 @@ async fn on_failure_continue_lets_dependents_run_and_the_execution_complete(pool
          "params": {"outputs": {"code": "{{ steps.broken.outputs.error_code }}"}}}
     ]});
     let (_, done) = run(&app, dag, json!({})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(done["error"], Value::Null);
-    let broken = step(&done, "broken");
-    assert_eq!(broken["status"], "FAILED");
-    assert_eq!(broken["error"], "boom");
-    let after = step(&done, "after");
-    assert_eq!(after["status"], "COMPLETED", "{after:#}");
-    assert_eq!(after["outputs"], json!({"code": "E1"}));
-    assert_eq!(done["progress_percentage"].as_f64(), Some(100.0));
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.error, None, "{done:#}");
+    let broken = done.step("broken");
+    assert_eq!(broken.status, StepStatus::Failed);
+    assert_eq!(broken.error.as_deref(), Some("boom"), "{broken:#}");
+    let after = done.step("after");
+    assert_eq!(after.status, StepStatus::Completed, "{after:#}");
+    assert_eq!(after.outputs, json!({"code": "E1"}));
+    assert_eq!(done.progress_percentage, 100.0);
     app.stop().await;
 }
 
@@ -321,33 +322,33 @@ async fn fail_fast_skips_pending_steps_and_fails_the_execution_naming_the_step(p
         started.elapsed() < Duration::from_secs(4),
         "fail-fast did not wait for the 5 s step"
     );
-    assert_eq!(done["status"], "FAILED", "{done:#}");
-    let error = done["error"].as_str().expect("an error");
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
+    let error = done.error.as_deref().expect("an error");
     assert!(error.contains("'broken'"), "error names the step: {error}");
     assert!(
         error.contains("no luck"),
         "error carries the cause: {error}"
     );
-    assert_eq!(step(&done, "broken")["status"], "FAILED");
+    assert_eq!(done.step("broken").status, StepStatus::Failed);
     for id in ["after_broken", "after_slow"] {
-        let s = step(&done, id);
-        assert_eq!(s["status"], "SKIPPED", "{s:#}");
-        assert_eq!(s["skip_reason"], "upstream_failed", "{s:#}");
+        let s = done.step(id);
+        assert_eq!(s.status, StepStatus::Skipped, "{s:#}");
+        assert_eq!(s.skip_reason, Some(SkipReason::UpstreamFailed), "{s:#}");
     }
     // The waiting step is cancelled, not left waiting. (It may still have
     // been inside its handler when the execution failed: then it becomes
     // CANCELLED when that handler's result arrives, a moment later.)
     let settled = app
         .api
-        .wait_until(ex, WAIT, |e| step(e, "slow")["status"] != "RUNNING")
+        .wait_until_view(ex, WAIT, |e| e.step("slow").status != StepStatus::Running)
         .await;
-    assert_eq!(settled["status"], "FAILED");
-    assert_eq!(settled["completed_at"], done["completed_at"]);
-    let slow = step(&settled, "slow");
-    assert_eq!(slow["status"], "CANCELLED", "{slow:#}");
-    assert_eq!(slow["awaiting_event"], false);
-    assert_eq!(slow["timeout_at"], Value::Null, "no timer left: {slow:#}");
-    assert_eq!(settled["progress_percentage"].as_f64(), Some(100.0));
+    assert_eq!(settled.status, ExecutionStatus::Failed);
+    assert_eq!(settled.completed_at, done.completed_at, "{settled:#}");
+    let slow = settled.step("slow");
+    assert_eq!(slow.status, StepStatus::Cancelled, "{slow:#}");
+    assert!(!slow.awaiting_event, "{slow:#}");
+    assert_eq!(slow.timeout_at, None, "no timer left: {slow:#}");
+    assert_eq!(settled.progress_percentage, 100.0);
     let open: Vec<_> = attempts(&pool, ex)
         .await
         .into_iter()
@@ -373,28 +374,28 @@ async fn without_fail_fast_independent_branches_finish_first(pool: PgPool) {
     // execution is still running.
     let mid = app
         .api
-        .wait_until(ex, WAIT, |e| step(e, "broken")["status"] == "FAILED")
+        .wait_until_view(ex, WAIT, |e| e.step("broken").status == StepStatus::Failed)
         .await;
-    assert_eq!(mid["status"], "RUNNING", "{mid:#}");
-    assert_eq!(step(&mid, "slow")["status"], "RUNNING", "{mid:#}");
+    assert_eq!(mid.status, ExecutionStatus::Running, "{mid:#}");
+    assert_eq!(mid.step("slow").status, StepStatus::Running, "{mid:#}");
 
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "FAILED", "{done:#}");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
     assert!(
-        done["error"].as_str().unwrap_or("").contains("'broken'"),
+        done.error.as_deref().unwrap_or("").contains("'broken'"),
         "{done:#}"
     );
-    assert_eq!(step(&done, "slow")["status"], "COMPLETED");
-    assert_eq!(step(&done, "slow")["outputs"]["waited"], true);
-    let after_slow = step(&done, "after_slow");
-    assert_eq!(after_slow["status"], "COMPLETED", "{after_slow:#}");
+    assert_eq!(done.step("slow").status, StepStatus::Completed);
+    assert_eq!(done.step("slow").outputs["waited"], true);
+    let after_slow = done.step("after_slow");
+    assert_eq!(after_slow.status, StepStatus::Completed, "{after_slow:#}");
     for id in ["after_broken", "after_after"] {
-        let s = step(&done, id);
-        assert_eq!(s["status"], "SKIPPED", "{s:#}");
-        assert_eq!(s["skip_reason"], "upstream_failed", "{s:#}");
+        let s = done.step(id);
+        assert_eq!(s.status, StepStatus::Skipped, "{s:#}");
+        assert_eq!(s.skip_reason, Some(SkipReason::UpstreamFailed), "{s:#}");
     }
     assert!(
-        ts(&done["completed_at"]) >= ts(&after_slow["completed_at"]),
+        done.completed_at.expect("completed_at") >= after_slow.completed_at.expect("completed_at"),
         "the execution ends after the independent branch: {done:#}"
     );
     app.stop().await;
@@ -408,11 +409,12 @@ async fn the_fail_action_is_permanent_even_with_a_retry_block(pool: PgPool) {
          "retry": {"max_attempts": 3, "backoff_seconds": 1}}
     ]});
     let (ex, done) = run(&app, dag, json!({})).await;
-    assert_eq!(done["status"], "FAILED", "{done:#}");
-    let broken = step(&done, "broken");
-    assert_eq!(broken["status"], "FAILED");
-    assert_eq!(broken["attempt"], 1, "not retried: {broken:#}");
-    assert!(broken.get("next_attempt_at").is_none(), "{broken:#}");
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
+    let broken = done.step("broken");
+    assert_eq!(broken.status, StepStatus::Failed);
+    assert_eq!(broken.attempt, 1, "not retried: {broken:#}");
+    // Absent, not null (JSON shape).
+    assert!(broken.raw.get("next_attempt_at").is_none(), "{broken:#}");
     assert_eq!(attempts(&pool, ex).await.len(), 1);
     app.stop().await;
 }
@@ -433,30 +435,32 @@ async fn a_timed_out_step_is_retried_after_its_backoff_until_attempts_run_out(po
     // Between attempts: PENDING with the last error and next_attempt_at.
     let between = app
         .api
-        .wait_until(ex, WAIT, |e| {
-            let s = step(e, "slow");
-            s["status"] == "PENDING" && s["attempt"] == 1 || e["status"] != "RUNNING"
+        .wait_until_view(ex, WAIT, |e| {
+            let s = e.step("slow");
+            s.status == StepStatus::Pending && s.attempt == 1
+                || e.status != ExecutionStatus::Running
         })
         .await;
-    let slow = step(&between, "slow");
-    assert_eq!(slow["status"], "PENDING", "{between:#}");
-    assert_eq!(between["status"], "RUNNING");
-    assert!(
-        slow["error"].as_str().is_some(),
-        "the last error is shown: {slow:#}"
-    );
-    let next = ts(&slow["next_attempt_at"]);
+    let slow = between.step("slow");
+    assert_eq!(slow.status, StepStatus::Pending, "{between:#}");
+    assert_eq!(between.status, ExecutionStatus::Running);
+    assert!(slow.error.is_some(), "the last error is shown: {slow:#}");
+    let next = slow.next_attempt_at.expect("next_attempt_at");
 
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "FAILED", "{done:#}");
-    let slow = step(&done, "slow");
-    assert_eq!(slow["status"], "TIMEOUT", "{slow:#}");
-    assert_eq!(slow["attempt"], 2, "{slow:#}");
-    assert!(slow.get("next_attempt_at").is_none(), "{slow:#}");
-    assert_eq!(step(&done, "after")["status"], "SKIPPED");
-    assert_eq!(step(&done, "after")["skip_reason"], "upstream_failed");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
+    let slow = done.step("slow");
+    assert_eq!(slow.status, StepStatus::Timeout, "{slow:#}");
+    assert_eq!(slow.attempt, 2, "{slow:#}");
+    // Absent, not null (JSON shape).
+    assert!(slow.raw.get("next_attempt_at").is_none(), "{slow:#}");
+    assert_eq!(done.step("after").status, StepStatus::Skipped);
+    assert_eq!(
+        done.step("after").skip_reason,
+        Some(SkipReason::UpstreamFailed)
+    );
     assert!(
-        done["error"].as_str().unwrap_or("").contains("'slow'"),
+        done.error.as_deref().unwrap_or("").contains("'slow'"),
         "{done:#}"
     );
 
@@ -503,12 +507,12 @@ async fn a_step_past_its_timeout_is_timeout(pool: PgPool) {
         started.elapsed() < Duration::from_secs(4),
         "cut at 1 s, not 5"
     );
-    assert_eq!(done["status"], "FAILED", "{done:#}");
-    let slow = step(&done, "slow");
-    assert_eq!(slow["status"], "TIMEOUT", "{slow:#}");
-    assert_eq!(slow["attempt"], 1);
-    assert_ne!(slow["outputs"]["waited"], true, "{slow:#}");
-    let took = secs(ts(&slow["completed_at"]) - ts(&slow["started_at"]));
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
+    let slow = done.step("slow");
+    assert_eq!(slow.status, StepStatus::Timeout, "{slow:#}");
+    assert_eq!(slow.attempt, 1);
+    assert_ne!(slow.outputs["waited"], true, "{slow:#}");
+    let took = secs(slow.duration());
     assert!((1.0..2.5).contains(&took), "timed out after {took} s");
     app.stop().await;
 }
@@ -527,29 +531,29 @@ async fn the_execution_timeout_fails_the_execution(pool: PgPool) {
         started.elapsed() < Duration::from_secs(4),
         "cut at 1 s, not 5"
     );
-    assert_eq!(done["status"], "FAILED", "{done:#}");
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
     // A step still inside its handler at the deadline ends when its result
     // arrives, a moment later.
     let done = app
         .api
-        .wait_until(ex, WAIT, |e| step(e, "slow")["status"] != "RUNNING")
+        .wait_until_view(ex, WAIT, |e| e.step("slow").status != StepStatus::Running)
         .await;
     assert!(
-        done["error"].as_str().unwrap_or("").contains("timed out"),
+        done.error.as_deref().unwrap_or("").contains("timed out"),
         "{done:#}"
     );
-    let took = secs(ts(&done["completed_at"]) - ts(&done["started_at"]));
+    let took = secs(done.duration());
     assert!(
         (1.0..2.5).contains(&took),
         "the execution ended after {took} s"
     );
-    assert_eq!(step(&done, "quick")["status"], "COMPLETED");
-    let slow = step(&done, "slow");
-    assert_eq!(slow["status"], "TIMEOUT", "{slow:#}");
-    assert_eq!(slow["awaiting_event"], false);
-    let after = step(&done, "after");
-    assert_eq!(after["status"], "SKIPPED", "{after:#}");
-    assert_eq!(after["skip_reason"], "upstream_failed");
+    assert_eq!(done.step("quick").status, StepStatus::Completed);
+    let slow = done.step("slow");
+    assert_eq!(slow.status, StepStatus::Timeout, "{slow:#}");
+    assert!(!slow.awaiting_event, "{slow:#}");
+    let after = done.step("after");
+    assert_eq!(after.status, StepStatus::Skipped, "{after:#}");
+    assert_eq!(after.skip_reason, Some(SkipReason::UpstreamFailed));
     app.stop().await;
 }
 
@@ -561,24 +565,24 @@ async fn wait_until_completes_with_waited_after_its_duration(pool: PgPool) {
     let ex = app.api.execute(wf, json!({})).await;
     let waiting = app
         .api
-        .wait_until(ex, WAIT, |e| {
-            step(e, "nap")["awaiting_event"] == true || e["status"] != "RUNNING"
+        .wait_until_view(ex, WAIT, |e| {
+            e.step("nap").awaiting_event || e.status != ExecutionStatus::Running
         })
         .await;
-    let nap = step(&waiting, "nap");
-    assert_eq!(nap["status"], "RUNNING", "{nap:#}");
-    assert_eq!(nap["outputs"]["waited"], false);
+    let nap = waiting.step("nap");
+    assert_eq!(nap.status, StepStatus::Running, "{nap:#}");
+    assert_eq!(nap.outputs["waited"], false);
 
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    let nap = step(&done, "nap");
-    assert_eq!(nap["status"], "COMPLETED");
-    assert_eq!(nap["outputs"]["waited"], true, "{nap:#}");
-    assert_eq!(nap["outputs"]["wait_duration_seconds"].as_f64(), Some(1.0));
-    let took = secs(ts(&nap["completed_at"]) - ts(&nap["started_at"]));
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    let nap = done.step("nap");
+    assert_eq!(nap.status, StepStatus::Completed);
+    assert_eq!(nap.outputs["waited"], true, "{nap:#}");
+    assert_eq!(nap.outputs["wait_duration_seconds"].as_f64(), Some(1.0));
+    let took = secs(nap.duration());
     assert!((1.0..2.0).contains(&took), "a 1 s wait took {took} s");
-    let woke = ts(&nap["outputs"]["actual_wake_time"]);
-    let scheduled = ts(&nap["outputs"]["scheduled_wake_time"]);
+    let woke = ts(&nap.outputs["actual_wake_time"]);
+    let scheduled = ts(&nap.outputs["scheduled_wake_time"]);
     assert!(woke >= scheduled, "woke before its time: {nap:#}");
     app.stop().await;
 }
@@ -594,11 +598,12 @@ async fn a_running_execution_read_never_serves_a_stale_copy(pool: PgPool) {
     let ex = app.api.execute(wf, json!({})).await;
     let waiting = app
         .api
-        .wait_until(ex, WAIT, |e| step(e, "nap")["awaiting_event"] == true)
+        .wait_until_view(ex, WAIT, |e| e.step("nap").awaiting_event)
         .await;
     // Repeated reads of an unchanged execution: the same document.
-    assert_eq!(app.api.execution(ex).await, waiting);
-    assert_eq!(app.api.execution(ex).await, waiting);
+    // (Compared as JSON: the same bytes, not just the same values.)
+    assert_eq!(app.api.execution(ex).await, waiting.raw);
+    assert_eq!(app.api.execution(ex).await, waiting.raw);
 
     // Another replica reports progress on the step, then on the execution.
     sqlx::query("UPDATE step_executions SET progress = 42.5 WHERE execution_id = $1")
@@ -606,20 +611,20 @@ async fn a_running_execution_read_never_serves_a_stale_copy(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let moved = app.api.execution(ex).await;
-    assert_eq!(step(&moved, "nap")["progress"], 42.5, "{moved:#}");
+    let moved = app.api.execution_view(ex).await;
+    assert_eq!(moved.step("nap").progress, Some(42.5), "{moved:#}");
     sqlx::query("UPDATE executions SET initiator = 'someone-else' WHERE id = $1")
         .bind(ex)
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(app.api.execution(ex).await["initiator"], "someone-else");
+    assert_eq!(app.api.execution_view(ex).await.initiator, "someone-else");
 
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(step(&done, "nap")["status"], "COMPLETED");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.step("nap").status, StepStatus::Completed);
     // Finished: served from memory from now on, and still the same.
-    assert_eq!(app.api.execution(ex).await, done);
+    assert_eq!(app.api.execution(ex).await, done.raw);
     app.stop().await;
 }
 
@@ -641,12 +646,12 @@ async fn results_of_a_wide_fan_out_are_recorded_together_and_once(pool: PgPool) 
     let dag = json!({"name": "wide", "settings": {"max_parallel_steps": 50}, "steps": steps});
     let wf = app.api.create_workflow(dag).await;
     let ex = app.api.execute(wf, json!({})).await;
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
     for id in &wide {
-        let s = step(&done, id);
-        assert_eq!(s["outputs"]["me"], id.as_str(), "{s:#}");
-        assert_eq!(s["attempt"], 1);
+        let s = done.step(id);
+        assert_eq!(s.outputs["me"], id.as_str(), "{s:#}");
+        assert_eq!(s.attempt, 1);
     }
     let attempts: Vec<(String, i32, Option<String>)> = sqlx::query_as(
         "SELECT step_id, attempt, outcome FROM step_attempts WHERE execution_id = $1",
@@ -700,15 +705,15 @@ async fn declared_outputs_are_resolved_when_the_execution_ends(pool: PgPool) {
     }});
     let wf = app.api.create_workflow(dag).await;
     let ex = app.api.execute(wf, json!({"parameters": {"n": 2}})).await;
-    let early = app.api.execution(ex).await;
+    let early = app.api.execution_view(ex).await;
     assert!(
-        early["outputs"].is_object(),
+        early.outputs.is_object(),
         "outputs is an object from the start: {early:#}"
     );
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
     assert_eq!(
-        done["outputs"],
+        done.outputs,
         json!({"x": 42, "list": [1, 2], "text": "n=2 msg=hi", "missing": null})
     );
 
@@ -722,8 +727,8 @@ async fn declared_outputs_are_resolved_when_the_execution_ends(pool: PgPool) {
         json!({}),
     )
     .await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    assert_eq!(done["outputs"], json!({"a": {"x": 1}, "b": {"y": 2}}));
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    assert_eq!(done.outputs, json!({"a": {"x": 1}, "b": {"y": 2}}));
     app.stop().await;
 }
 
@@ -752,8 +757,8 @@ async fn templates_yield_typed_values_and_resolve_recursively(pool: PgPool) {
     let body =
         json!({"parameters": {"n": 3, "flag": true, "obj": {"inner": [1, "a"]}, "ratio": 0.5}});
     let (_, done) = run(&app, dag, body).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
-    let out = &step(&done, "s")["outputs"];
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+    let out = &done.step("s").outputs;
     assert_eq!(
         out["n"],
         json!(3),
@@ -788,14 +793,14 @@ async fn parameter_defaults_are_merged_and_undeclared_ones_kept(pool: PgPool) {
         .api
         .execute(wf, json!({"parameters": {"model": "m1", "extra": [1]}}))
         .await;
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
     assert_eq!(
-        done["parameters"],
+        done.parameters,
         json!({"replicas": 2, "model": "m1", "extra": [1]})
     );
     assert_eq!(
-        step(&done, "s")["outputs"],
+        done.step("s").outputs,
         json!({"replicas": 2, "model": "m1"})
     );
     // A given value wins over the default.
@@ -803,9 +808,9 @@ async fn parameter_defaults_are_merged_and_undeclared_ones_kept(pool: PgPool) {
         .api
         .execute(wf, json!({"parameters": {"model": "m2", "replicas": 5}}))
         .await;
-    let done = app.api.wait_terminal(ex, WAIT).await;
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
     assert_eq!(
-        step(&done, "s")["outputs"],
+        done.step("s").outputs,
         json!({"replicas": 5, "model": "m2"})
     );
     app.stop().await;
@@ -824,7 +829,7 @@ async fn steps_are_listed_in_declaration_order(pool: PgPool) {
         {"id": "bravo", "action": "log"}
     ]});
     let (ex, done) = run(&app, dag, json!({})).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
     let (status, body) = app.api.get(&format!("/executions/{ex}/steps")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let ids: Vec<&str> = body["steps"]
@@ -834,13 +839,7 @@ async fn steps_are_listed_in_declaration_order(pool: PgPool) {
         .map(|s| s["step_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["zulu", "alpha", "mike", "bravo"]);
-    let in_execution: Vec<&str> = done["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(in_execution, ids);
+    assert_eq!(done.step_ids(), ids);
     let s = &body["steps"][0];
     for field in [
         "step_id",
@@ -880,11 +879,11 @@ async fn executions_list_filters_and_paginates(pool: PgPool) {
     let mut good_ids = Vec::new();
     for _ in 0..3 {
         let ex = app.api.execute(good, json!({})).await;
-        app.api.wait_terminal(ex, WAIT).await;
+        app.api.wait_terminal_view(ex, WAIT).await;
         good_ids.push(ex.to_string());
     }
     let bad_ex = app.api.execute(bad, json!({})).await;
-    app.api.wait_terminal(bad_ex, WAIT).await;
+    app.api.wait_terminal_view(bad_ex, WAIT).await;
 
     let list = |query: String| {
         let api = app.api.clone();
@@ -978,13 +977,13 @@ async fn progress_percentage_counts_finished_steps(pool: PgPool) {
     let ex = app.api.execute(wf, json!({})).await;
     let mid = app
         .api
-        .wait_until(ex, WAIT, |e| step(e, "w")["awaiting_event"] == true)
+        .wait_until_view(ex, WAIT, |e| e.step("w").awaiting_event)
         .await;
-    let pct = mid["progress_percentage"].as_f64().expect("a number");
+    let pct = mid.progress_percentage;
     assert!((pct - 100.0 / 3.0).abs() < 0.01, "1 of 3 finished: {pct}");
-    let done = app.api.wait_terminal(ex, WAIT).await;
-    assert_eq!(done["status"], "COMPLETED");
-    assert_eq!(done["progress_percentage"].as_f64(), Some(100.0));
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.progress_percentage, 100.0);
 
     // Skipped steps count as finished.
     let (_, done) = run(
@@ -996,11 +995,7 @@ async fn progress_percentage_counts_finished_steps(pool: PgPool) {
         json!({}),
     )
     .await;
-    assert_eq!(
-        done["progress_percentage"].as_f64(),
-        Some(100.0),
-        "{done:#}"
-    );
+    assert_eq!(done.progress_percentage, 100.0, "{done:#}");
     app.stop().await;
 }
 
@@ -1024,7 +1019,8 @@ async fn an_execution_read_is_one_consistent_snapshot(pool: PgPool) {
                     loop {
                         let (status, body) = api.get(&format!("/executions/{ex}")).await;
                         assert_eq!(status, StatusCode::OK, "{body}");
-                        let terminal = body["status"] == "COMPLETED";
+                        let body = Execution::from_value(&body);
+                        let terminal = body.status == ExecutionStatus::Completed;
                         seen.push(body);
                         if terminal {
                             return seen;
@@ -1035,19 +1031,19 @@ async fn an_execution_read_is_one_consistent_snapshot(pool: PgPool) {
             .collect();
         for p in pollers {
             for body in p.await.expect("poller") {
-                let steps = body["steps"].as_array().expect("steps");
+                let steps = &body.steps;
                 let finished = steps
                     .iter()
-                    .filter(|s| !matches!(s["status"].as_str(), Some("PENDING" | "RUNNING")))
+                    .filter(|s| !matches!(s.status, StepStatus::Pending | StepStatus::Running))
                     .count();
-                let pct = body["progress_percentage"].as_f64().unwrap();
+                let pct = body.progress_percentage;
                 let expected = 100.0 * finished as f64 / steps.len() as f64;
                 assert!(
                     (pct - expected).abs() < 1e-9,
                     "progress {pct} but {finished} of {} steps finished: {body:#}",
                     steps.len()
                 );
-                if body["status"] == "COMPLETED" {
+                if body.status == ExecutionStatus::Completed {
                     assert_eq!(
                         finished,
                         steps.len(),

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::views;
+
 pub(crate) const TOKEN: &str = "test-app-token";
 
 /// The URL of the database behind `pool` (a `#[sqlx::test]` database).
@@ -151,6 +153,33 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// Typed reads of an execution ([`views::Execution`]): a field the
+/// document lacks fails the read, naming it, instead of reading `Null`.
+impl Api {
+    /// `GET /executions/{id}` as a view; panics unless 200.
+    pub(crate) async fn execution_view(&self, id: Uuid) -> views::Execution {
+        views::Execution::from_value(&self.execution(id).await)
+    }
+
+    /// [`Api::wait_terminal`], as a view.
+    pub(crate) async fn wait_terminal_view(&self, id: Uuid, timeout: Duration) -> views::Execution {
+        views::Execution::from_value(&self.wait_terminal(id, timeout).await)
+    }
+
+    /// [`Api::wait_until`] with a condition on the view.
+    pub(crate) async fn wait_until_view(
+        &self,
+        id: Uuid,
+        timeout: Duration,
+        done: impl Fn(&views::Execution) -> bool,
+    ) -> views::Execution {
+        let body = self
+            .wait_until(id, timeout, |e| done(&views::Execution::from_value(e)))
+            .await;
+        views::Execution::from_value(&body)
     }
 }
 

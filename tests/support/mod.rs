@@ -22,6 +22,7 @@ pub(crate) mod cli;
 pub(crate) mod cluster;
 pub(crate) mod events;
 pub(crate) mod sidecar;
+pub(crate) mod views;
 
 use axum::Router;
 use budpipeline::config::Settings;
