@@ -335,7 +335,7 @@ const UPDATE_WEBHOOK: &str = concat!(
     webhook_columns!()
 );
 
-/// Rewrite a webhook (the caller has it locked: [`lock_webhook`]).
+/// Rewrite a webhook (the caller has it locked: [`get_webhook`] with [`Read::ForUpdate`]).
 pub(crate) async fn update_webhook(
     db: impl PgExecutor<'_>,
     id: Uuid,
