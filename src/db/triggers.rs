@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
+use sqlx::query::{Query, QueryAs};
 use sqlx::{PgExecutor, Postgres};
 use uuid::Uuid;
 
@@ -106,13 +106,13 @@ pub(crate) async fn pipeline_exists(
 }
 
 /// `$1` is the schedule's id, `$2`… its [`ScheduleFields`] in order
-/// ([`with_fields`]), then the pipeline and the owner.
+/// ([`with_schedule_fields`]), then the pipeline and the owner.
 const INSERT_SCHEDULE: &str = "INSERT INTO schedules (id, name, description, schedule_type, expression,
         timezone, run_at, params, enabled, status, next_run_at, max_runs, expires_at, workflow_id, created_by)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 /// Binds `f` in the order of the statements' `$2`…`$13`.
-fn with_fields<'q>(
+fn with_schedule_fields<'q>(
     query: Query<'q, Postgres, PgArguments>,
     f: &'q ScheduleFields,
 ) -> Query<'q, Postgres, PgArguments> {
@@ -138,7 +138,7 @@ pub(crate) async fn insert_schedule(
     created_by: Option<&str>,
     f: &ScheduleFields,
 ) -> Result<(), sqlx::Error> {
-    with_fields(sqlx::query(INSERT_SCHEDULE).bind(id), f)
+    with_schedule_fields(sqlx::query(INSERT_SCHEDULE).bind(id), f)
         .bind(workflow_id)
         .bind(created_by)
         .execute(db)
@@ -156,7 +156,7 @@ pub(crate) async fn update_schedule(
     id: Uuid,
     f: &ScheduleFields,
 ) -> Result<(), sqlx::Error> {
-    with_fields(sqlx::query(UPDATE_SCHEDULE).bind(id), f)
+    with_schedule_fields(sqlx::query(UPDATE_SCHEDULE).bind(id), f)
         .execute(db)
         .await?;
     Ok(())
@@ -261,8 +261,27 @@ pub(crate) struct WebhookFields<'a> {
     pub enabled: bool,
 }
 
-const INSERT_WEBHOOK: &str = concat!("INSERT INTO webhooks (id, workflow_id, name, secret_hash, allowed_ips, headers_to_include, params, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ", webhook_columns!());
+/// `$1` is the webhook's id, `$2`… its [`WebhookFields`] in order
+/// ([`with_webhook_fields`]), then the pipeline.
+const INSERT_WEBHOOK: &str = concat!(
+    "INSERT INTO webhooks (id, name, secret_hash, allowed_ips, headers_to_include, params, enabled, workflow_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+    webhook_columns!()
+);
+
+/// Binds `f` in the order of the statements' `$2`…`$7`.
+fn with_webhook_fields<'q>(
+    query: QueryAs<'q, Postgres, WebhookRow, PgArguments>,
+    f: &WebhookFields<'q>,
+) -> QueryAs<'q, Postgres, WebhookRow, PgArguments> {
+    query
+        .bind(f.name)
+        .bind(f.secret_hash)
+        .bind(f.allowed_ips)
+        .bind(f.headers_to_include)
+        .bind(f.params)
+        .bind(f.enabled)
+}
 
 pub(crate) async fn insert_webhook(
     db: impl PgExecutor<'_>,
@@ -270,15 +289,8 @@ pub(crate) async fn insert_webhook(
     workflow_id: Uuid,
     f: &WebhookFields<'_>,
 ) -> Result<WebhookRow, sqlx::Error> {
-    sqlx::query_as(INSERT_WEBHOOK)
-        .bind(id)
+    with_webhook_fields(sqlx::query_as(INSERT_WEBHOOK).bind(id), f)
         .bind(workflow_id)
-        .bind(f.name)
-        .bind(f.secret_hash)
-        .bind(f.allowed_ips)
-        .bind(f.headers_to_include)
-        .bind(f.params)
-        .bind(f.enabled)
         .fetch_one(db)
         .await
 }
@@ -341,14 +353,7 @@ pub(crate) async fn update_webhook(
     id: Uuid,
     f: &WebhookFields<'_>,
 ) -> Result<WebhookRow, sqlx::Error> {
-    sqlx::query_as(UPDATE_WEBHOOK)
-        .bind(id)
-        .bind(f.name)
-        .bind(f.secret_hash)
-        .bind(f.allowed_ips)
-        .bind(f.headers_to_include)
-        .bind(f.params)
-        .bind(f.enabled)
+    with_webhook_fields(sqlx::query_as(UPDATE_WEBHOOK).bind(id), f)
         .fetch_one(db)
         .await
 }
