@@ -53,17 +53,9 @@ pub(crate) use statements;
 /// Every statement the service issues.
 pub fn all() -> Vec<Statement> {
     use super::*;
-    let mut all = vec![Statement {
-        name: "db::NOW".into(),
-        sql: NOW.into(),
-        reads: None,
-    }];
-    all.push(Statement {
-        name: "db::NOTIFY".into(),
-        sql: NOTIFY.into(),
-        reads: None,
-    });
+    let mut all = Vec::new();
     for module in [
+        statements,
         events::statements,
         executions::statements,
         executions::built,
@@ -167,10 +159,7 @@ fn samples(ty: &PgTypeInfo) -> Vec<String> {
         "BOOL" => vec!["false".into()],
         "INT2" | "INT4" | "INT8" | "FLOAT4" | "FLOAT8" | "NUMERIC" | "OID" => vec!["0".into()],
         // The statuses the row types parse (`try_from = "String"`).
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => ["", "RUNNING"]
-            .into_iter()
-            .map(|text| format!("'{text}'"))
-            .collect(),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => vec!["''".into(), "'RUNNING'".into()],
         "UUID" => vec!["'00000000-0000-0000-0000-000000000000'".into()],
         "TIMESTAMPTZ" | "TIMESTAMP" | "DATE" | "TIME" => vec!["'2000-01-01'".into()],
         "JSON" | "JSONB" => vec!["'{}'".into(), "'[]'".into(), "'null'".into()],

@@ -44,6 +44,8 @@ pub(crate) async fn notify(db: impl PgExecutor<'_>, channel: &str) -> Result<(),
         .map(|_| ())
 }
 
+check::statements!(NOW, NOTIFY);
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A bounded pool with an acquire timeout, connecting lazily so the HTTP
