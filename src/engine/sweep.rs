@@ -188,8 +188,9 @@ impl Engine {
 
     /// Expire early events and delete finished executions past retention.
     /// Never touches a running execution.
-    /// Deletes in batches of [`RETENTION_BATCH`] for at most
-    /// [`RETENTION_ROUND`]; `true` when rows past retention are left.
+    /// Deletes in batches of [`RETENTION_BATCH`], pausing after each full
+    /// one ([`RETENTION_PAUSE_FACTOR`]), for at most [`RETENTION_ROUND`];
+    /// `true` when rows past retention are left.
     pub async fn housekeeping(&self) -> Result<bool, crate::engine::Error> {
         db::events::expire_early(self.pool()).await?;
         let days = self.settings().retention_days as i32;
