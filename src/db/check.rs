@@ -65,6 +65,7 @@ pub fn all() -> Vec<Statement> {
         outbox::statements,
         pipelines::statements,
         steps::statements,
+        steps::built,
         triggers::statements,
         workflows::statements,
         workflows::built,

@@ -54,79 +54,236 @@ pub(crate) struct TransitionWrite<'a> {
     pub revision: i64,
 }
 
-const WRITE_TRANSITION: &str = "WITH steps AS (
-       UPDATE step_executions s SET
-           status = r.status, available_at = r.available_at, attempt = r.attempt,
+/// What a transition's write SETs on a changed step row, from its record `r`.
+const STEP_SET: &str = "status = r.status, available_at = r.available_at, attempt = r.attempt,
            failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
            lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
            external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
            outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
            progress = r.progress, stage = r.stage, started_at = r.started_at,
-           completed_at = r.completed_at
-       FROM jsonb_to_recordset($2) AS r(
-           step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
+           completed_at = r.completed_at";
+
+/// The record a changed step row is read from (its JSON, [`StepRow`]'s serde).
+const STEP_RECORD: &str =
+    "step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
            lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
            external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
            skip_reason text, progress float8, stage jsonb, started_at timestamptz,
-           completed_at timestamptz)
-       -- The ids again as an array, so the rows are found through the
-       -- primary key: joined on the record set alone, the planner
-       -- reads every step of the execution (O(steps) a transition).
-       WHERE s.execution_id = $1 AND s.step_id = ANY($16) AND s.step_id = r.step_id
+           completed_at timestamptz";
+
+/// Changed step rows written with one primary-key lookup each; a
+/// transition that changes more joins them on a record set.
+///
+/// Why not always the join: its rows are found with `step_id = ANY(ids)`
+/// on the primary key's second column, and the planner (estimating an
+/// execution at a handful of rows) prefers to read every step of the
+/// execution and filter them. That makes a transition O(steps) in the
+/// database: on a 1,000-step chain, a third of Postgres' time. A lookup by
+/// the whole key is chosen whatever the statistics say. Two covers a
+/// chain (the finished step and the next, claimed) and most results of a
+/// fan-out; a transition that readies many steps writes many rows anyway.
+const PROBES: usize = 2;
+
+/// The parts of one transition's statement: only those with something to
+/// write, so a step's write opens no table it does not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Changed step rows: `0..=PROBES` looked up one by one, more joined.
+    steps: usize,
+    attempts: bool,
+    outbox: bool,
+}
+
+impl Shape {
+    const STEP_FORMS: usize = PROBES + 2;
+
+    fn of(w: &TransitionWrite<'_>) -> Self {
+        Self {
+            steps: w.dirty.len().min(PROBES + 1),
+            attempts: !w.attempt_steps.is_empty(),
+            outbox: !w.events.is_empty(),
+        }
+    }
+
+    fn index(self) -> usize {
+        (self.steps * 2 + usize::from(self.attempts)) * 2 + usize::from(self.outbox)
+    }
+
+    fn every() -> impl Iterator<Item = Shape> {
+        (0..Self::STEP_FORMS).flat_map(|steps| {
+            [(false, false), (false, true), (true, false), (true, true)]
+                .into_iter()
+                .map(move |(attempts, outbox)| Shape {
+                    steps,
+                    attempts,
+                    outbox,
+                })
+        })
+    }
+}
+
+/// The statement of each [`Shape`], built once.
+static TRANSITION_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    let mut all: Vec<(usize, String)> = Shape::every()
+        .map(|shape| (shape.index(), build_transition_sql(shape)))
+        .collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, sql)| sql).collect()
+});
+
+fn transition_sql(shape: Shape) -> &'static str {
+    &TRANSITION_SQL[shape.index()]
+}
+
+/// One statement for everything a transition changed (its data-modifying
+/// CTEs touch different rows, so they cannot see or conflict with each
+/// other). `$1` is the execution; the others are numbered in the order
+/// [`write_transition`] binds them.
+fn build_transition_sql(shape: Shape) -> String {
+    let mut last = 1;
+    let mut next = || {
+        last += 1;
+        last
+    };
+    let mut ctes = Vec::new();
+    if shape.steps <= PROBES {
+        for j in 0..shape.steps {
+            let row = next();
+            ctes.push(format!(
+                "step{j} AS (
+       UPDATE step_executions s SET {STEP_SET}
+       FROM jsonb_to_record(${row}) AS r({STEP_RECORD})
+       WHERE s.execution_id = $1 AND s.step_id = ${row}::jsonb ->> 'step_id'
        RETURNING 1
-    ), ended AS (
+    )"
+            ));
+        }
+    } else {
+        let (rows, ids) = (next(), next());
+        ctes.push(format!(
+            "steps AS (
+       UPDATE step_executions s SET {STEP_SET}
+       FROM jsonb_to_recordset(${rows}) AS r({STEP_RECORD})
+       -- The ids again as an array, so the rows are found through the
+       -- primary key (see PROBES for when the planner does not).
+       WHERE s.execution_id = $1 AND s.step_id = ANY(${ids}) AND s.step_id = r.step_id
+       RETURNING 1
+    )"
+        ));
+    }
+    if shape.attempts {
+        let [steps, numbers, owners, started, outcomes] = [next(), next(), next(), next(), next()];
+        ctes.push(format!(
+            "ended AS (
        INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
        SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
-       FROM UNNEST($3::text[], $4::int[], $5::uuid[], $6::timestamptz[], $7::text[])
+       FROM UNNEST(${steps}::text[], ${numbers}::int[], ${owners}::uuid[], ${started}::timestamptz[], ${outcomes}::text[])
             AS a(step_id, attempt, replica_id, started_at, outcome)
        ON CONFLICT DO NOTHING
        RETURNING 1
-    ), outbox_rows AS (
+    )"
+        ));
+    }
+    if shape.outbox {
+        let events = next();
+        ctes.push(format!(
+            "outbox_rows AS (
        INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
        SELECT event_id, topic, body, trace_id, execution_id
-       FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
+       FROM jsonb_to_recordset(${events}) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
        RETURNING 1
+    )"
+        ));
+    }
+    let [
+        status,
+        outputs,
+        error,
+        started,
+        completed,
+        deadline,
+        timed_out,
+        revision,
+        bump,
+    ] = [
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+    ];
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {}\n    ", ctes.join(", "))
+    };
+    format!(
+        "{with}UPDATE executions SET status = ${status}, outputs = ${outputs}, error = ${error},
+           started_at = ${started}, completed_at = ${completed}, deadline_at = ${deadline},
+           timed_out = ${timed_out}, revision = ${revision}
+    WHERE id = $1 AND ${bump}"
     )
-    UPDATE executions SET status = $9, outputs = $10, error = $11,
-           started_at = $12, completed_at = $13, deadline_at = $14, timed_out = $17,
-           revision = $18
-    WHERE id = $1 AND $15";
+}
 
-/// Everything a transition changed, in ONE statement (its data-modifying
-/// CTEs touch different rows, so they cannot see or conflict with each
-/// other): the changed step rows, the attempts that ended, the outbox rows,
-/// and the execution row.
+/// Everything a transition changed, in ONE statement: the changed step
+/// rows, the attempts that ended, the outbox rows, and the execution row.
 pub(crate) async fn write_transition(
     tx: &mut PgConnection,
     w: &TransitionWrite<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(WRITE_TRANSITION)
-        .bind(w.exec.id)
-        .bind(sqlx::types::Json(w.dirty))
-        .bind(w.attempt_steps)
-        .bind(w.attempt_numbers)
-        .bind(w.attempt_owners)
-        .bind(w.attempt_started)
-        .bind(w.attempt_outcomes)
-        .bind(sqlx::types::Json(w.events))
+    let shape = Shape::of(w);
+    let mut query = sqlx::query(transition_sql(shape)).bind(w.exec.id);
+    if shape.steps <= PROBES {
+        for row in w.dirty {
+            query = query.bind(sqlx::types::Json(row));
+        }
+    } else {
+        let ids: Vec<&str> = w.dirty.iter().map(|r| r.step_id.as_str()).collect();
+        query = query.bind(sqlx::types::Json(w.dirty)).bind(ids);
+    }
+    if shape.attempts {
+        query = query
+            .bind(w.attempt_steps)
+            .bind(w.attempt_numbers)
+            .bind(w.attempt_owners)
+            .bind(w.attempt_started)
+            .bind(w.attempt_outcomes);
+    }
+    if shape.outbox {
+        query = query.bind(sqlx::types::Json(w.events));
+    }
+    query
         .bind(w.exec.status.as_str())
         .bind(&w.exec.outputs)
         .bind(&w.exec.error)
         .bind(w.exec.started_at)
         .bind(w.exec.completed_at)
         .bind(w.exec.deadline_at)
-        .bind(w.bump)
-        .bind(
-            w.dirty
-                .iter()
-                .map(|r| r.step_id.as_str())
-                .collect::<Vec<_>>(),
-        )
         .bind(w.exec.timed_out)
         .bind(w.revision)
+        .bind(w.bump)
         .execute(tx)
         .await?;
     Ok(())
+}
+
+/// Every shape of a transition's statement (for `crate::db::check`).
+pub(crate) fn built() -> Vec<super::check::Statement> {
+    Shape::every()
+        .map(|shape| super::check::Statement {
+            name: format!(
+                "steps::transition_sql({} step rows, attempts {}, outbox {})",
+                shape.steps, shape.attempts, shape.outbox
+            )
+            .into(),
+            sql: transition_sql(shape).into(),
+            reads: None,
+        })
+        .collect()
 }
 
 /// The steps of a new execution, one entry per step in declaration order
@@ -363,7 +520,6 @@ pub(crate) async fn outputs_of(
 super::check::statements!(
     OF_EXECUTION => StepRow,
     INSERT => StepRow,
-    WRITE_TRANSITION,
     RENEW_LEASES => AttemptKey,
     LEASED_EXECUTIONS,
     WAITING_ON => (Uuid, String),
@@ -378,7 +534,7 @@ mod tests {
     use super::*;
 
     /// `write_transition` reads the changed rows from their JSON: every
-    /// field serde writes is a column of its record set and is SET, and the
+    /// field serde writes is a column of its record and is SET, and the
     /// reverse, so a `#[serde(skip)]` or a renamed field cannot silently
     /// stop a column being written.
     #[test]
@@ -390,9 +546,7 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let record_set = WRITE_TRANSITION.split("AS r(").nth(1).unwrap();
-        let record_set = record_set.split(')').next().unwrap();
-        let mut columns: Vec<&str> = record_set
+        let mut columns: Vec<&str> = STEP_RECORD
             .split(',')
             .map(|c| c.split_whitespace().next().unwrap())
             .collect();
@@ -401,9 +555,38 @@ mod tests {
         assert_eq!(fields, columns);
         for column in columns.iter().filter(|c| **c != "step_id") {
             assert!(
-                WRITE_TRANSITION.contains(&format!("{column} = r.{column}")),
+                STEP_SET.contains(&format!("{column} = r.{column}")),
                 "{column} is not SET"
             );
+        }
+    }
+
+    /// Each shape has its own statement, and each statement uses every
+    /// parameter up to the last it binds (none left unbound or unused).
+    #[test]
+    fn every_transition_shape_has_its_statement() {
+        let shapes: Vec<Shape> = Shape::every().collect();
+        assert_eq!(shapes.len(), Shape::STEP_FORMS * 4);
+        let mut indexes: Vec<usize> = shapes.iter().map(|s| s.index()).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        assert_eq!(indexes, (0..shapes.len()).collect::<Vec<_>>());
+        for shape in shapes {
+            let sql = transition_sql(shape);
+            let params =
+                1 + if shape.steps <= PROBES {
+                    shape.steps
+                } else {
+                    2
+                } + if shape.attempts { 5 } else { 0 }
+                    + usize::from(shape.outbox)
+                    + 9;
+            for n in 1..=params {
+                assert!(sql.contains(&format!("${n}")), "{shape:?}: ${n} unused");
+            }
+            assert!(!sql.contains(&format!("${}", params + 1)), "{shape:?}");
+            assert_eq!(sql.contains("INSERT INTO step_attempts"), shape.attempts);
+            assert_eq!(sql.contains("INSERT INTO outbox"), shape.outbox);
         }
     }
 }

@@ -274,7 +274,8 @@ USAGE: cargo run --release --bin bench -- [--quick] [--no-build] [--keep-db]
   --keep-db    keep the run's database at the end (it is dropped otherwise)
 
 BENCH_UNTIL=floor stops after the throughput and floor scenarios (to iterate
-on throughput without the rest).
+on throughput without the rest); BENCH_UNTIL=dag runs only start-up and the
+DAG-size scenario (chains and fan-outs).
 
 Needs DATABASE_URL (a server where the user may CREATE DATABASE); a fresh
 database is created for the run and dropped at the end (also on error,
@@ -595,6 +596,14 @@ async fn run_scenarios(
         sidecar,
         cfg,
     };
+    if std::env::var("BENCH_UNTIL").is_ok_and(|v| v == "dag") {
+        // A developer's shortcut to the DAG-size ratios (see USAGE).
+        progress("DAG size: chains and fan-outs");
+        scale::dag_size(&ctx, &mut svc).await?;
+        svc.stop(Duration::from_secs(30)).await?;
+        ctx.db.close().await;
+        return Ok(());
+    }
     progress("sequential overhead");
     scenarios::sequential(&ctx, &mut svc).await?;
     progress("throughput");
