@@ -37,8 +37,10 @@ macro_rules! columns {
     () => {
         "w.id, w.name, w.version::text AS version, w.status, w.created_at, w.updated_at,
     w.step_count, w.created_by AS user_id, w.created_by, w.system_owned, w.description, w.icon, w.dag,
-    (SELECT count(*) FROM executions e WHERE e.workflow_id = w.id) AS execution_count,
-    (SELECT max(e.created_at) FROM executions e WHERE e.workflow_id = w.id) AS last_execution_at"
+    (SELECT COALESCE(sum(c.executions), 0)::bigint FROM workflow_execution_counts c
+     WHERE c.workflow_id = w.id) AS execution_count,
+    (SELECT max(c.last_execution_at) FROM workflow_execution_counts c
+     WHERE c.workflow_id = w.id) AS last_execution_at"
     };
 }
 

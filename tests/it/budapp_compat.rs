@@ -307,6 +307,43 @@ async fn a_draft_round_trip_and_a_draft_cannot_run(pool: PgPool) {
     assert!(rows[0]["last_execution_at"].is_string());
 }
 
+/// Executions of one pipeline started at the same moment are all counted
+/// (the count is kept in shards, added to by each insert), and the last
+/// one's start is `last_execution_at`.
+#[sqlx::test]
+async fn a_pipeline_counts_executions_started_at_once(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let api = &app.api;
+    let (status, created) = create_pipeline(api, dag("counted"), Some(ALICE), false, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut started = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (api, id) = (api.clone(), id.clone());
+        started.spawn(
+            async move { execute_pipeline(&api, &id, json!({"who": format!("w{i}")})).await },
+        );
+    }
+    while let Some(answer) = started.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let last: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(created_at) FROM executions WHERE workflow_id = $1")
+            .bind(id.parse::<uuid::Uuid>().unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let rows = list_pipelines(api, Some(ALICE), false).await;
+    assert_eq!(rows[0]["execution_count"], 24, "{}", rows[0]);
+    let shown: chrono::DateTime<chrono::Utc> = rows[0]["last_execution_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(shown, last);
+}
+
 #[sqlx::test]
 async fn an_execution_started_through_executions_is_read_through_both_apis(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;

@@ -421,4 +421,9 @@ async fn retention_deletes_a_long_history_in_batches_and_keeps_what_is_recent(po
     );
     let (status, body) = app.api.get(&format!("/executions/{recent}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // The pipeline still counts every execution it has had, without
+    // counting its history on each read.
+    let (status, pipeline) = app.api.get(&format!("/pipelines/{wf}")).await;
+    assert_eq!(status, StatusCode::OK, "{pipeline}");
+    assert_eq!(pipeline["execution_count"], 2501, "{pipeline}");
 }
