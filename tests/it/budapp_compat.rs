@@ -308,7 +308,7 @@ async fn a_draft_round_trip_and_a_draft_cannot_run(pool: PgPool) {
 }
 
 /// Executions of one pipeline started at the same moment are all counted
-/// (the count is kept in shards, added to by each insert), and the last
+/// (the count is kept in shards, one per connection, added to by each insert), and the last
 /// one's start is `last_execution_at`.
 #[sqlx::test]
 async fn a_pipeline_counts_executions_started_at_once(pool: PgPool) {
