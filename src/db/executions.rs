@@ -123,15 +123,35 @@ pub(crate) struct ExecutionView {
     pub steps: Option<Vec<StepView>>,
 }
 
+/// An execution's columns, its progress computed by `$progress`.
 macro_rules! exec_columns {
-    () => {
-        "id, workflow_id, workflow_version, status, parameters, outputs, error,
-    (SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
-                 ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
-     FROM step_executions st WHERE st.execution_id = id) AS progress_percentage,
+    ($progress:expr) => {
+        concat!(
+            "id, workflow_id, workflow_version, status, parameters, outputs, error, ",
+            $progress,
+            " AS progress_percentage,
     callback_topics, initiator, subscriber_ids, payload_type, notification_workflow_id,
     (SELECT w.name FROM workflows w WHERE w.id = workflow_id) AS workflow_name, parameters AS params,
     created_at, started_at, completed_at"
+        )
+    };
+}
+
+/// Progress counted from the steps: for one execution, whose steps are read anyway.
+macro_rules! counted_progress {
+    () => {
+        "(SELECT CASE WHEN count(*) = 0 THEN 100.0::float8
+                 ELSE 100.0::float8 * count(*) FILTER (WHERE st.status NOT IN ('PENDING', 'RUNNING')) / count(*) END
+     FROM step_executions st WHERE st.execution_id = id)"
+    };
+}
+
+/// Progress from the count kept on the execution row: for lists, where
+/// counting every listed execution's steps grows with the DAGs' size.
+macro_rules! kept_progress {
+    () => {
+        "(CASE WHEN total_steps = 0 THEN 100.0::float8
+               ELSE 100.0::float8 * LEAST(finished_steps, total_steps) / total_steps END)"
     };
 }
 
@@ -146,7 +166,7 @@ macro_rules! step_view {
 
 const VIEW: &str = concat!(
     "SELECT ",
-    exec_columns!(),
+    exec_columns!(counted_progress!()),
     ", (SELECT COALESCE(json_agg(s ORDER BY s.position), '[]')
         FROM (SELECT position, ",
     step_view!(),
@@ -372,7 +392,7 @@ fn list_sql(clause: &str, take: &str, skip: &str) -> String {
          WHERE id = ANY(ARRAY(SELECT id FROM executions WHERE {clause}
                               ORDER BY created_at DESC, id DESC LIMIT {take} OFFSET {skip}))
          ORDER BY created_at DESC, id DESC",
-        exec_columns!()
+        exec_columns!(kept_progress!())
     )
 }
 
@@ -603,7 +623,7 @@ const FAIL_UNREAD: &str = "WITH steps AS (
         RETURNING 1
     )
     UPDATE executions SET status = 'FAILED', error = $2, completed_at = now(), deadline_at = NULL,
-           revision = revision + 1
+           revision = revision + 1, finished_steps = total_steps
     WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')";
 
 /// Fail an execution and its unfinished steps with `error`, without

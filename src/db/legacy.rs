@@ -164,6 +164,8 @@ pub(crate) struct Execution<'a> {
     pub payload_type: Option<&'a str>,
     pub notification_workflow_id: Option<&'a str>,
     pub total_steps: i32,
+    /// How many of its steps finished.
+    pub finished_steps: i32,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: DateTime<Utc>,
@@ -171,8 +173,9 @@ pub(crate) struct Execution<'a> {
 
 const INSERT_EXECUTION: &str = "INSERT INTO executions (id, workflow_id, workflow_version, status,
         parameters, outputs, error, callback_topics, initiator, subscriber_ids, payload_type,
-        notification_workflow_id, total_steps, created_at, started_at, completed_at, trace_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+        notification_workflow_id, total_steps, created_at, started_at, completed_at, finished_steps,
+        trace_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
             replace($1::uuid::text, '-', ''))";
 
 pub(crate) async fn insert_execution(
@@ -196,6 +199,7 @@ pub(crate) async fn insert_execution(
         .bind(e.created_at)
         .bind(e.started_at)
         .bind(e.completed_at)
+        .bind(e.finished_steps)
         .execute(tx)
         .await
         .map(drop)

@@ -52,6 +52,8 @@ pub(crate) struct TransitionWrite<'a> {
     pub bump: bool,
     /// The execution's new revision when it does.
     pub revision: i64,
+    /// How many of its steps have finished (what lists show as progress).
+    pub finished_steps: i32,
 }
 
 /// What a transition's write SETs on a changed step row, from its record `r`.
@@ -204,8 +206,10 @@ fn build_transition_sql(shape: Shape) -> String {
         deadline,
         timed_out,
         revision,
+        finished,
         bump,
     ] = [
+        next(),
         next(),
         next(),
         next(),
@@ -224,7 +228,7 @@ fn build_transition_sql(shape: Shape) -> String {
     format!(
         "{with}UPDATE executions SET status = ${status}, outputs = ${outputs}, error = ${error},
            started_at = ${started}, completed_at = ${completed}, deadline_at = ${deadline},
-           timed_out = ${timed_out}, revision = ${revision}
+           timed_out = ${timed_out}, revision = ${revision}, finished_steps = ${finished}
     WHERE id = $1 AND ${bump}"
     )
 }
@@ -265,6 +269,7 @@ pub(crate) async fn write_transition(
         .bind(w.exec.deadline_at)
         .bind(w.exec.timed_out)
         .bind(w.revision)
+        .bind(w.finished_steps)
         .bind(w.bump)
         .execute(tx)
         .await?;
@@ -580,7 +585,7 @@ mod tests {
                     2
                 } + if shape.attempts { 5 } else { 0 }
                     + usize::from(shape.outbox)
-                    + 9;
+                    + 10;
             for n in 1..=params {
                 assert!(sql.contains(&format!("${n}")), "{shape:?}: ${n} unused");
             }

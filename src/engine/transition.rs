@@ -275,6 +275,7 @@ impl Locked {
                 events,
                 bump,
                 revision,
+                finished_steps: self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32,
             },
         )
         .await?;

@@ -239,6 +239,7 @@ pub(super) async fn execution(
         payload_type: e.payload_type.as_deref(),
         notification_workflow_id: e.notification_workflow_id.as_deref(),
         total_steps: steps.len() as i32,
+        finished_steps: steps.iter().filter(|s| s.status.is_terminal()).count() as i32,
         created_at: e.created_at,
         started_at: e.start_time,
         completed_at,

@@ -981,9 +981,25 @@ async fn progress_percentage_counts_finished_steps(pool: PgPool) {
         .await;
     let pct = mid.progress_percentage;
     assert!((pct - 100.0 / 3.0).abs() < 0.01, "1 of 3 finished: {pct}");
+    // A list shows the count kept on the execution row: the same figure.
+    let listed = |body: serde_json::Value| {
+        body["executions"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["execution_id"] == ex.to_string()))
+            .and_then(|row| row["progress_percentage"].as_f64())
+    };
+    let (status, page) = app.api.get(&format!("/executions?workflow_id={wf}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let pct = listed(page.clone()).expect("the execution is listed");
+    assert!(
+        (pct - 100.0 / 3.0).abs() < 0.01,
+        "listed, 1 of 3 finished: {pct} {page}"
+    );
     let done = app.api.wait_terminal_view(ex, WAIT).await;
     assert_eq!(done.status, ExecutionStatus::Completed);
     assert_eq!(done.progress_percentage, 100.0);
+    let (_, page) = app.api.get(&format!("/executions?workflow_id={wf}")).await;
+    assert_eq!(listed(page.clone()), Some(100.0), "{page}");
 
     // Skipped steps count as finished.
     let (_, done) = run(
