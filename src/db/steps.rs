@@ -124,14 +124,10 @@ impl Shape {
     }
 }
 
-/// The statement of each [`Shape`], built once.
-static TRANSITION_SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    let mut all: Vec<(usize, String)> = Shape::every()
-        .map(|shape| (shape.index(), build_transition_sql(shape)))
-        .collect();
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, sql)| sql).collect()
-});
+/// The statement of each [`Shape`], built once ([`Shape::every`] yields
+/// them in the order of [`Shape::index`]).
+static TRANSITION_SQL: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| Shape::every().map(build_transition_sql).collect());
 
 fn transition_sql(shape: Shape) -> &'static str {
     &TRANSITION_SQL[shape.index()]
@@ -572,9 +568,8 @@ mod tests {
     fn every_transition_shape_has_its_statement() {
         let shapes: Vec<Shape> = Shape::every().collect();
         assert_eq!(shapes.len(), Shape::STEP_FORMS * 4);
-        let mut indexes: Vec<usize> = shapes.iter().map(|s| s.index()).collect();
-        indexes.sort_unstable();
-        indexes.dedup();
+        // `TRANSITION_SQL` is indexed by `index` in the order of `every`.
+        let indexes: Vec<usize> = shapes.iter().map(|s| s.index()).collect();
         assert_eq!(indexes, (0..shapes.len()).collect::<Vec<_>>());
         for shape in shapes {
             let sql = transition_sql(shape);

@@ -275,7 +275,7 @@ impl Locked {
                 events,
                 bump,
                 revision,
-                finished_steps: self.rows.iter().filter(|r| r.status.is_terminal()).count() as i32,
+                finished_steps: finished_steps(&self.rows) as i32,
             },
         )
         .await?;
@@ -448,8 +448,13 @@ pub(crate) fn progress_percentage(rows: &[StepRow]) -> f64 {
     if rows.is_empty() {
         return 100.0;
     }
-    let done = rows.iter().filter(|r| r.status.is_terminal()).count();
-    100.0 * done as f64 / rows.len() as f64
+    100.0 * finished_steps(rows) as f64 / rows.len() as f64
+}
+
+/// How many of the steps have finished: the progress events' figure, and
+/// the count lists read from the execution row.
+fn finished_steps(rows: &[StepRow]) -> usize {
+    rows.iter().filter(|r| r.status.is_terminal()).count()
 }
 
 impl Engine {
