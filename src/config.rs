@@ -135,6 +135,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("LOG_FORMAT", "pretty", "`json` for production"),
     (
+        "INLINE_STEPS",
+        "true",
+        "pure steps (log, set_output, transform, aggregate, conditional, fail) run inside the transition that makes them ready, with no claim and no commit of their own; `false`: they are claimed and run like any other",
+    ),
+    (
         "STEP_CRASH_LIMIT",
         "3",
         "a step whose attempts end with their replica dying this many times in a row fails",
@@ -212,6 +217,9 @@ pub struct Settings {
     /// Attempts in a row that may end with their replica dying before the
     /// step fails (a step that kills its process must not take the fleet down).
     pub step_crash_limit: u32,
+    /// Whether pure steps run inside the transition that readies them
+    /// (`engine::inline`).
+    pub inline_steps: bool,
     /// The longest a replica waits before looking for due schedules.
     pub schedule_poll_interval: Duration,
     /// Token bucket of each webhook on this replica.
@@ -322,16 +330,7 @@ impl Settings {
                 ));
             }
         };
-        let programmatic_subscription = match env.string("PROGRAMMATIC_SUBSCRIPTION").as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(other) => {
-                return Err(invalid(
-                    "PROGRAMMATIC_SUBSCRIPTION",
-                    format!("must be `true` or `false`, not `{other}`"),
-                ));
-            }
-        };
+        let programmatic_subscription = env.flag("PROGRAMMATIC_SUBSCRIPTION", true)?;
         let settings = Self {
             database_url,
             publish_format,
@@ -390,6 +389,7 @@ impl Settings {
                 env.positive::<u32>("SWEEP_INTERVAL_MS", 500)? as u64
             ),
             step_crash_limit: env.positive("STEP_CRASH_LIMIT", 3)?,
+            inline_steps: env.flag("INLINE_STEPS", true)?,
             schedule_poll_interval: Duration::from_millis(
                 env.positive::<u32>("SCHEDULE_POLL_INTERVAL_MS", 1000)? as u64,
             ),
@@ -502,6 +502,18 @@ impl Env<'_> {
             return Err(invalid(name, "must be greater than zero"));
         }
         Ok(value)
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.string(name).as_deref() {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(invalid(
+                name,
+                format!("must be `true` or `false`, not `{other}`"),
+            )),
+        }
     }
 
     fn seconds(&self, name: &'static str, default: f64) -> Result<Duration, ConfigError> {

@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How a pure action computes an attempt's outcome ([`StepHandler::pure`]).
+pub type PureFn = fn(&StepContext) -> StepOutcome;
+
 /// What one run (attempt) of a step is given.
 #[derive(Debug, Clone)]
 pub struct StepContext {
@@ -220,6 +223,15 @@ pub trait StepHandler: Send + Sync + 'static {
 
     /// Run one attempt.
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome>;
+
+    /// For a pure action, the function `run` computes its outcome with.
+    /// Pure means: the outcome depends on the context alone, at once, with
+    /// no I/O, no waiting and no clock. The engine runs such a step inside
+    /// the transition that made it ready (`INLINE_STEPS`), with no claim of
+    /// its own; see `engine::inline`.
+    fn pure(&self) -> Option<PureFn> {
+        None
+    }
 
     /// Map an event delivered for a step waiting on this action.
     /// `outputs` are the step's outputs so far.

@@ -172,7 +172,7 @@ impl Engine {
                 results.push((&handed.step, handed.outcome.clone()));
             }
             if locked.apply_results(self, results).await? > 0 {
-                let ready = locked.advance();
+                let ready = locked.advance_inline(self);
                 let own = handeds.iter_mut().filter_map(|h| h.own.take()).collect();
                 handoffs.insert(execution_id, locked.claim_locally(self, &ready, own));
             }

@@ -256,7 +256,7 @@ impl Engine {
         if locked.apply_results(self, results).await? == 0 {
             return Ok(Vec::new());
         }
-        let ready = locked.advance();
+        let ready = locked.advance_inline(self);
         let handoffs = locked.claim_locally(self, &ready, own.into_iter().collect());
         locked.commit(self).await?;
         Ok(handoffs)

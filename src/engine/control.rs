@@ -306,6 +306,8 @@ impl Engine {
         };
         let max_bytes = self.settings().template_max_bytes;
         let mut locked = Locked::new(tx, inserted.exec, rows, dag, max_bytes);
+        // Not `advance_inline`: a submit returns once the execution is
+        // recorded and never runs its steps in the request (API.md).
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, Vec::new());
         let (tx, effects) = locked.write_back(self).await?;
@@ -441,6 +443,7 @@ impl Engine {
         locked.exec.outputs = Value::Object(Map::new());
         locked.exec.deadline_at = Some(now + ChronoDuration::seconds(limit));
         locked.touch_execution();
+        // As at submit: the retry answers with the execution RUNNING again.
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, Vec::new());
         locked.commit(self).await?;

@@ -464,7 +464,7 @@ impl Engine {
 }
 
 /// How an attempt's handler ended, for its span.
-fn outcome_label(outcome: &StepOutcome) -> &'static str {
+pub(crate) fn outcome_label(outcome: &StepOutcome) -> &'static str {
     match outcome {
         StepOutcome::Completed { .. } => "completed",
         StepOutcome::AwaitEvent { .. } => "waiting",

@@ -132,7 +132,7 @@ impl Engine {
         if verdict == EventVerdict::Ignored {
             db::events::mark_ignored(&mut locked.tx, &event.source, &event.id).await?;
         }
-        let ready = locked.advance();
+        let ready = locked.advance_inline(self);
         let handoffs = locked.claim_locally(self, &ready, Vec::new());
         locked.commit(self).await?;
         self.spawn_handoffs(handoffs);

@@ -19,6 +19,7 @@ pub(crate) mod dispatch;
 mod error;
 pub(crate) mod event_triggers;
 pub(crate) mod events;
+pub(crate) mod inline;
 pub mod model;
 pub(crate) mod outbox;
 pub(crate) mod schedule;

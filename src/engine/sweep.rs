@@ -83,7 +83,7 @@ impl Engine {
             );
             let fire = async move {
                 self.fire_due(&mut locked).await;
-                let ready = locked.advance();
+                let ready = locked.advance_inline(self);
                 let handoffs = locked.claim_locally(self, &ready, Vec::new());
                 locked.commit(self).await?;
                 Ok::<_, crate::engine::Error>(handoffs)

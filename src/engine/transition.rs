@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::Engine;
 use super::advance::{self, Finish};
+use super::inline::InlineRun;
 use super::model::{ExecutionRow, ExecutionStatus, StepRow, StepStatus};
 use super::outbox::{self, Audience, OutboxEvent};
 use crate::actions::bud_event::StageReport;
@@ -41,6 +42,8 @@ pub struct Locked {
     /// Stages that waiting steps' operations reported in this transition,
     /// republished as progress (or `eta`) events.
     pub stage_reports: Vec<(usize, StageReport)>,
+    /// Attempts of pure steps that began and ended in this transition.
+    pub(crate) inline_runs: Vec<InlineRun>,
 }
 
 /// What a committed transition must still tell this process: the outbox
@@ -314,6 +317,14 @@ impl Locked {
                 out.outcomes.push(outcome.to_owned());
             }
         }
+        for run in &self.inline_runs {
+            let row = &self.rows[run.index];
+            out.steps.push(row.step_id.clone());
+            out.attempts.push(run.attempt);
+            out.owners.push(run.owner);
+            out.started.push(self.exec.now);
+            out.outcomes.push(run.outcome.to_owned());
+        }
         out
     }
 
@@ -326,10 +337,15 @@ impl Locked {
         }
         let id = self.exec.id;
         let mut step_finished = false;
-        for (row, b) in self.rows.iter().zip(&self.before) {
+        for (i, (row, b)) in self.rows.iter().zip(&self.before).enumerate() {
             let (status, attempt) = (b.status, b.attempt);
             if row.status == StepStatus::Running && !row.awaiting_event && row.attempt > attempt {
                 let content = outbox::step_started(&row.name, row.attempt);
+                audience.rows(id, &row.step_id, content, out);
+            }
+            // A pure step run in this transition started too.
+            for run in self.inline_runs.iter().filter(|r| r.index == i) {
+                let content = outbox::step_started(&row.name, run.attempt);
                 audience.rows(id, &row.step_id, content, out);
             }
             if row.status != status && row.status.is_terminal() {
@@ -363,8 +379,7 @@ impl Locked {
             }
         }
         let terminal = self.exec.status.is_terminal() && self.exec_before != self.exec.status;
-        if step_finished && !terminal && self.exec.status == ExecutionStatus::Running {
-            let pct = progress_percentage(&self.rows);
+        let progress = |pct: f64, out: &mut Vec<OutboxEvent>| {
             let content = outbox::content(
                 "Pipeline Execution",
                 &format!("Progress: {pct:.1}%"),
@@ -372,6 +387,27 @@ impl Locked {
                 json!({ "progress_percentage": pct }),
             );
             audience.rows(id, "progress", content, out);
+        };
+        // Pure steps run here stand for transitions of their own: the
+        // progress each of them started from is published, as the
+        // transition before it would have (once per figure).
+        let finished_before = self
+            .before
+            .iter()
+            .filter(|b| b.status.is_terminal())
+            .count();
+        let mut shown = 100.0 * finished_before as f64 / self.rows.len().max(1) as f64;
+        for run in &self.inline_runs {
+            if run.progress_before > shown {
+                shown = run.progress_before;
+                progress(shown, out);
+            }
+        }
+        if step_finished && !terminal && self.exec.status == ExecutionStatus::Running {
+            let pct = progress_percentage(&self.rows);
+            if pct > shown || self.inline_runs.is_empty() {
+                progress(pct, out);
+            }
         }
         if terminal {
             let success = self.exec.status == ExecutionStatus::Completed;
@@ -583,6 +619,7 @@ impl Locked {
             exec_dirty: false,
             released: 0,
             stage_reports: Vec::new(),
+            inline_runs: Vec::new(),
         }
     }
 }

@@ -32,7 +32,15 @@ async fn kill9_mid_flight_then_restart_completes_everything_once(pool: PgPool) {
         .create_workflow(load_dag("crash-mid-flight", 400))
         .await;
 
-    let executions = submit(&service.api, wf, 50).await;
+    // In two waves, so that the kill finds executions at every stage: the
+    // pure steps run inline, so one wave's executions all move in step.
+    let mut executions = submit(&service.api, wf, 25).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while snapshot(&pool).await.executions_completed == 0 {
+        assert!(Instant::now() < deadline, "the first wave never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    executions.extend(submit(&service.api, wf, 25).await);
     let submitted_in = t0.elapsed();
 
     // Mid-way: some steps done, some handlers running, executions open.

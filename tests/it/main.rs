@@ -27,6 +27,7 @@ mod examples;
 mod first_run;
 mod hardening;
 mod import_legacy;
+mod inline;
 mod manifests;
 mod paging;
 mod replicas;

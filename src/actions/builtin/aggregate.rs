@@ -6,11 +6,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Number, Value, json};
 
 use super::transform::flatten;
-use super::{CATEGORY, invalid_operation, json_type, ready, sort_values, text, validate_operation};
+use super::{
+    CATEGORY, invalid_operation, json_type, ready, settled, sort_values, text, validate_operation,
+};
 use crate::actions::params::{self, AnyText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
-    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, PureFn, StepContext, StepHandler, StepOutcome,
 };
 
 const OPERATIONS: &[&str] = &[
@@ -75,8 +77,16 @@ impl StepHandler for Aggregate {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(aggregate(&ctx))
+        ready(outcome(&ctx))
     }
+
+    fn pure(&self) -> Option<PureFn> {
+        Some(outcome)
+    }
+}
+
+fn outcome(ctx: &StepContext) -> StepOutcome {
+    settled(aggregate(ctx))
 }
 
 fn aggregate(ctx: &StepContext) -> Attempt<StepOutcome> {

@@ -10,10 +10,10 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, is_template, ready};
+use super::{CATEGORY, is_template, ready, settled};
 use crate::actions::params;
 use crate::actions::{
-    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, PureFn, StepContext, StepHandler, StepOutcome,
 };
 
 static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
@@ -108,8 +108,16 @@ impl StepHandler for Conditional {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(params::read(&ctx.params).map(decide))
+        ready(outcome(&ctx))
     }
+
+    fn pure(&self) -> Option<PureFn> {
+        Some(outcome)
+    }
+}
+
+fn outcome(ctx: &StepContext) -> StepOutcome {
+    settled(params::read(&ctx.params).map(decide))
 }
 
 fn decide(p: Params) -> StepOutcome {

@@ -6,11 +6,11 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, ready};
+use super::{CATEGORY, ready, settled};
 use crate::actions::params::{self, AnyText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
-    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, PureFn, StepContext, StepHandler, StepOutcome,
 };
 
 const DEFAULT_MESSAGE: &str = "Intentional failure";
@@ -48,8 +48,16 @@ impl StepHandler for Fail {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(fail(&ctx))
+        ready(outcome(&ctx))
     }
+
+    fn pure(&self) -> Option<PureFn> {
+        Some(outcome)
+    }
+}
+
+fn outcome(ctx: &StepContext) -> StepOutcome {
+    settled(fail(ctx))
 }
 
 fn fail(ctx: &StepContext) -> Attempt<StepOutcome> {

@@ -5,11 +5,11 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, ready};
+use super::{CATEGORY, ready, settled};
 use crate::actions::params::{self, AnyText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
-    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, PureFn, StepContext, StepHandler, StepOutcome,
 };
 
 const LEVELS: &[&str] = &["debug", "info", "warning", "error"];
@@ -54,8 +54,16 @@ impl StepHandler for Log {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(log(&ctx))
+        ready(outcome(&ctx))
     }
+
+    fn pure(&self) -> Option<PureFn> {
+        Some(outcome)
+    }
+}
+
+fn outcome(ctx: &StepContext) -> StepOutcome {
+    settled(log(ctx))
 }
 
 fn log(ctx: &StepContext) -> Attempt<StepOutcome> {

@@ -43,10 +43,15 @@ pub(crate) fn register(registry: &mut Registry) {
     registry.register(Fail);
 }
 
-/// A synchronous handler's outcome (a failure included, such as params it
-/// could not read) as the future `StepHandler::run` wants.
-fn ready(outcome: Attempt<StepOutcome>) -> BoxFuture<'static, StepOutcome> {
-    Box::pin(std::future::ready(outcome.unwrap_or_else(|failed| failed)))
+/// A synchronous handler's outcome as the future `StepHandler::run` wants.
+fn ready(outcome: StepOutcome) -> BoxFuture<'static, StepOutcome> {
+    Box::pin(std::future::ready(outcome))
+}
+
+/// A synchronous handler's outcome, a failure included (such as params it
+/// could not read).
+fn settled(outcome: Attempt<StepOutcome>) -> StepOutcome {
+    outcome.unwrap_or_else(|failed| failed)
 }
 
 /// A value as text: strings as they are, anything else as JSON.

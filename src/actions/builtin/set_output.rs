@@ -6,10 +6,10 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, json_type, ready};
+use super::{CATEGORY, json_type, ready, settled};
 use crate::actions::params;
 use crate::actions::{
-    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, PureFn, StepContext, StepHandler, StepOutcome,
 };
 
 static SPEC: LazyLock<ActionSpec> = LazyLock::new(|| ActionSpec {
@@ -63,8 +63,16 @@ impl StepHandler for SetOutput {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(params::read(&ctx.params).map(|p: Params| StepOutcome::completed(p.outputs.0)))
+        ready(outcome(&ctx))
     }
+
+    fn pure(&self) -> Option<PureFn> {
+        Some(outcome)
+    }
+}
+
+fn outcome(ctx: &StepContext) -> StepOutcome {
+    settled(params::read(&ctx.params).map(|p: Params| StepOutcome::completed(p.outputs.0)))
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{CATEGORY, invalid_operation, json_type, ready, sort_values, validate_operation};
+use super::{
+    CATEGORY, invalid_operation, json_type, ready, settled, sort_values, validate_operation,
+};
 use crate::actions::params::{self, AnyText};
 use crate::actions::seed::Attempt;
 use crate::actions::{
-    ActionSpec, BoxFuture, OutputSpec, ParamSpec, StepContext, StepHandler, StepOutcome,
+    ActionSpec, BoxFuture, OutputSpec, ParamSpec, PureFn, StepContext, StepHandler, StepOutcome,
 };
 
 const OPERATIONS: &[&str] = &[
@@ -73,8 +75,16 @@ impl StepHandler for Transform {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(transform(&ctx))
+        ready(outcome(&ctx))
     }
+
+    fn pure(&self) -> Option<PureFn> {
+        Some(outcome)
+    }
+}
+
+fn outcome(ctx: &StepContext) -> StepOutcome {
+    settled(transform(ctx))
 }
 
 fn transform(ctx: &StepContext) -> Attempt<StepOutcome> {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{CATEGORY, is_template, ready};
+use super::{CATEGORY, is_template, ready, settled};
 use crate::actions::params;
 use crate::actions::seed::Attempt;
 use crate::actions::{
@@ -116,7 +116,7 @@ impl StepHandler for WaitUntil {
     }
 
     fn run(&self, ctx: StepContext) -> BoxFuture<'_, StepOutcome> {
-        ready(wait(&ctx, Utc::now()))
+        ready(settled(wait(&ctx, Utc::now())))
     }
 
     // `on_event` keeps the default (ignore): only the timer wakes the step.

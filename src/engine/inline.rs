@@ -1,0 +1,157 @@
+//! Pure steps run inside the transition that makes them ready.
+//!
+//! A step whose action is pure ([`crate::actions::StepHandler::pure`]:
+//! `log`, `set_output`, `transform`, …) needs nothing but its params, so
+//! claiming it, committing the claim, running it and committing its result
+//! would spend two row writes and a commit on microseconds of work. Instead
+//! the transition that readies it runs it at once, under the execution's
+//! lock, and goes on with what its result makes ready: a chain of pure
+//! steps after a deploy finishes in the deploy's own commit. Nothing a
+//! caller reads changes: each such step still has its attempt (claimed and
+//! ended at the transition's time, by this replica), its `step_started` and
+//! completion events, its span and its metrics. Like Airflow's scheduler
+//! finishing an `EmptyOperator` itself, or Temporal's local activities.
+//!
+//! `INLINE_STEPS=false` turns it off: pure steps are then claimed and run
+//! like any other.
+
+use super::Engine;
+use super::complete::{params_render, resolve_params};
+use super::model::StepStatus;
+use super::transition::Locked;
+use crate::actions::{StepContext, StepOutcome};
+
+/// Pure steps one transition runs at most; the rest are claimed as usual,
+/// so a long pure chain never holds its execution's lock for long.
+const BUDGET: usize = 64;
+
+/// An attempt that began and ended inside one transition.
+pub(crate) struct InlineRun {
+    pub index: usize,
+    pub attempt: i32,
+    /// This replica.
+    pub owner: uuid::Uuid,
+    /// How it ended, as its `step_attempts` row says.
+    pub outcome: &'static str,
+    /// The execution's progress when it began: what a `progress` event
+    /// after the step before it would have said.
+    pub progress_before: f64,
+}
+
+impl Locked {
+    /// [`Locked::advance`], then run the ready pure steps here and advance
+    /// again, until none is left (or [`BUDGET`] are spent). Returns the
+    /// ready steps left to claim.
+    pub fn advance_inline(&mut self, engine: &Engine) -> Vec<usize> {
+        let mut ready = self.advance();
+        if !engine.settings().inline_steps {
+            return ready;
+        }
+        let mut budget = BUDGET;
+        while budget > 0 {
+            let pure: Vec<usize> = ready
+                .iter()
+                .copied()
+                .filter(|&i| self.is_pure(engine, i))
+                .take(budget)
+                .collect();
+            if pure.is_empty() {
+                break;
+            }
+            budget -= pure.len();
+            for i in pure {
+                self.run_inline(engine, i);
+            }
+            ready = self.advance();
+        }
+        ready
+    }
+
+    fn is_pure(&self, engine: &Engine, i: usize) -> bool {
+        engine
+            .registry()
+            .get(&self.rows[i].action)
+            .is_some_and(|h| h.pure().is_some())
+    }
+
+    /// Claim row `i` for this replica, run its pure handler and record the
+    /// outcome, all in memory (the transition writes it).
+    fn run_inline(&mut self, engine: &Engine, i: usize) {
+        let Some(pure) = engine
+            .registry()
+            .get(&self.rows[i].action)
+            .and_then(|h| h.pure())
+        else {
+            return;
+        };
+        let progress_before = super::transition::progress_percentage(&self.rows);
+        let now = self.now();
+        let lease = chrono::Duration::from_std(engine.settings().lease).unwrap_or_default();
+        let workflow_params = self.params();
+        let step_params = &self.dag.steps[i].params;
+        let params = if params_render(step_params) {
+            let ctx = super::advance::rows_context(&workflow_params, &self.rows);
+            resolve_params(step_params, &ctx, engine.settings().template_max_bytes)
+        } else {
+            Ok(step_params.clone())
+        };
+        self.rows[i].claim(engine.replica_id(), now, lease);
+        let row = &self.rows[i];
+        let span = tracing::info_span!("step", execution_id = %self.exec.id, step_id = %row.step_id,
+            attempt = row.attempt, action = %row.action, trace_id = self.exec.trace_id.as_deref().unwrap_or(""),
+            inline = true, outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+        crate::telemetry::join_execution(&span, Some(self.exec.id), self.exec.trace_id.as_deref());
+        let outcome = match params {
+            Ok(params) => span.in_scope(|| {
+                pure(&StepContext {
+                    execution_id: self.exec.id,
+                    step_id: row.step_id.clone(),
+                    attempt: row.attempt,
+                    params,
+                    workflow_params,
+                    traceparent: None,
+                })
+            }),
+            Err(e) => StepOutcome::permanent(e),
+        };
+        let outcome = super::storable::storable(outcome);
+        span.record("outcome", super::dispatch::outcome_label(&outcome));
+        if matches!(outcome, StepOutcome::Failed { .. }) {
+            crate::telemetry::mark_error(&span);
+        }
+        let attempt = row.attempt;
+        self.settle_inline(i, outcome);
+        self.inline_runs.push(InlineRun {
+            index: i,
+            attempt,
+            owner: engine.replica_id(),
+            // A failure to be retried leaves the step PENDING, as a
+            // handler's does.
+            outcome: self.rows[i].status.as_str(),
+            progress_before,
+        });
+    }
+
+    /// [`Locked::apply_outcome`] for an outcome that cannot wait.
+    fn settle_inline(&mut self, i: usize, outcome: StepOutcome) {
+        match outcome {
+            StepOutcome::Completed { outputs } => self.complete_step(i, outputs),
+            StepOutcome::Failed {
+                error,
+                retryable,
+                outputs,
+            } => {
+                if !outputs.is_empty() {
+                    self.rows[i].outputs = Some(serde_json::Value::Object(outputs));
+                }
+                self.fail_step(i, error, retryable, StepStatus::Failed);
+            }
+            StepOutcome::AwaitEvent { .. } => self.fail_step(
+                i,
+                "a pure action cannot wait for an event".into(),
+                false,
+                StepStatus::Failed,
+            ),
+        }
+    }
+}
