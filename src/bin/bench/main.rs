@@ -12,9 +12,16 @@
 //! minute (CI runs it so the benchmark keeps working); its figures are
 //! noisy and are not the ones to compare with the targets.
 //!
+//! The service runs with `INLINE_STEPS=false`: every step is claimed and
+//! committed on its own, as a step that calls another service is, so the
+//! per-step figures are those of the engine's scheduling. The throughput
+//! scenario runs a second time with the service's default (pure steps run
+//! inside the transition that readies them, `throughput_inline`).
+//!
 //! Scenarios, in order: start-up to ready (migrations applied) and the idle
 //! RSS; sequential overhead (a chain of 50 `log` steps); throughput (many
-//! 10-step executions submitted at once); the floor (the bare SQL of a job
+//! 10-step executions submitted at once), then the same with pure steps
+//! inline; the floor (the bare SQL of a job
 //! queue, same database, same number of connections as the service's pool);
 //! event to resume; reads of `GET /executions/{id}` (a COMPLETED execution);
 //! RSS with many steps waiting for events; reads again, of one of those
@@ -607,7 +614,12 @@ async fn run_scenarios(
     progress("sequential overhead");
     scenarios::sequential(&ctx, &mut svc).await?;
     progress("throughput");
-    let finished = scenarios::throughput(&ctx, &mut svc).await?;
+    let finished = scenarios::throughput(&ctx, &mut svc, "throughput").await?;
+    progress("throughput, pure steps inline (the service's default)");
+    let (mut inline, _) =
+        scale::restart(&mut ctx, svc, &service, &[("INLINE_STEPS", "true")]).await?;
+    scenarios::throughput(&ctx, &mut inline, "throughput_inline").await?;
+    let (mut svc, _) = scale::restart(&mut ctx, inline, &service, &[]).await?;
     progress("floor (bare job-queue SQL)");
     scenarios::floor(&ctx, svc.pid).await?;
     if std::env::var("BENCH_UNTIL").is_ok_and(|v| v == "floor") {

@@ -417,7 +417,7 @@ pub(crate) async fn history(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
 
 /// Stop `svc`, start the service again (with `env`), wait for /ready and
 /// point the context's client at it; the new service and its start-up time.
-async fn restart(
+pub(crate) async fn restart(
     ctx: &mut Ctx,
     svc: Service,
     service: &ServiceConfig,

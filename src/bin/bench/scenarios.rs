@@ -20,7 +20,6 @@ use crate::stats::summarize;
 use crate::{BoxError, Config, Report, Result, Target, fail, progress};
 
 const SEQUENTIAL: &str = "sequential";
-const THROUGHPUT: &str = "throughput";
 const FLOOR: &str = "floor";
 const EVENT: &str = "event to resume";
 const MEMORY: &str = "memory";
@@ -333,19 +332,22 @@ pub(crate) async fn sequential(ctx: &Ctx, svc: &mut Service) -> Result<()> {
 }
 
 /// Many small executions submitted at once; from the first submit until
-/// the last is COMPLETED. Returns one of them (for the reads).
-pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
+/// the last is COMPLETED. Returns one of them (for the reads). `name`
+/// prefixes the figures: `throughput` as the bench's service runs (every
+/// step claimed and committed on its own), `throughput_inline` with the
+/// service's default INLINE_STEPS=true.
+pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service, name: &str) -> Result<Uuid> {
     let n = ctx.cfg.tp_executions;
     let workflow = ctx
         .api
-        .create_workflow(&fanout_dag("bench-throughput"))
+        .create_workflow(&fanout_dag(&format!("bench-{name}")))
         .await?;
     let cpu_before = cpu::snapshot(svc.pid, &ctx.db_name);
     let started = Instant::now();
     let ids = submit_many(&ctx.api, workflow, n, ctx.cfg.submitters).await?;
     let submitted = started.elapsed();
     progress(&format!(
-        "throughput: {n} executions submitted in {:.2} s",
+        "{name}: {n} executions submitted in {:.2} s",
         submitted.as_secs_f64()
     ));
     let deadline = started + ctx.cfg.tp_timeout;
@@ -367,7 +369,7 @@ pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
             .await?
             .flatten();
             return Err(fail(format!(
-                "throughput: {bad} executions did not complete: {error:?}"
+                "{name}: {bad} executions did not complete: {error:?}"
             )));
         }
         if done as usize >= n {
@@ -376,7 +378,7 @@ pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
         svc.alive()?;
         if Instant::now() > deadline {
             return Err(fail(format!(
-                "throughput: only {done} of {n} executions completed within {:?}",
+                "{name}: only {done} of {n} executions completed within {:?}",
                 ctx.cfg.tp_timeout
             )));
         }
@@ -392,23 +394,19 @@ pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service) -> Result<Uuid> {
     .await?;
     let steps = (n * 10) as f64;
     progress(&format!(
-        "throughput: {n} executions ({steps} steps) in {elapsed:.2} s: {:.0} steps/s",
+        "{name}: {n} executions ({steps} steps) in {elapsed:.2} s: {:.0} steps/s",
         steps / elapsed
     ));
     let mut rep = ctx.report();
-    rep.figure(THROUGHPUT, "throughput_steps_per_s", steps / elapsed, None);
-    rep.figure(
-        THROUGHPUT,
-        "throughput_executions_per_s",
-        n as f64 / elapsed,
-        None,
-    );
-    rep.info("throughput_executions", n);
-    rep.info("throughput_elapsed_s", elapsed);
-    rep.info("throughput_submit_s", submitted.as_secs_f64());
-    rep.info("throughput_db_span_s", db_span);
-    rep.info("throughput_submit_concurrency", ctx.cfg.submitters);
-    cpu::record(&mut rep, "throughput", cpu_before, cpu_after);
+    let figure = |what: &str| format!("{name}_{what}");
+    rep.figure(name, &figure("steps_per_s"), steps / elapsed, None);
+    rep.figure(name, &figure("executions_per_s"), n as f64 / elapsed, None);
+    rep.info(&figure("executions"), n);
+    rep.info(&figure("elapsed_s"), elapsed);
+    rep.info(&figure("submit_s"), submitted.as_secs_f64());
+    rep.info(&figure("db_span_s"), db_span);
+    rep.info(&figure("submit_concurrency"), ctx.cfg.submitters);
+    cpu::record(&mut rep, name, cpu_before, cpu_after);
     ids.first().copied().ok_or_else(|| fail("no execution"))
 }
 
@@ -522,17 +520,19 @@ pub(crate) async fn floor(ctx: &Ctx, service_pid: u32) -> Result<()> {
     {
         rep.info("seq_step_overhead_in_commits", step / commit.p50);
     }
-    if let Some(steps) = rep
-        .values
-        .get("throughput_steps_per_s")
-        .and_then(Value::as_f64)
-    {
-        rep.figure(
-            FLOOR,
-            "throughput_to_floor_ratio",
-            steps / rate,
-            Some(Target::AtLeast(1.0)),
-        );
+    for name in ["throughput", "throughput_inline"] {
+        if let Some(steps) = rep
+            .values
+            .get(&format!("{name}_steps_per_s"))
+            .and_then(Value::as_f64)
+        {
+            rep.figure(
+                FLOOR,
+                &format!("{name}_to_floor_ratio"),
+                steps / rate,
+                Some(Target::AtLeast(1.0)),
+            );
+        }
     }
     Ok(())
 }

@@ -157,6 +157,10 @@ impl ServiceConfig {
             .env("DAPR_HTTP_ENDPOINT", &self.dapr_url)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
+            // Every step claimed and committed on its own, as a step that
+            // calls another service is: the per-step figures stay those of
+            // the engine's scheduling. `spawn_with` may turn it back on.
+            .env("INLINE_STEPS", "false")
             .env_remove("DAPR_API_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
