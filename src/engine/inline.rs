@@ -24,6 +24,9 @@ use crate::actions::{StepContext, StepOutcome};
 /// Pure steps one transition runs at most; the rest are claimed as usual,
 /// so a long pure chain never holds its execution's lock for long.
 const BUDGET: usize = 64;
+/// Executions remembered as refusing a pure step's result; beyond this
+/// many the memory starts over (each would be refused, and added, again).
+const REFUSED_KEPT: usize = 4096;
 
 /// An attempt that began and ended inside one transition.
 pub(crate) struct InlineRun {
@@ -44,7 +47,7 @@ impl Locked {
     /// ready steps left to claim.
     pub fn advance_inline(&mut self, engine: &Engine) -> Vec<usize> {
         let mut ready = self.advance();
-        if !engine.settings().inline_steps {
+        if !engine.settings().inline_steps || engine.inline_refused(self.exec.id) {
             return ready;
         }
         let mut budget = BUDGET;
@@ -153,5 +156,36 @@ impl Locked {
                 StepStatus::Failed,
             ),
         }
+    }
+}
+
+impl Engine {
+    /// Whether pure steps of `execution_id` are no longer run inline here.
+    fn inline_refused(&self, execution_id: uuid::Uuid) -> bool {
+        let refused = self.inner.inline_refused.lock().expect("inline lock");
+        refused.contains(&execution_id)
+    }
+
+    /// A transition of `execution_id` that ran pure steps could not be
+    /// written: the database refused a value, perhaps one of theirs. From
+    /// now on this replica claims that execution's pure steps one by one,
+    /// so a refused value fails only its own step, as a handler's does.
+    /// The error returned is transient: the caller tries the same change
+    /// again, which then runs nothing inline.
+    pub(crate) fn refuse_inline(
+        &self,
+        execution_id: uuid::Uuid,
+        cause: &crate::engine::Error,
+    ) -> crate::engine::Error {
+        let mut refused = self.inner.inline_refused.lock().expect("inline lock");
+        if refused.len() >= REFUSED_KEPT {
+            refused.clear();
+        }
+        refused.insert(execution_id);
+        tracing::warn!(%execution_id, error = %cause,
+            "a transition with pure steps run inline could not be stored; trying again with them claimed one by one");
+        crate::engine::Error::Contended(format!(
+            "a transition with pure steps run inline could not be stored ({cause}); try again"
+        ))
     }
 }

@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub retries: Mutex<Vec<std::time::Instant>>,
     /// The step rows of executions this replica moved last ([`cache`]).
     pub steps: cache::StepCache,
+    /// Executions whose pure steps are claimed one by one ([`inline`]).
+    pub inline_refused: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -124,6 +126,7 @@ impl Engine {
                 backlog: AtomicBool::new(true),
                 retries: Mutex::new(Vec::new()),
                 steps: cache::StepCache::default(),
+                inline_refused: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }

@@ -210,7 +210,14 @@ impl Locked {
             .filter_map(|r| r.available_at.filter(|at| *at > now))
             .min()
             .and_then(|at| (at - now).to_std().ok());
-        let revision = self.write(&events, &attempts).await?;
+        let revision = match self.write(&events, &attempts).await {
+            Err(e) if e.is_unstorable() && !self.inline_runs.is_empty() => {
+                // Perhaps a pure step's result: try again without running
+                // them here, so each is recorded (and refused) on its own.
+                return Err(engine.refuse_inline(self.exec.id, &e));
+            }
+            other => other?,
+        };
         let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
             .then_some(self.exec.status);
         // What this transaction leaves in the database, kept for the next

@@ -134,9 +134,13 @@ async fn a_busy_replica_s_overflow_is_claimed_by_the_other(pool: PgPool) {
     let t0 = Instant::now();
     let (sidecar, sidecar_url) = SlowSidecar::start().await;
     let db = database_url(&pool);
+    // Pure steps claimed one by one: inline, they would run in the
+    // transition of the step before them, on its replica, and only the
+    // service call would be left to share.
     let overrides = [
         ("DAPR_HTTP_ENDPOINT", sidecar_url.as_str()),
         ("MAX_CONCURRENT_STEPS", "4"),
+        ("INLINE_STEPS", "false"),
     ];
     let mut first = ServiceProcess::start(&db, &overrides).await;
     let mut second = ServiceProcess::start(&db, &overrides).await;
