@@ -1021,7 +1021,8 @@ async fn progress_percentage_counts_finished_steps(pool: PgPool) {
 /// with its steps however fast the execution moves.
 #[sqlx::test]
 async fn an_execution_read_is_one_consistent_snapshot(pool: PgPool) {
-    let app = TestApp::spawn(&pool).await;
+    // One commit a step, so that the readers meet every intermediate state.
+    let app = TestApp::spawn_with(&pool, &[("INLINE_STEPS", "false")]).await;
     let wf = app
         .api
         .create_workflow(support::cluster::chain_dag(25))

@@ -319,7 +319,9 @@ async fn a_replica_frozen_past_its_lease_loses_its_steps_and_late_results(pool: 
 async fn a_replica_frozen_inside_a_transaction_does_not_stall_the_others_timers(pool: PgPool) {
     let t0 = Instant::now();
     let db = database_url(&pool);
-    let mut frozen = ServiceProcess::start(&db, &[]).await;
+    // One transaction a step, so that the chains keep the frozen replica
+    // in and out of transactions (inline, a chain of 30 `log` steps is two).
+    let mut frozen = ServiceProcess::start(&db, &[("INLINE_STEPS", "false")]).await;
     let mut other = ServiceProcess::start(&db, &[]).await;
     let frozen_id = replica_id(&frozen.api).await;
     let busy = frozen.api.create_workflow(chain_dag(30)).await;
