@@ -642,7 +642,7 @@ async fn run_scenarios(
     progress("DAG size: chains and fan-outs");
     scale::dag_size(&ctx, &mut svc).await?;
     progress("GET /executions page, before any history");
-    scale::list_empty(&ctx).await?;
+    scale::list_empty(&ctx, &mut svc).await?;
     progress("history: seed in bulk, then measure again");
     let history = scale::history(&ctx, &mut svc).await?;
     progress("retention of the seeded history");

@@ -118,7 +118,7 @@ pub(crate) fn chain_dag(name: &str, n: usize) -> Value {
 }
 
 /// Ten `log` steps: a -> b -> c -> (f1..f5) -> join -> tail.
-fn fanout_dag(name: &str) -> Value {
+pub(crate) fn fanout_dag(name: &str) -> Value {
     let log = |id: &str, deps: &[&str]| {
         let deps: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
         step(id, "log", &deps, json!({"message": id}))
