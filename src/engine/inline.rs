@@ -64,6 +64,12 @@ impl Locked {
             budget -= pure.len();
             for i in pure {
                 self.run_inline(engine, i);
+                let status = self.rows[i].status;
+                if status.is_terminal() && status != StepStatus::Completed {
+                    // A failure may stop the execution (fail-fast): the
+                    // planner decides before any other step runs.
+                    break;
+                }
             }
             ready = self.advance();
         }

@@ -241,3 +241,32 @@ async fn a_long_pure_chain_is_run_in_bounded_pieces(pool: PgPool) {
     assert_eq!(rows.len(), 150, "one attempt a step");
     app.stop().await;
 }
+
+/// A pure step that fails stops a fail-fast execution before the pure
+/// steps readied with it run: they are skipped, never run.
+#[sqlx::test]
+async fn a_failing_pure_step_stops_the_ones_ready_with_it(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let wf = app
+        .api
+        .create_workflow(json!({"name": "pure-fail-fast", "steps": [
+            {"id": "a", "action": "log"},
+            {"id": "b", "action": "fail", "depends_on": ["a"], "params": {"message": "no"}},
+            {"id": "c", "action": "log", "depends_on": ["a"]},
+            {"id": "d", "action": "set_output", "depends_on": ["a"], "params": {"outputs": {"x": 1}}}
+        ]}))
+        .await;
+    let ex = app.api.execute(wf, json!({})).await;
+    let done = app.api.wait_terminal_view(ex, WAIT).await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:#}");
+    assert_eq!(done.step("b").status, StepStatus::Failed, "{done:#}");
+    for id in ["c", "d"] {
+        let step = done.step(id);
+        assert_eq!(step.status, StepStatus::Skipped, "{id}: {done:#}");
+        assert_eq!(step.attempt, 0, "{id} never ran: {done:#}");
+    }
+    let rows = attempts(&pool, ex).await;
+    let ran: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ran, ["a", "b"], "{rows:?}");
+    app.stop().await;
+}
