@@ -47,19 +47,7 @@ impl Locked {
                 error,
                 retryable,
                 outputs,
-            } => {
-                if !outputs.is_empty() {
-                    self.rows[i].outputs = Some(Value::Object(outputs));
-                }
-                // A handler cut off at its deadline ends the attempt TIMEOUT
-                // (DAG.md), as when the sweeper finds it past it.
-                let status = if self.rows[i].timeout_at.is_some_and(|t| t <= now) {
-                    StepStatus::Timeout
-                } else {
-                    StepStatus::Failed
-                };
-                self.fail_step(i, error, retryable, status);
-            }
+            } => self.fail_attempt(i, error, retryable, outputs),
             StepOutcome::AwaitEvent {
                 external_id,
                 outputs,
@@ -70,6 +58,28 @@ impl Locked {
             }
         }
         Ok(())
+    }
+
+    /// An attempt that ended with a failure (and whatever outputs it had).
+    pub fn fail_attempt(
+        &mut self,
+        i: usize,
+        error: String,
+        retryable: bool,
+        outputs: Map<String, Value>,
+    ) {
+        if !outputs.is_empty() {
+            self.rows[i].outputs = Some(Value::Object(outputs));
+        }
+        // A handler cut off at its deadline ends the attempt TIMEOUT
+        // (DAG.md), as when the sweeper finds it past it.
+        let now = self.now();
+        let status = if self.rows[i].timeout_at.is_some_and(|t| t <= now) {
+            StepStatus::Timeout
+        } else {
+            StepStatus::Failed
+        };
+        self.fail_step(i, error, retryable, status);
     }
 
     pub fn complete_step(&mut self, i: usize, outputs: Map<String, Value>) {

@@ -149,12 +149,7 @@ impl Locked {
                 error,
                 retryable,
                 outputs,
-            } => {
-                if !outputs.is_empty() {
-                    self.rows[i].outputs = Some(serde_json::Value::Object(outputs));
-                }
-                self.fail_step(i, error, retryable, StepStatus::Failed);
-            }
+            } => self.fail_attempt(i, error, retryable, outputs),
             StepOutcome::AwaitEvent { .. } => self.fail_step(
                 i,
                 "a pure action cannot wait for an event".into(),
