@@ -13,6 +13,13 @@ use super::transition::Locked;
 use crate::actions::StepOutcome;
 use crate::dag::template;
 
+/// A waiting outcome still to be recorded ([`Locked::settle`]).
+pub(crate) struct Wait {
+    external_id: String,
+    outputs: Map<String, Value>,
+    timeout: Option<std::time::Duration>,
+}
+
 /// A step claimed by a transition, with the slot it will run in.
 pub struct Handoff {
     pub step: ClaimedStep,
@@ -28,6 +35,16 @@ impl Locked {
         i: usize,
         outcome: StepOutcome,
     ) -> Result<(), crate::engine::Error> {
+        if let Some(wait) = self.settle(i, outcome) {
+            self.await_event(engine, i, wait.external_id, wait.outputs, wait.timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Locked::apply_outcome`] up to a wait, which needs the database
+    /// and is handed back to be recorded ([`Locked::await_event`]).
+    pub(crate) fn settle(&mut self, i: usize, outcome: StepOutcome) -> Option<Wait> {
         let now = self.now();
         // The attempt ended with a result: its process survived it.
         self.rows[i].survived();
@@ -39,7 +56,7 @@ impl Locked {
                 StepStatus::Cancelled
             };
             self.rows[i].finish(status, now);
-            return Ok(());
+            return None;
         }
         match outcome {
             StepOutcome::Completed { outputs } => self.complete_step(i, outputs),
@@ -53,11 +70,14 @@ impl Locked {
                 outputs,
                 timeout,
             } => {
-                self.await_event(engine, i, external_id, outputs, timeout)
-                    .await?
+                return Some(Wait {
+                    external_id,
+                    outputs,
+                    timeout,
+                });
             }
         }
-        Ok(())
+        None
     }
 
     /// An attempt that ended with a failure (and whatever outputs it had).
@@ -175,16 +195,7 @@ impl Locked {
                     Err(_) => break,
                 },
             };
-            let step_params = &self.dag.steps[i].params;
-            // The context holds every step's outputs: build it only for
-            // params that read it, so a plain step costs the same in a DAG
-            // of 10 or of 1,000.
-            let resolved = if params_render(step_params) {
-                let ctx = context.get_or_insert_with(|| rows_context(&params, &self.rows));
-                resolve_params(step_params, ctx, engine.settings().template_max_bytes)
-            } else {
-                Ok(step_params.clone())
-            };
+            let resolved = self.step_params(i, &params, &mut context, engine);
             let row = &mut self.rows[i];
             row.claim(engine.replica_id(), now, lease);
             self.released -= 1;
@@ -203,6 +214,28 @@ impl Locked {
             });
         }
         handoffs
+    }
+}
+
+impl Locked {
+    /// Row `i`'s params, resolved against `context` (built on first use
+    /// from `params` and every step's outputs, and reused while the rows'
+    /// outputs stay as they are). The context is built only for params
+    /// that read it, so a plain step costs the same in a DAG of 10 or of
+    /// 1,000.
+    pub(crate) fn step_params(
+        &self,
+        i: usize,
+        params: &Map<String, Value>,
+        context: &mut Option<Value>,
+        engine: &Engine,
+    ) -> Result<Map<String, Value>, String> {
+        let step_params = &self.dag.steps[i].params;
+        if !params_render(step_params) {
+            return Ok(step_params.clone());
+        }
+        let ctx = context.get_or_insert_with(|| rows_context(params, &self.rows));
+        resolve_params(step_params, ctx, engine.settings().template_max_bytes)
     }
 }
 

@@ -170,14 +170,11 @@ impl Engine {
                 .lock()
                 .expect("inflight lock")
                 .insert(key.clone(), abort.clone());
-            // A child of the execution's span, in its trace, whichever
-            // replica runs it and whenever.
-            let span = tracing::info_span!("step", execution_id = %step.execution_id, step_id = %step.step_id,
-                attempt = step.attempt, action = %step.action, trace_id = step.trace_id.as_deref().unwrap_or(""),
-                outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
-            crate::telemetry::join_execution(
-                &span,
-                Some(step.execution_id),
+            let span = step_span(
+                step.execution_id,
+                &step.step_id,
+                step.attempt,
+                &step.action,
                 step.trace_id.as_deref(),
             );
             let handoffs = self
@@ -226,10 +223,7 @@ impl Engine {
                 return Vec::new();
             }
         };
-        span.record("outcome", outcome_label(&outcome));
-        if matches!(outcome, StepOutcome::Failed { .. }) {
-            crate::telemetry::mark_error(&span);
-        }
+        record_outcome(&span, &outcome);
         let mut outcome = outcome;
         loop {
             match self
@@ -463,8 +457,34 @@ impl Engine {
     }
 }
 
+/// The span of one attempt: a child of the execution's span, in its
+/// trace, whichever replica runs it and whenever. `inline` is recorded for
+/// a pure step run inside a transition.
+pub(crate) fn step_span(
+    execution_id: uuid::Uuid,
+    step_id: &str,
+    attempt: i32,
+    action: &str,
+    trace_id: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::info_span!("step", execution_id = %execution_id, step_id = %step_id,
+        attempt = attempt, action = %action, trace_id = trace_id.unwrap_or(""),
+        inline = tracing::field::Empty, outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty);
+    crate::telemetry::join_execution(&span, Some(execution_id), trace_id);
+    span
+}
+
+/// How the attempt ended, on its span.
+pub(crate) fn record_outcome(span: &tracing::Span, outcome: &StepOutcome) {
+    span.record("outcome", outcome_label(outcome));
+    if matches!(outcome, StepOutcome::Failed { .. }) {
+        crate::telemetry::mark_error(span);
+    }
+}
+
 /// How an attempt's handler ended, for its span.
-pub(crate) fn outcome_label(outcome: &StepOutcome) -> &'static str {
+fn outcome_label(outcome: &StepOutcome) -> &'static str {
     match outcome {
         StepOutcome::Completed { .. } => "completed",
         StepOutcome::AwaitEvent { .. } => "waiting",

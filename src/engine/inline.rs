@@ -16,10 +16,10 @@
 //! like any other.
 
 use super::Engine;
-use super::complete::{params_render, resolve_params};
+use super::dispatch::{record_outcome, step_span};
 use super::model::StepStatus;
 use super::transition::Locked;
-use crate::actions::{StepContext, StepOutcome};
+use crate::actions::{PureFn, StepContext, StepOutcome};
 
 /// Pure steps one transition runs at most; the rest are claimed as usual,
 /// so a long pure chain never holds its execution's lock for long.
@@ -52,18 +52,20 @@ impl Locked {
         }
         let mut budget = BUDGET;
         while budget > 0 {
-            let pure: Vec<usize> = ready
+            let pure: Vec<(usize, PureFn)> = ready
                 .iter()
-                .copied()
-                .filter(|&i| self.is_pure(engine, i))
+                .filter_map(|&i| {
+                    let pure = engine.registry().get(&self.rows[i].action)?.pure()?;
+                    Some((i, pure))
+                })
                 .take(budget)
                 .collect();
             if pure.is_empty() {
                 break;
             }
             budget -= pure.len();
-            for i in pure {
-                self.run_inline(engine, i);
+            for (i, run) in pure {
+                self.run_inline(engine, i, run);
                 let status = self.rows[i].status;
                 if status.is_terminal() && status != StepStatus::Completed {
                     // A failure may stop the execution (fail-fast): the
@@ -76,40 +78,26 @@ impl Locked {
         ready
     }
 
-    fn is_pure(&self, engine: &Engine, i: usize) -> bool {
-        engine
-            .registry()
-            .get(&self.rows[i].action)
-            .is_some_and(|h| h.pure().is_some())
-    }
-
     /// Claim row `i` for this replica, run its pure handler and record the
     /// outcome, all in memory (the transition writes it).
-    fn run_inline(&mut self, engine: &Engine, i: usize) {
-        let Some(pure) = engine
-            .registry()
-            .get(&self.rows[i].action)
-            .and_then(|h| h.pure())
-        else {
-            return;
-        };
+    fn run_inline(&mut self, engine: &Engine, i: usize, pure: PureFn) {
         let progress_before = super::transition::progress_percentage(&self.rows);
         let now = self.now();
         let lease = chrono::Duration::from_std(engine.settings().lease).unwrap_or_default();
         let workflow_params = self.params();
-        let step_params = &self.dag.steps[i].params;
-        let params = if params_render(step_params) {
-            let ctx = super::advance::rows_context(&workflow_params, &self.rows);
-            resolve_params(step_params, &ctx, engine.settings().template_max_bytes)
-        } else {
-            Ok(step_params.clone())
-        };
+        // A fresh context: the steps run just before this one changed it.
+        let params = self.step_params(i, &workflow_params, &mut None, engine);
         self.rows[i].claim(engine.replica_id(), now, lease);
         let row = &self.rows[i];
-        let span = tracing::info_span!("step", execution_id = %self.exec.id, step_id = %row.step_id,
-            attempt = row.attempt, action = %row.action, trace_id = self.exec.trace_id.as_deref().unwrap_or(""),
-            inline = true, outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
-        crate::telemetry::join_execution(&span, Some(self.exec.id), self.exec.trace_id.as_deref());
+        let trace_id = self.exec.trace_id.as_deref();
+        let span = step_span(
+            self.exec.id,
+            &row.step_id,
+            row.attempt,
+            &row.action,
+            trace_id,
+        );
+        span.record("inline", true);
         let outcome = match params {
             Ok(params) => span.in_scope(|| {
                 pure(&StepContext {
@@ -124,12 +112,16 @@ impl Locked {
             Err(e) => StepOutcome::permanent(e),
         };
         let outcome = super::storable::storable(outcome);
-        span.record("outcome", super::dispatch::outcome_label(&outcome));
-        if matches!(outcome, StepOutcome::Failed { .. }) {
-            crate::telemetry::mark_error(&span);
-        }
+        record_outcome(&span, &outcome);
         let attempt = row.attempt;
-        self.settle_inline(i, outcome);
+        if self.settle(i, outcome).is_some() {
+            self.fail_step(
+                i,
+                "a pure action cannot wait for an event".into(),
+                false,
+                StepStatus::Failed,
+            );
+        }
         self.inline_runs.push(InlineRun {
             index: i,
             attempt,
@@ -139,24 +131,6 @@ impl Locked {
             outcome: self.rows[i].status.as_str(),
             progress_before,
         });
-    }
-
-    /// [`Locked::apply_outcome`] for an outcome that cannot wait.
-    fn settle_inline(&mut self, i: usize, outcome: StepOutcome) {
-        match outcome {
-            StepOutcome::Completed { outputs } => self.complete_step(i, outputs),
-            StepOutcome::Failed {
-                error,
-                retryable,
-                outputs,
-            } => self.fail_attempt(i, error, retryable, outputs),
-            StepOutcome::AwaitEvent { .. } => self.fail_step(
-                i,
-                "a pure action cannot wait for an event".into(),
-                false,
-                StepStatus::Failed,
-            ),
-        }
     }
 }
 

@@ -403,7 +403,7 @@ impl Locked {
             .iter()
             .filter(|b| b.status.is_terminal())
             .count();
-        let mut shown = 100.0 * finished_before as f64 / self.rows.len().max(1) as f64;
+        let mut shown = percentage(finished_before, self.rows.len());
         for run in &self.inline_runs {
             if run.progress_before > shown {
                 shown = run.progress_before;
@@ -488,10 +488,15 @@ fn stage_event(
 }
 
 pub(crate) fn progress_percentage(rows: &[StepRow]) -> f64 {
-    if rows.is_empty() {
+    percentage(finished_steps(rows), rows.len())
+}
+
+/// 100 × finished ÷ all steps; 100 when there are none.
+fn percentage(finished: usize, steps: usize) -> f64 {
+    if steps == 0 {
         return 100.0;
     }
-    100.0 * finished_steps(rows) as f64 / rows.len() as f64
+    100.0 * finished as f64 / steps as f64
 }
 
 /// How many of the steps have finished: the progress events' figure, and
