@@ -281,7 +281,8 @@ USAGE: cargo run --release --bin bench -- [--quick] [--no-build] [--keep-db]
   --keep-db    keep the run's database at the end (it is dropped otherwise)
 
 BENCH_UNTIL=floor stops after the throughput and floor scenarios (to iterate
-on throughput without the rest); BENCH_UNTIL=dag runs only start-up and the
+on throughput without the rest); BENCH_UNTIL=throughput stops after the first
+throughput run (one commit a step); BENCH_UNTIL=dag runs only start-up and the
 DAG-size scenario (chains and fan-outs).
 
 Needs DATABASE_URL (a server where the user may CREATE DATABASE); a fresh
@@ -615,6 +616,13 @@ async fn run_scenarios(
     scenarios::sequential(&ctx, &mut svc).await?;
     progress("throughput");
     let finished = scenarios::throughput(&ctx, &mut svc, "throughput").await?;
+    if std::env::var("BENCH_UNTIL").is_ok_and(|v| v == "throughput") {
+        // A developer's shortcut: one throughput run, one commit a step
+        // (e.g. to read pg_stat_statements for it alone; see USAGE).
+        svc.stop(Duration::from_secs(30)).await?;
+        ctx.db.close().await;
+        return Ok(());
+    }
     progress("throughput, pure steps inline (the service's default)");
     let (mut inline, _) =
         scale::restart(&mut ctx, svc, &service, &[("INLINE_STEPS", "true")]).await?;
