@@ -48,6 +48,22 @@ const LOCK_ROW_SKIP_LOCKED: &str = concat!(
     " FROM executions WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED"
 );
 
+const LOCK_ROWS: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    " FROM executions WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
+);
+
+/// The rows of many executions, locked in id order (the order every
+/// transaction that holds more than one takes them in, so two never wait
+/// on each other in a cycle). Executions that do not exist are left out.
+pub(crate) async fn lock_rows(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(LOCK_ROWS).bind(ids).fetch_all(tx).await
+}
+
 /// The execution's row, locked as `locking` says: a transition starts here.
 pub(crate) async fn lock_row(
     tx: &mut PgConnection,
@@ -683,6 +699,7 @@ super::check::statements!(
     VIEW,
     LOCK_ROW => ExecutionRow,
     LOCK_ROW_SKIP_LOCKED => ExecutionRow,
+    LOCK_ROWS => ExecutionRow,
     INSERT => Inserted,
     FIND_BY_KEY => (Uuid, Option<String>),
     STARTED => Started,

@@ -3,11 +3,13 @@
 //! leases, and finding the step that waits on a correlation id.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::engine::AttemptKey;
-use crate::engine::model::{ExecutionRow, StepRow};
+use crate::engine::model::StepRow;
 use crate::engine::outbox::OutboxEvent;
 
 /// The columns of [`StepRow`].
@@ -36,42 +38,81 @@ pub(crate) async fn of_execution(
         .await
 }
 
-/// What one transition writes ([`write_transition`]).
-pub(crate) struct TransitionWrite<'a> {
-    pub exec: &'a ExecutionRow,
+/// What one transition writes ([`write_transition`], or together with
+/// other executions' [`write_transitions`]).
+pub(crate) struct TransitionWrite {
+    pub execution_id: Uuid,
     /// The step rows it changed.
-    pub dirty: &'a [&'a StepRow],
-    /// The attempts that ended, column by column.
-    pub attempt_steps: &'a [String],
-    pub attempt_numbers: &'a [i32],
-    pub attempt_owners: &'a [Uuid],
-    pub attempt_started: &'a [DateTime<Utc>],
-    pub attempt_outcomes: &'a [String],
-    pub events: &'a [OutboxEvent],
-    /// Whether the execution row changes (a step row or the execution did).
-    pub bump: bool,
-    /// The execution's new revision when it does.
+    pub dirty: Vec<StepRow>,
+    /// The attempts that ended.
+    pub attempts: AttemptRows,
+    pub events: Vec<OutboxEvent>,
+    /// The execution row's new values; `None` when it does not change
+    /// (no step row and not the execution did).
+    pub exec: Option<ExecutionWrite>,
+}
+
+impl TransitionWrite {
+    /// Nothing to write at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dirty.is_empty()
+            && self.attempts.steps.is_empty()
+            && self.events.is_empty()
+            && self.exec.is_none()
+    }
+}
+
+/// Attempts that ended, column by column (one `step_attempts` row each).
+#[derive(Default)]
+pub(crate) struct AttemptRows {
+    pub steps: Vec<String>,
+    pub numbers: Vec<i32>,
+    pub owners: Vec<Uuid>,
+    pub started: Vec<DateTime<Utc>>,
+    pub outcomes: Vec<String>,
+}
+
+/// What a transition writes to its execution's row.
+#[derive(Serialize)]
+pub(crate) struct ExecutionWrite {
+    pub status: &'static str,
+    pub outputs: Value,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub timed_out: bool,
+    /// The execution's new revision.
     pub revision: i64,
     /// How many of its steps have finished (what lists show as progress).
     pub finished_steps: i32,
 }
 
 /// What a transition's write SETs on a changed step row, from its record `r`.
-const STEP_SET: &str = "status = r.status, available_at = r.available_at, attempt = r.attempt,
+macro_rules! step_set {
+    () => {
+        "status = r.status, available_at = r.available_at, attempt = r.attempt,
            failures = r.failures, crashes = r.crashes, lease_owner = r.lease_owner,
            lease_expires_at = r.lease_expires_at, awaiting_event = r.awaiting_event,
            external_workflow_id = r.external_workflow_id, timeout_at = r.timeout_at,
            outputs = r.outputs, error = r.error, skip_reason = r.skip_reason,
            progress = r.progress, stage = r.stage, started_at = r.started_at,
-           completed_at = r.completed_at";
+           completed_at = r.completed_at"
+    };
+}
+const STEP_SET: &str = step_set!();
 
 /// The record a changed step row is read from (its JSON, [`StepRow`]'s serde).
-const STEP_RECORD: &str =
-    "step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
+macro_rules! step_record {
+    () => {
+        "step_id text, status text, available_at timestamptz, attempt int, failures int, crashes int,
            lease_owner uuid, lease_expires_at timestamptz, awaiting_event bool,
            external_workflow_id text, timeout_at timestamptz, outputs jsonb, error text,
            skip_reason text, progress float8, stage jsonb, started_at timestamptz,
-           completed_at timestamptz";
+           completed_at timestamptz"
+    };
+}
+const STEP_RECORD: &str = step_record!();
 
 /// Changed step rows written with one primary-key lookup each; a
 /// transition that changes more joins them on a record set.
@@ -99,10 +140,10 @@ struct Shape {
 impl Shape {
     const STEP_FORMS: usize = PROBES + 2;
 
-    fn of(w: &TransitionWrite<'_>) -> Self {
+    fn of(w: &TransitionWrite) -> Self {
         Self {
             steps: w.dirty.len().min(PROBES + 1),
-            attempts: !w.attempt_steps.is_empty(),
+            attempts: !w.attempts.steps.is_empty(),
             outbox: !w.events.is_empty(),
         }
     }
@@ -233,40 +274,127 @@ fn build_transition_sql(shape: Shape) -> String {
 /// rows, the attempts that ended, the outbox rows, and the execution row.
 pub(crate) async fn write_transition(
     tx: &mut PgConnection,
-    w: &TransitionWrite<'_>,
+    w: &TransitionWrite,
 ) -> Result<(), sqlx::Error> {
     let shape = Shape::of(w);
-    let mut query = sqlx::query(transition_sql(shape)).bind(w.exec.id);
+    let mut query = sqlx::query(transition_sql(shape)).bind(w.execution_id);
     if shape.steps <= PROBES {
-        for row in w.dirty {
+        for row in &w.dirty {
             query = query.bind(sqlx::types::Json(row));
         }
     } else {
         let ids: Vec<&str> = w.dirty.iter().map(|r| r.step_id.as_str()).collect();
-        query = query.bind(sqlx::types::Json(w.dirty)).bind(ids);
+        query = query.bind(sqlx::types::Json(&w.dirty)).bind(ids);
     }
     if shape.attempts {
+        let a = &w.attempts;
         query = query
-            .bind(w.attempt_steps)
-            .bind(w.attempt_numbers)
-            .bind(w.attempt_owners)
-            .bind(w.attempt_started)
-            .bind(w.attempt_outcomes);
+            .bind(&a.steps)
+            .bind(&a.numbers)
+            .bind(&a.owners)
+            .bind(&a.started)
+            .bind(&a.outcomes);
     }
     if shape.outbox {
-        query = query.bind(sqlx::types::Json(w.events));
+        query = query.bind(sqlx::types::Json(&w.events));
     }
+    let e = w.exec.as_ref();
     query
-        .bind(w.exec.status.as_str())
-        .bind(&w.exec.outputs)
-        .bind(&w.exec.error)
-        .bind(w.exec.started_at)
-        .bind(w.exec.completed_at)
-        .bind(w.exec.deadline_at)
-        .bind(w.exec.timed_out)
-        .bind(w.revision)
-        .bind(w.finished_steps)
-        .bind(w.bump)
+        .bind(e.map(|e| e.status))
+        .bind(e.map(|e| &e.outputs))
+        .bind(e.and_then(|e| e.error.as_deref()))
+        .bind(e.and_then(|e| e.started_at))
+        .bind(e.and_then(|e| e.completed_at))
+        .bind(e.and_then(|e| e.deadline_at))
+        .bind(e.map(|e| e.timed_out))
+        .bind(e.map(|e| e.revision))
+        .bind(e.map(|e| e.finished_steps))
+        .bind(e.is_some())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// What many transitions (of different executions, each locked by this
+/// transaction) changed, in ONE statement: the per-statement cost of
+/// Postgres is paid once for all of them instead of once per execution.
+///
+/// Rows come as arrays (`UNNEST`), each JSON record read on its own: the
+/// planner estimates an array at 10 elements, and so finds each row by its
+/// key. A `jsonb_to_recordset` counts as 100 rows, and on a table of a few
+/// thousand executions it read all of them to join a handful.
+const WRITE_TRANSITIONS: &str = concat!(
+    "WITH steps AS (
+       UPDATE step_executions s SET ",
+    step_set!(),
+    "
+       FROM UNNEST($1::uuid[], $2::jsonb[]) AS k(execution_id, doc)
+            CROSS JOIN LATERAL jsonb_to_record(k.doc) AS r(",
+    step_record!(),
+    ")
+       WHERE s.execution_id = k.execution_id AND s.step_id = r.step_id
+       RETURNING 1
+    ), ended AS (
+       INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
+       SELECT a.execution_id, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
+       FROM UNNEST($3::uuid[], $4::text[], $5::int[], $6::uuid[], $7::timestamptz[], $8::text[])
+            AS a(execution_id, step_id, attempt, replica_id, started_at, outcome)
+       ON CONFLICT DO NOTHING
+       RETURNING 1
+    ), outbox_rows AS (
+       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+       SELECT event_id, topic, body, trace_id, execution_id
+       FROM jsonb_to_recordset($9) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
+       RETURNING 1
+    )
+    UPDATE executions e SET status = x.status, outputs = x.outputs, error = x.error,
+           started_at = x.started_at, completed_at = x.completed_at, deadline_at = x.deadline_at,
+           timed_out = x.timed_out, revision = x.revision, finished_steps = x.finished_steps
+    FROM UNNEST($10::uuid[], $11::jsonb[]) AS k(id, doc)
+         CROSS JOIN LATERAL jsonb_to_record(k.doc) AS x(status text, outputs jsonb, error text,
+           started_at timestamptz, completed_at timestamptz, deadline_at timestamptz,
+           timed_out bool, revision int8, finished_steps int)
+    WHERE e.id = k.id"
+);
+
+/// [`write_transition`] for the transitions of many executions at once.
+pub(crate) async fn write_transitions(
+    tx: &mut PgConnection,
+    writes: &[TransitionWrite],
+) -> Result<(), sqlx::Error> {
+    let (mut row_execs, mut rows) = (Vec::new(), Vec::new());
+    // The attempts' columns, with the execution of each.
+    let (mut attempt_execs, mut a) = (Vec::new(), AttemptRows::default());
+    let mut events = Vec::new();
+    let (mut exec_ids, mut execs) = (Vec::new(), Vec::new());
+    for w in writes {
+        row_execs.extend(std::iter::repeat_n(w.execution_id, w.dirty.len()));
+        rows.extend(w.dirty.iter().map(sqlx::types::Json));
+        let ended = &w.attempts;
+        attempt_execs.extend(std::iter::repeat_n(w.execution_id, ended.steps.len()));
+        a.steps.extend_from_slice(&ended.steps);
+        a.numbers.extend_from_slice(&ended.numbers);
+        a.owners.extend_from_slice(&ended.owners);
+        a.started.extend_from_slice(&ended.started);
+        a.outcomes.extend_from_slice(&ended.outcomes);
+        events.extend(&w.events);
+        if let Some(exec) = &w.exec {
+            exec_ids.push(w.execution_id);
+            execs.push(sqlx::types::Json(exec));
+        }
+    }
+    sqlx::query(WRITE_TRANSITIONS)
+        .bind(row_execs)
+        .bind(rows)
+        .bind(attempt_execs)
+        .bind(a.steps)
+        .bind(a.numbers)
+        .bind(a.owners)
+        .bind(a.started)
+        .bind(a.outcomes)
+        .bind(sqlx::types::Json(&events))
+        .bind(exec_ids)
+        .bind(execs)
         .execute(tx)
         .await?;
     Ok(())
@@ -284,6 +412,11 @@ pub(crate) fn built() -> Vec<super::check::Statement> {
             sql: transition_sql(shape).into(),
             reads: None,
         })
+        .chain(std::iter::once(super::check::Statement {
+            name: "steps::WRITE_TRANSITIONS".into(),
+            sql: WRITE_TRANSITIONS.into(),
+            reads: None,
+        }))
         .collect()
 }
 
@@ -297,29 +430,72 @@ pub(crate) struct NewSteps<'a> {
     pub timeouts: &'a [Option<f64>],
 }
 
+/// A new execution's steps, as its first transition left them, written
+/// with the rest of that transition (its outbox rows, its execution row):
+/// the steps are inserted once, already ready or claimed, instead of
+/// inserted and then updated.
 const INSERT: &str = concat!(
-    "INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds)
-         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[])
-         RETURNING ",
-    step_columns!()
+    "WITH inserted AS (
+       INSERT INTO step_executions (execution_id, step_id, position, name, action, timeout_seconds,
+           status, available_at, attempt, failures, crashes, lease_owner, lease_expires_at,
+           awaiting_event, external_workflow_id, timeout_at, outputs, error, skip_reason,
+           progress, stage, started_at, completed_at)
+       SELECT $1, n.step_id, n.position, n.name, n.action, n.timeout_seconds,
+           r.status, r.available_at, r.attempt, r.failures, r.crashes, r.lease_owner,
+           r.lease_expires_at, r.awaiting_event, r.external_workflow_id, r.timeout_at,
+           r.outputs, r.error, r.skip_reason, r.progress, r.stage, r.started_at, r.completed_at
+       FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::jsonb[])
+            AS n(step_id, position, name, action, timeout_seconds, doc)
+            CROSS JOIN LATERAL jsonb_to_record(n.doc) AS r(",
+    step_record!(),
+    ")
+       RETURNING 1
+    ), outbox_rows AS (
+       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+       SELECT event_id, topic, body, trace_id, execution_id
+       FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
+       RETURNING 1
+    )
+    UPDATE executions SET status = $9, outputs = $10, error = $11,
+           started_at = $12, completed_at = $13, deadline_at = $14,
+           timed_out = $15, revision = $16, finished_steps = $17
+    WHERE id = $1 AND $18"
 );
 
-/// Insert an execution's steps inside the transaction that inserts the
-/// execution, returning them as stored (in no particular order).
+/// Insert a new execution's steps (`rows`, one per step in declaration
+/// order, as its first transition left them) together with the rest of
+/// that transition, `w` (whose changed rows are among `rows`), inside the
+/// transaction that inserted the execution.
 pub(crate) async fn insert(
     tx: &mut PgConnection,
-    execution_id: Uuid,
     steps: &NewSteps<'_>,
-) -> Result<Vec<StepRow>, sqlx::Error> {
-    sqlx::query_as(INSERT)
-        .bind(execution_id)
+    rows: &[StepRow],
+    w: &TransitionWrite,
+) -> Result<(), sqlx::Error> {
+    let docs: Vec<sqlx::types::Json<&StepRow>> = rows.iter().map(sqlx::types::Json).collect();
+    let e = w.exec.as_ref();
+    sqlx::query(INSERT)
+        .bind(w.execution_id)
         .bind(steps.ids)
         .bind(steps.positions)
         .bind(steps.names)
         .bind(steps.actions)
         .bind(steps.timeouts)
-        .fetch_all(tx)
-        .await
+        .bind(docs)
+        .bind(sqlx::types::Json(&w.events))
+        .bind(e.map(|e| e.status))
+        .bind(e.map(|e| &e.outputs))
+        .bind(e.and_then(|e| e.error.as_deref()))
+        .bind(e.and_then(|e| e.started_at))
+        .bind(e.and_then(|e| e.completed_at))
+        .bind(e.and_then(|e| e.deadline_at))
+        .bind(e.map(|e| e.timed_out))
+        .bind(e.map(|e| e.revision))
+        .bind(e.map(|e| e.finished_steps))
+        .bind(e.is_some())
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 const RENEW_LEASES: &str = "WITH mine AS (
@@ -520,7 +696,7 @@ pub(crate) async fn outputs_of(
 
 super::check::statements!(
     OF_EXECUTION => StepRow,
-    INSERT => StepRow,
+    INSERT,
     RENEW_LEASES => AttemptKey,
     LEASED_EXECUTIONS,
     WAITING_ON => (Uuid, String),
@@ -559,7 +735,15 @@ mod tests {
                 STEP_SET.contains(&format!("{column} = r.{column}")),
                 "{column} is not SET"
             );
+            // A new execution's steps are inserted from the same record.
+            assert!(
+                INSERT.contains(&format!("r.{column}"))
+                    && (INSERT.contains(&format!(" {column},"))
+                        || INSERT.contains(&format!(" {column})"))),
+                "{column} is not inserted"
+            );
         }
+        assert!(WRITE_TRANSITIONS.contains(STEP_SET));
     }
 
     /// Each shape has its own statement, and each statement uses every

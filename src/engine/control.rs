@@ -296,7 +296,22 @@ impl Engine {
         let Some(inserted) = inserted else {
             return Ok(Recorded::KeyTaken { tx });
         };
-        let rows = self.insert_steps(&mut tx, execution_id, &dag).await?;
+        let new_steps = NewSteps::of(self, &dag);
+        let rows: Vec<StepRow> = dag
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                StepRow::new(
+                    execution_id,
+                    &s.id,
+                    i,
+                    new_steps.names[i],
+                    &s.action,
+                    new_steps.timeouts[i],
+                )
+            })
+            .collect();
         let started = Started {
             execution_id,
             workflow_id: new.workflow_id,
@@ -305,60 +320,24 @@ impl Engine {
             created_at: inserted.created_at,
         };
         let max_bytes = self.settings().template_max_bytes;
-        let mut locked = Locked::new(tx, inserted.exec, rows, dag, max_bytes);
+        let mut locked = Locked::new(tx, inserted.exec, rows, dag.clone(), max_bytes);
         // Not `advance_inline`: a submit returns once the execution is
         // recorded and never runs its steps in the request (API.md).
         let ready = locked.advance();
         let handoffs = locked.claim_locally(self, &ready, Vec::new());
-        let (tx, effects) = locked.write_back(self).await?;
+        // The steps are inserted as this first transition leaves them, in
+        // the statement that writes the rest of it.
+        let mut rows = locked.rows.clone();
+        for row in &mut rows {
+            row.truncate_to_micros();
+        }
+        let (mut tx, write, effects) = locked.stage(self);
+        db::steps::insert(&mut tx, &new_steps.as_new(), &rows, &write).await?;
         Ok(Recorded::Created {
             tx,
             started,
             launch: Launch { effects, handoffs },
         })
-    }
-
-    async fn insert_steps(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-        execution_id: Uuid,
-        dag: &Dag,
-    ) -> Result<Vec<StepRow>, crate::engine::Error> {
-        let ids: Vec<&str> = dag.steps.iter().map(|s| s.id.as_str()).collect();
-        let positions: Vec<i32> = (0..dag.steps.len() as i32).collect();
-        let names: Vec<&str> = dag
-            .steps
-            .iter()
-            .map(|s| {
-                if s.name.is_empty() {
-                    s.id.as_str()
-                } else {
-                    s.name.as_str()
-                }
-            })
-            .collect();
-        let actions: Vec<&str> = dag.steps.iter().map(|s| s.action.as_str()).collect();
-        let timeouts: Vec<Option<f64>> = dag
-            .steps
-            .iter()
-            .map(|s| {
-                let default = self
-                    .registry()
-                    .get(&s.action)
-                    .and_then(|h| h.spec().default_timeout_seconds);
-                s.timeout_seconds.or(default).map(|t| t as f64)
-            })
-            .collect();
-        let steps = db::steps::NewSteps {
-            ids: &ids,
-            positions: &positions,
-            names: &names,
-            actions: &actions,
-            timeouts: &timeouts,
-        };
-        let mut rows = db::steps::insert(tx, execution_id, &steps).await?;
-        rows.sort_by_key(|r| r.position);
-        Ok(rows)
     }
 
     async fn find_repeat(&self, new: &NewExecution) -> Result<Option<Started>, ControlError> {
@@ -449,5 +428,58 @@ impl Engine {
         locked.commit(self).await?;
         self.spawn_handoffs(handoffs);
         Ok(())
+    }
+}
+
+/// The columns of a new execution's steps that no transition changes, in
+/// declaration order.
+struct NewSteps<'a> {
+    ids: Vec<&'a str>,
+    positions: Vec<i32>,
+    /// The step's name, or its id when it has none.
+    names: Vec<&'a str>,
+    actions: Vec<&'a str>,
+    /// The step's own timeout, or its action's default.
+    timeouts: Vec<Option<f64>>,
+}
+
+impl<'a> NewSteps<'a> {
+    fn of(engine: &Engine, dag: &'a Dag) -> Self {
+        let steps = &dag.steps;
+        Self {
+            ids: steps.iter().map(|s| s.id.as_str()).collect(),
+            positions: (0..steps.len() as i32).collect(),
+            names: steps
+                .iter()
+                .map(|s| {
+                    if s.name.is_empty() {
+                        s.id.as_str()
+                    } else {
+                        s.name.as_str()
+                    }
+                })
+                .collect(),
+            actions: steps.iter().map(|s| s.action.as_str()).collect(),
+            timeouts: steps
+                .iter()
+                .map(|s| {
+                    let default = engine
+                        .registry()
+                        .get(&s.action)
+                        .and_then(|h| h.spec().default_timeout_seconds);
+                    s.timeout_seconds.or(default).map(|t| t as f64)
+                })
+                .collect(),
+        }
+    }
+
+    fn as_new(&self) -> db::steps::NewSteps<'_> {
+        db::steps::NewSteps {
+            ids: &self.ids,
+            positions: &self.positions,
+            names: &self.names,
+            actions: &self.actions,
+            timeouts: &self.timeouts,
+        }
     }
 }

@@ -167,12 +167,19 @@ impl StepRow {
     }
 }
 
-#[cfg(test)]
 impl StepRow {
-    /// A step as its execution starts: PENDING, never released (tests).
-    pub(crate) fn fresh(step_id: &str, position: usize, name: &str, action: &str) -> Self {
+    /// A step as its execution is created (the columns' defaults): PENDING,
+    /// never released.
+    pub(crate) fn new(
+        execution_id: Uuid,
+        step_id: &str,
+        position: usize,
+        name: &str,
+        action: &str,
+        timeout_seconds: Option<f64>,
+    ) -> Self {
         StepRow {
-            execution_id: Uuid::nil(),
+            execution_id,
             step_id: step_id.to_owned(),
             position: position as i32,
             name: name.to_owned(),
@@ -187,7 +194,7 @@ impl StepRow {
             awaiting_event: false,
             external_workflow_id: None,
             timeout_at: None,
-            timeout_seconds: None,
+            timeout_seconds,
             outputs: None,
             error: None,
             skip_reason: None,
@@ -197,6 +204,14 @@ impl StepRow {
             completed_at: None,
             dirty: false,
         }
+    }
+}
+
+#[cfg(test)]
+impl StepRow {
+    /// A step as its execution starts, of no execution (tests).
+    pub(crate) fn fresh(step_id: &str, position: usize, name: &str, action: &str) -> Self {
+        Self::new(Uuid::nil(), step_id, position, name, action, None)
     }
 }
 

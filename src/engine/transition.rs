@@ -177,9 +177,39 @@ impl Locked {
     /// goes on (a schedule firing, a webhook's counters) and commits; then
     /// [`AfterCommit::apply`] wakes whoever must hear of the change.
     pub async fn write_back(
-        mut self,
+        self,
         engine: &Engine,
     ) -> Result<(Transaction<'static, Postgres>, AfterCommit), crate::engine::Error> {
+        let id = self.exec.id;
+        let inline = !self.inline_runs.is_empty();
+        let (mut tx, write, effects) = self.stage(engine);
+        if !write.is_empty() {
+            match db::steps::write_transition(&mut tx, &write).await {
+                Err(e) if inline && db::unstorable(&e) => {
+                    // Perhaps a pure step's result: try again without running
+                    // them here, so each is recorded (and refused) on its own.
+                    return Err(engine.refuse_inline(id, &e.into()));
+                }
+                other => other?,
+            }
+        }
+        Ok((tx, effects))
+    }
+
+    /// Everything this transition changed, ready to be written: alone
+    /// ([`Locked::write_back`]), or in one statement with the transitions
+    /// of other executions this transaction holds
+    /// ([`db::steps::write_transitions`]). The rows are kept for the next
+    /// transition now, while this one holds the lock: at the new revision
+    /// (its own, see `super::cache`) they are used only if this commits.
+    pub(crate) fn stage(
+        mut self,
+        engine: &Engine,
+    ) -> (
+        Transaction<'static, Postgres>,
+        db::steps::TransitionWrite,
+        AfterCommit,
+    ) {
         let mut events = Vec::new();
         self.notifications(engine, &mut events);
         // Progress is read from the steps; the execution row is rewritten
@@ -210,19 +240,30 @@ impl Locked {
             .filter_map(|r| r.available_at.filter(|at| *at > now))
             .min()
             .and_then(|at| (at - now).to_std().ok());
-        let revision = match self.write(&events, &attempts).await {
-            Err(e) if e.is_unstorable() && !self.inline_runs.is_empty() => {
-                // Perhaps a pure step's result: try again without running
-                // them here, so each is recorded (and refused) on its own.
-                return Err(engine.refuse_inline(self.exec.id, &e));
-            }
-            other => other?,
-        };
+        for row in self.rows.iter_mut().filter(|r| r.dirty) {
+            // Postgres keeps microseconds: the rows kept in memory must read
+            // exactly as the database would give them back.
+            row.truncate_to_micros();
+        }
+        let dirty: Vec<StepRow> = self.rows.iter().filter(|r| r.dirty).cloned().collect();
+        // The execution row changes with any step row: its revision is what
+        // tells copies of the old rows (here and elsewhere) that they are
+        // stale. This transaction's own revision is one no other writer can
+        // reach (see `super::cache`).
+        let exec = (!dirty.is_empty() || self.exec_dirty).then(|| db::steps::ExecutionWrite {
+            status: self.exec.status.as_str(),
+            outputs: self.exec.outputs.clone(),
+            error: self.exec.error.clone(),
+            started_at: self.exec.started_at,
+            completed_at: self.exec.completed_at,
+            deadline_at: self.exec.deadline_at,
+            timed_out: self.exec.timed_out,
+            revision: (Uuid::new_v4().as_u64_pair().0 >> 1) as i64,
+            finished_steps: finished_steps(&self.rows) as i32,
+        });
+        let revision = exec.as_ref().map_or(self.exec.revision, |e| e.revision);
         let finished = (self.exec_before != self.exec.status && self.exec.status.is_terminal())
             .then_some(self.exec.status);
-        // What this transaction leaves in the database, kept for the next
-        // transition now, while this one holds the lock: at this revision
-        // (its own, see `super::cache`) it is used only if this commits.
         if self.exec.status == ExecutionStatus::Running {
             let mut rows = std::mem::take(&mut self.rows);
             for row in &mut rows {
@@ -239,63 +280,20 @@ impl Locked {
             finished,
             ended,
         };
-        Ok((self.tx, effects))
-    }
-
-    /// Everything this transition changed, in ONE statement (its
-    /// data-modifying CTEs touch different rows, so they cannot see or
-    /// conflict with each other): the changed step rows, the attempts that
-    /// ended and began, the outbox rows, and the execution row. One round
-    /// trip instead of five keeps a chain of steps at one commit per step.
-    ///
-    /// Returns the execution's revision after the write: bumped when a step
-    /// row or the execution changed, so copies of the old rows go stale.
-    async fn write(
-        &mut self,
-        events: &[OutboxEvent],
-        attempts: &Attempts,
-    ) -> Result<i64, crate::engine::Error> {
-        for row in self.rows.iter_mut().filter(|r| r.dirty) {
-            // Postgres keeps microseconds: the rows kept in memory must read
-            // exactly as the database would give them back.
-            row.truncate_to_micros();
-        }
-        let dirty: Vec<&StepRow> = self.rows.iter().filter(|r| r.dirty).collect();
-        let bump = !dirty.is_empty() || self.exec_dirty;
-        // This transaction's own revision when it changes any: one no other
-        // writer can reach (see `super::cache`).
-        let revision = if bump {
-            (Uuid::new_v4().as_u64_pair().0 >> 1) as i64
-        } else {
-            self.exec.revision
+        let write = db::steps::TransitionWrite {
+            execution_id: self.exec.id,
+            dirty,
+            attempts,
+            events,
+            exec,
         };
-        if dirty.is_empty() && events.is_empty() && !self.exec_dirty && attempts.is_empty() {
-            return Ok(revision);
-        }
-        db::steps::write_transition(
-            &mut self.tx,
-            &db::steps::TransitionWrite {
-                exec: &self.exec,
-                dirty: &dirty,
-                attempt_steps: &attempts.steps,
-                attempt_numbers: &attempts.attempts,
-                attempt_owners: &attempts.owners,
-                attempt_started: &attempts.started,
-                attempt_outcomes: &attempts.outcomes,
-                events,
-                bump,
-                revision,
-                finished_steps: finished_steps(&self.rows) as i32,
-            },
-        )
-        .await?;
-        Ok(revision)
+        (self.tx, write, effects)
     }
 
     /// The attempts that ended in this transition. An attempt's row is
     /// written once, when it ends; the running attempt lives on the step row.
-    fn attempts(&self) -> Attempts {
-        let mut out = Attempts::default();
+    fn attempts(&self) -> db::steps::AttemptRows {
+        let mut out = db::steps::AttemptRows::default();
         for (row, b) in self.rows.iter().zip(&self.before) {
             let claimed_again = row.attempt > b.attempt;
             let ended = b.status == StepStatus::Running
@@ -305,7 +303,7 @@ impl Locked {
             };
             if ended {
                 out.steps.push(row.step_id.clone());
-                out.attempts.push(b.attempt);
+                out.numbers.push(b.attempt);
                 out.owners.push(owner);
                 out.started.push(started_at);
                 // Claimed again in this very transition (a released step, or
@@ -327,7 +325,7 @@ impl Locked {
         for run in &self.inline_runs {
             let row = &self.rows[run.index];
             out.steps.push(row.step_id.clone());
-            out.attempts.push(run.attempt);
+            out.numbers.push(run.attempt);
             out.owners.push(run.owner);
             out.started.push(self.exec.now);
             out.outcomes.push(run.outcome.to_owned());
@@ -555,18 +553,6 @@ impl Engine {
         Ok(self.load(tx, execution_id, locking, cached).await?.ok())
     }
 
-    /// Lock one more execution inside a transaction that may already hold
-    /// others (results of several executions recorded together, locked in
-    /// id order), reusing kept rows. The transaction comes back when the
-    /// execution does not exist.
-    pub(crate) async fn lock_next(
-        &self,
-        tx: Transaction<'static, Postgres>,
-        execution_id: Uuid,
-    ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
-        self.load(tx, execution_id, Locking::Wait, true).await
-    }
-
     async fn load(
         &self,
         mut tx: Transaction<'static, Postgres>,
@@ -576,6 +562,19 @@ impl Engine {
     ) -> Result<Result<Locked, Transaction<'static, Postgres>>, crate::engine::Error> {
         let exec = db::executions::lock_row(&mut tx, execution_id, locking).await?;
         let Some(exec) = exec else { return Ok(Err(tx)) };
+        self.held(tx, exec, cached).await.map(Ok)
+    }
+
+    /// An execution whose row `tx` has locked already ([`db::executions::lock_rows`]
+    /// locks many at once), with its steps: the rows kept from this
+    /// replica's last write of it when `cached` and still current.
+    pub(crate) async fn held(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        exec: ExecutionRow,
+        cached: bool,
+    ) -> Result<Locked, crate::engine::Error> {
+        let execution_id = exec.id;
         let kept = cached.then(|| self.inner.steps.take(execution_id, exec.revision));
         if let Some(kept) = &kept {
             let outcome = match kept {
@@ -596,7 +595,7 @@ impl Engine {
         };
         let dag = self.dag(exec.workflow_id, exec.workflow_version).await?;
         let max_bytes = self.settings().template_max_bytes;
-        Ok(Ok(Locked::new(tx, exec, rows, dag, max_bytes)))
+        Ok(Locked::new(tx, exec, rows, dag, max_bytes))
     }
 }
 
@@ -642,19 +641,4 @@ struct Before {
     attempt: i32,
     owner: Option<Uuid>,
     started_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Default)]
-struct Attempts {
-    steps: Vec<String>,
-    attempts: Vec<i32>,
-    owners: Vec<Uuid>,
-    started: Vec<DateTime<Utc>>,
-    outcomes: Vec<String>,
-}
-
-impl Attempts {
-    fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
 }
