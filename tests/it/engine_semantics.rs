@@ -688,6 +688,86 @@ async fn results_of_a_wide_fan_out_are_recorded_together_and_once(pool: PgPool) 
     app.stop().await;
 }
 
+/// Results of many executions finishing at once are written together (one
+/// statement for all the executions a combined transaction holds): each
+/// execution's steps still read their own earlier steps' outputs, each
+/// attempt is recorded once, and the rows kept for the next transition
+/// match what was written (a later step renders from them or from the
+/// database alike).
+#[sqlx::test]
+async fn results_of_many_executions_are_written_together_and_each_its_own(pool: PgPool) {
+    // One commit a step: inline, a chain of pure steps has no results to
+    // combine.
+    let app = TestApp::spawn_with(&pool, &[("INLINE_STEPS", "false")]).await;
+    let dag = json!({"name": "many", "parameters": [{"name": "n", "type": "integer"}],
+    "steps": [
+        {"id": "a", "action": "set_output", "params": {"outputs": {"x": "{{ params.n }}"}}},
+        {"id": "b", "action": "set_output", "depends_on": ["a"],
+         "params": {"outputs": {"y": "b{{ steps.a.outputs.x }}"}}},
+        {"id": "c", "action": "set_output", "depends_on": ["b"],
+         "params": {"outputs": {"z": "c{{ steps.b.outputs.y }}"}}},
+        {"id": "d", "action": "log", "depends_on": ["c"],
+         "params": {"message": "{{ steps.c.outputs.z }}"}}
+    ]});
+    let wf = app.api.create_workflow(dag).await;
+    // Submitted at once, so that results arrive while others are recorded.
+    let mut started = tokio::task::JoinSet::new();
+    for n in 0..60 {
+        let api = app.api.clone();
+        started.spawn(async move { (n, api.execute(wf, json!({"parameters": {"n": n}})).await) });
+    }
+    let ids = started.join_all().await;
+    for (n, ex) in &ids {
+        let done = app.api.wait_terminal_view(*ex, WAIT).await;
+        assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+        assert_eq!(done.step("c").outputs["z"], format!("cb{n}"), "{done:#}");
+        assert_eq!(
+            done.step("d").outputs["message"],
+            format!("cb{n}"),
+            "{done:#}"
+        );
+    }
+    let all: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    let (attempts, distinct, completed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (execution_id, step_id)),
+                count(*) FILTER (WHERE attempt = 1 AND outcome = 'COMPLETED')
+         FROM step_attempts WHERE execution_id = ANY($1)",
+    )
+    .bind(&all)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, distinct, completed), (240, 240, 240));
+    // Lists read progress from the execution row the combined write set.
+    let finished: Vec<i32> =
+        sqlx::query_scalar("SELECT finished_steps FROM executions WHERE id = ANY($1)")
+            .bind(&all)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(finished.iter().all(|f| *f == 4), "{finished:?}");
+    let metrics = app
+        .api
+        .http
+        .get(format!("{}/metrics", app.api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let combined: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("budpipeline_combined_results_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no combined_results in {metrics}"));
+    assert!(
+        combined > 0.0,
+        "240 results of 60 executions, none combined"
+    );
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------- templating and outputs
 
 #[sqlx::test]
