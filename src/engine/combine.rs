@@ -6,10 +6,12 @@
 //! its lock. Instead, at most [`LEADERS`] results at a time are recorded
 //! directly; a result that arrives while they are busy is handed to one of
 //! them and recorded in its next transaction together with everything else
-//! that arrived meanwhile: each execution locked in id order (so two such
-//! transactions never wait on each other in a cycle), its results applied
-//! through the same attempt fence as alone, one commit for all. A lone
-//! chain never waits: with nothing in flight, its result goes straight in.
+//! that arrived meanwhile: every execution locked by one statement, in id
+//! order (so two such transactions never wait on each other in a cycle),
+//! its results applied through the same attempt fence as alone, all the
+//! executions' changes written by one more statement, one commit for all.
+//! A lone chain never waits: with nothing in flight, its result goes
+//! straight in.
 //!
 //! The steps a combined transaction makes ready go back to the handler
 //! whose result readied them, so a chain goes on on its own task. If a
@@ -29,9 +31,10 @@ use crate::actions::StepOutcome;
 use crate::db;
 
 /// Results recorded at once (directly, or as the leader of a combined
-/// transaction). On the 2-core bench, 2 left a fifth of the CPU idle (the
-/// leaders' round trips were the limit), 8 kept it busy, 16 and more gave
-/// the database back the per-transaction overhead combining removes.
+/// transaction). On the 2-core bench, with a batch written by one
+/// statement: 2 left 15 % of the CPU idle (the leaders' round trips were
+/// the limit), 4 gave the best throughput, 6 and 8 made smaller batches
+/// and gave Postgres back the per-statement cost batching removes.
 const LEADERS: usize = 4;
 /// At most this many results in one combined transaction.
 const BATCH: usize = 64;
