@@ -68,7 +68,14 @@ impl Engine {
     /// (a transition, or another replica's claim): they are claimable again
     /// in a moment, so the caller should look again soon, not at its poll.
     pub async fn claim(&self, limit: usize) -> Result<Claim, crate::engine::Error> {
-        let mut tx = self.pool().begin().await?;
+        // The claim's statement is planned once: Postgres would otherwise
+        // plan it afresh at each claim (its parameters look selective),
+        // which cost more than running it (0.76 ms against 0.51,
+        // pg_stat_statements), for the same plan on the claimable index.
+        let mut tx = self
+            .pool()
+            .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+            .await?;
         let rows = db::steps::claim_ready(
             &mut tx,
             self.replica_id(),
