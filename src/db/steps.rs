@@ -270,6 +270,25 @@ fn build_transition_sql(shape: Shape) -> String {
     )
 }
 
+/// Binds the execution row's new values (the last ten parameters of a
+/// transition's statement, the last saying whether to write them at all).
+fn bind_execution<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    e: Option<&'q ExecutionWrite>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(e.map(|e| e.status))
+        .bind(e.map(|e| &e.outputs))
+        .bind(e.and_then(|e| e.error.as_deref()))
+        .bind(e.and_then(|e| e.started_at))
+        .bind(e.and_then(|e| e.completed_at))
+        .bind(e.and_then(|e| e.deadline_at))
+        .bind(e.map(|e| e.timed_out))
+        .bind(e.map(|e| e.revision))
+        .bind(e.map(|e| e.finished_steps))
+        .bind(e.is_some())
+}
+
 /// Everything a transition changed, in ONE statement: the changed step
 /// rows, the attempts that ended, the outbox rows, and the execution row.
 pub(crate) async fn write_transition(
@@ -298,20 +317,7 @@ pub(crate) async fn write_transition(
     if shape.outbox {
         query = query.bind(sqlx::types::Json(&w.events));
     }
-    let e = w.exec.as_ref();
-    query
-        .bind(e.map(|e| e.status))
-        .bind(e.map(|e| &e.outputs))
-        .bind(e.and_then(|e| e.error.as_deref()))
-        .bind(e.and_then(|e| e.started_at))
-        .bind(e.and_then(|e| e.completed_at))
-        .bind(e.and_then(|e| e.deadline_at))
-        .bind(e.map(|e| e.timed_out))
-        .bind(e.map(|e| e.revision))
-        .bind(e.map(|e| e.finished_steps))
-        .bind(e.is_some())
-        .execute(tx)
-        .await?;
+    bind_execution(query, w.exec.as_ref()).execute(tx).await?;
     Ok(())
 }
 
@@ -473,8 +479,7 @@ pub(crate) async fn insert(
     w: &TransitionWrite,
 ) -> Result<(), sqlx::Error> {
     let docs: Vec<sqlx::types::Json<&StepRow>> = rows.iter().map(sqlx::types::Json).collect();
-    let e = w.exec.as_ref();
-    sqlx::query(INSERT)
+    let query = sqlx::query(INSERT)
         .bind(w.execution_id)
         .bind(steps.ids)
         .bind(steps.positions)
@@ -482,19 +487,8 @@ pub(crate) async fn insert(
         .bind(steps.actions)
         .bind(steps.timeouts)
         .bind(docs)
-        .bind(sqlx::types::Json(&w.events))
-        .bind(e.map(|e| e.status))
-        .bind(e.map(|e| &e.outputs))
-        .bind(e.and_then(|e| e.error.as_deref()))
-        .bind(e.and_then(|e| e.started_at))
-        .bind(e.and_then(|e| e.completed_at))
-        .bind(e.and_then(|e| e.deadline_at))
-        .bind(e.map(|e| e.timed_out))
-        .bind(e.map(|e| e.revision))
-        .bind(e.map(|e| e.finished_steps))
-        .bind(e.is_some())
-        .execute(tx)
-        .await?;
+        .bind(sqlx::types::Json(&w.events));
+    bind_execution(query, w.exec.as_ref()).execute(tx).await?;
     Ok(())
 }
 

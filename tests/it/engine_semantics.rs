@@ -669,21 +669,7 @@ async fn results_of_a_wide_fan_out_are_recorded_together_and_once(pool: PgPool) 
             .all(|(_, n, o)| *n == 1 && o.as_deref() == Some("COMPLETED")),
         "{attempts:?}"
     );
-    let metrics = app
-        .api
-        .http
-        .get(format!("{}/metrics", app.api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let combined: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("budpipeline_combined_results_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no combined_results in {metrics}"));
+    let combined = combined_results(&app).await;
     assert!(combined > 0.0, "fifty results, none combined");
     app.stop().await;
 }
@@ -746,6 +732,16 @@ async fn results_of_many_executions_are_written_together_and_each_its_own(pool: 
             .await
             .unwrap();
     assert!(finished.iter().all(|f| *f == 4), "{finished:?}");
+    let combined = combined_results(&app).await;
+    assert!(
+        combined > 0.0,
+        "240 results of 60 executions, none combined"
+    );
+    app.stop().await;
+}
+
+/// `budpipeline_combined_results_total`, read from `/metrics`.
+async fn combined_results(app: &TestApp) -> f64 {
     let metrics = app
         .api
         .http
@@ -756,16 +752,11 @@ async fn results_of_many_executions_are_written_together_and_each_its_own(pool: 
         .text()
         .await
         .unwrap();
-    let combined: f64 = metrics
+    metrics
         .lines()
         .find_map(|l| l.strip_prefix("budpipeline_combined_results_total "))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no combined_results in {metrics}"));
-    assert!(
-        combined > 0.0,
-        "240 results of 60 executions, none combined"
-    );
-    app.stop().await;
+        .unwrap_or_else(|| panic!("no combined_results in {metrics}"))
 }
 
 // ---------------------------------------------------------------- templating and outputs
