@@ -89,11 +89,10 @@ impl Engine {
             };
         }
 
-        // Ours first, together with whatever waits already; then whatever
-        // was handed over meanwhile, until nothing is waiting. Steps made
-        // ready by our own result start at once when more work follows:
-        // held back until we step down, their leases, which only running
-        // handlers renew, could run out.
+        // Ours first, the usual way; then whatever was handed over meanwhile,
+        // until nothing is waiting. Steps made ready by our own result start
+        // at once when more work follows: held back until we step down,
+        // their leases, which only running handlers renew, could run out.
         let leading = Leading(self);
         let mine = self.complete(step, outcome, own).await;
         let mut mine = Some(mine);
