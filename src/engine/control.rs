@@ -297,21 +297,7 @@ impl Engine {
             return Ok(Recorded::KeyTaken { tx });
         };
         let new_steps = NewSteps::of(self, &dag);
-        let rows: Vec<StepRow> = dag
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                StepRow::new(
-                    execution_id,
-                    &s.id,
-                    i,
-                    new_steps.names[i],
-                    &s.action,
-                    new_steps.timeouts[i],
-                )
-            })
-            .collect();
+        let rows = new_steps.rows(execution_id);
         let started = Started {
             execution_id,
             workflow_id: new.workflow_id,
@@ -471,6 +457,23 @@ impl<'a> NewSteps<'a> {
                 })
                 .collect(),
         }
+    }
+
+    /// The step rows as the execution is created, before its first
+    /// transition (`rows[i]` is step `i`).
+    fn rows(&self, execution_id: Uuid) -> Vec<StepRow> {
+        (0..self.ids.len())
+            .map(|i| {
+                StepRow::new(
+                    execution_id,
+                    self.ids[i],
+                    i,
+                    self.names[i],
+                    self.actions[i],
+                    self.timeouts[i],
+                )
+            })
+            .collect()
     }
 
     fn as_new(&self) -> db::steps::NewSteps<'_> {
