@@ -114,6 +114,24 @@ macro_rules! step_record {
 }
 const STEP_RECORD: &str = step_record!();
 
+/// The CTE inserting a transition's outbox rows, read from the JSON array
+/// in parameter `$events` ([`OutboxEvent`]'s serde): the same in every
+/// statement that writes a transition.
+macro_rules! outbox_rows {
+    ($events:literal) => {
+        concat!(
+            "outbox_rows AS (
+       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
+       SELECT event_id, topic, body, trace_id, execution_id
+       FROM jsonb_to_recordset(",
+            $events,
+            ") AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
+       RETURNING 1
+    )"
+        )
+    };
+}
+
 /// Changed step rows written with one primary-key lookup each; a
 /// transition that changes more joins them on a record set.
 ///
@@ -225,14 +243,7 @@ fn build_transition_sql(shape: Shape) -> String {
     }
     if shape.outbox {
         let events = next();
-        ctes.push(format!(
-            "outbox_rows AS (
-       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
-       SELECT event_id, topic, body, trace_id, execution_id
-       FROM jsonb_to_recordset(${events}) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
-       RETURNING 1
-    )"
-        ));
+        ctes.push(format!(outbox_rows!("${}"), events));
     }
     let [
         status,
@@ -347,12 +358,9 @@ const WRITE_TRANSITIONS: &str = concat!(
             AS a(execution_id, step_id, attempt, replica_id, started_at, outcome)
        ON CONFLICT DO NOTHING
        RETURNING 1
-    ), outbox_rows AS (
-       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
-       SELECT event_id, topic, body, trace_id, execution_id
-       FROM jsonb_to_recordset($9) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
-       RETURNING 1
-    )
+    ), ",
+    outbox_rows!("$9"),
+    "
     UPDATE executions e SET status = x.status, outputs = x.outputs, error = x.error,
            started_at = x.started_at, completed_at = x.completed_at, deadline_at = x.deadline_at,
            timed_out = x.timed_out, revision = x.revision, finished_steps = x.finished_steps
@@ -456,12 +464,9 @@ const INSERT: &str = concat!(
     step_record!(),
     ")
        RETURNING 1
-    ), outbox_rows AS (
-       INSERT INTO outbox (event_id, topic, body, trace_id, execution_id)
-       SELECT event_id, topic, body, trace_id, execution_id
-       FROM jsonb_to_recordset($8) AS o(event_id text, topic text, body jsonb, trace_id text, execution_id uuid)
-       RETURNING 1
-    )
+    ), ",
+    outbox_rows!("$8"),
+    "
     UPDATE executions SET status = $9, outputs = $10, error = $11,
            started_at = $12, completed_at = $13, deadline_at = $14,
            timed_out = $15, revision = $16, finished_steps = $17
