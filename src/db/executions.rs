@@ -657,14 +657,20 @@ pub(crate) async fn fail_unread(
         .map(|_| ())
 }
 
-const DELETE_FINISHED: &str = "DELETE FROM executions WHERE id IN (
-    SELECT id FROM executions
-    WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-      AND completed_at < now() - make_interval(days => $1::int)
-    ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+const DELETE_FINISHED: &str = "WITH gone AS (
+        SELECT id FROM executions
+        WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+          AND completed_at < now() - make_interval(days => $1::int)
+        ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    ), steps AS (
+        DELETE FROM step_executions WHERE execution_id IN (SELECT id FROM gone)
+    ), attempts AS (
+        DELETE FROM step_attempts WHERE execution_id IN (SELECT id FROM gone)
+    )
+    DELETE FROM executions WHERE id IN (SELECT id FROM gone)";
 
 /// Delete up to `limit` executions finished more than `days` ago (their
-/// steps go with them). Returns how many.
+/// steps and attempts with them, in the same statement). Returns how many.
 ///
 /// Oldest first, along the `executions_finished` index; rows another
 /// transaction holds are left for the next batch.

@@ -236,7 +236,6 @@ fn build_transition_sql(shape: Shape) -> String {
        SELECT $1, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
        FROM UNNEST(${steps}::text[], ${numbers}::int[], ${owners}::uuid[], ${started}::timestamptz[], ${outcomes}::text[])
             AS a(step_id, attempt, replica_id, started_at, outcome)
-       ON CONFLICT DO NOTHING
        RETURNING 1
     )"
         ));
@@ -352,11 +351,12 @@ const WRITE_TRANSITIONS: &str = concat!(
        WHERE s.execution_id = k.execution_id AND s.step_id = r.step_id
        RETURNING 1
     ), ended AS (
+       -- An attempt ends once, past the attempt fence under its execution's
+       -- lock: a plain insert (ON CONFLICT would make it a speculative one).
        INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at, ended_at, outcome)
        SELECT a.execution_id, a.step_id, a.attempt, a.replica_id, a.started_at, now(), a.outcome
        FROM UNNEST($3::uuid[], $4::text[], $5::int[], $6::uuid[], $7::timestamptz[], $8::text[])
             AS a(execution_id, step_id, attempt, replica_id, started_at, outcome)
-       ON CONFLICT DO NOTHING
        RETURNING 1
     ), ",
     outbox_rows!("$9"),

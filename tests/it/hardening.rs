@@ -375,7 +375,7 @@ async fn retention_deletes_a_long_history_in_batches_and_keeps_what_is_recent(po
         .await;
     let recent = app.api.execute(wf, json!({})).await;
     app.api.wait_terminal(recent, WAIT).await;
-    // A history of 2,500 finished executions (with their steps) and 1,500
+    // A history of 2,500 finished executions (with their steps and attempts) and 1,500
     // recorded events, all past retention: more than one batch of each.
     sqlx::query(
         "WITH old AS (
@@ -386,8 +386,15 @@ async fn retention_deletes_a_long_history_in_batches_and_keeps_what_is_recent(po
              FROM generate_series(1, 2500)
              RETURNING id
          )
-         INSERT INTO step_executions (execution_id, step_id, position, name, action, status)
-         SELECT id, 'a', 0, 'A', 'log', 'COMPLETED' FROM old",
+         , steps AS (
+             INSERT INTO step_executions (execution_id, step_id, position, name, action, status)
+             SELECT id, 'a', 0, 'A', 'log', 'COMPLETED' FROM old
+         )
+         INSERT INTO step_attempts (execution_id, step_id, attempt, replica_id, started_at,
+                                    ended_at, outcome)
+         SELECT id, 'a', 1, gen_random_uuid(), now() - interval '3 days',
+                now() - interval '2 days', 'COMPLETED'
+         FROM old",
     )
     .bind(wf)
     .execute(&pool)
@@ -407,17 +414,17 @@ async fn retention_deletes_a_long_history_in_batches_and_keeps_what_is_recent(po
         rounds += 1;
         assert!(rounds < 50, "retention never caught up");
     }
-    let (executions, steps, events): (i64, i64, i64) = sqlx::query_as(
+    let (executions, steps, attempts, events): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM step_executions),
-                (SELECT count(*) FROM inbound_events)",
+                (SELECT count(*) FROM step_attempts), (SELECT count(*) FROM inbound_events)",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(
-        (executions, steps, events),
-        (1, 1, 0),
-        "only the recent execution is kept"
+        (executions, steps, attempts, events),
+        (1, 1, 1, 0),
+        "only the recent execution is kept, with its step and attempt"
     );
     let (status, body) = app.api.get(&format!("/executions/{recent}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
