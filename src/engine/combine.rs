@@ -19,7 +19,7 @@
 //! ([`Engine::complete`]), so an error (a value Postgres refuses, say) stays
 //! with the result that caused it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use uuid::Uuid;
@@ -53,6 +53,32 @@ pub(crate) struct Handed {
 pub(crate) struct Combiner {
     leaders: usize,
     queue: Vec<Handed>,
+    /// Executions whose results a leader is recording now. Another result
+    /// of one of them waits for the next batch: in a batch of its own it
+    /// would wait for that execution's lock while holding the locks of
+    /// every other execution in it (a fan-out's results arrive together).
+    recording: HashSet<Uuid>,
+}
+
+impl Combiner {
+    /// Up to [`BATCH`] queued results of executions no leader is
+    /// recording, marked as being recorded.
+    fn take_batch(&mut self) -> Vec<Handed> {
+        let mut batch = Vec::new();
+        let mut left = Vec::new();
+        for handed in self.queue.drain(..) {
+            let id = handed.step.execution_id;
+            let mine = batch.iter().any(|h: &Handed| h.step.execution_id == id);
+            if batch.len() < BATCH && (mine || !self.recording.contains(&id)) {
+                self.recording.insert(id);
+                batch.push(handed);
+            } else {
+                left.push(handed);
+            }
+        }
+        self.queue = left;
+        batch
+    }
 }
 
 impl Engine {
@@ -65,10 +91,12 @@ impl Engine {
         own: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Handoff>, crate::engine::Error> {
         let mut own = own;
+        let execution_id = step.execution_id;
         let waiting = {
             let mut combiner = self.inner.combining.lock().expect("combining lock");
-            if combiner.leaders < LEADERS {
+            if combiner.leaders < LEADERS && !combiner.recording.contains(&execution_id) {
                 combiner.leaders += 1;
+                combiner.recording.insert(execution_id);
                 None
             } else {
                 let (recorded, done) = oneshot::channel();
@@ -93,20 +121,30 @@ impl Engine {
         // until nothing is waiting. Steps made ready by our own result start
         // at once when more work follows: held back until we step down,
         // their leases, which only running handlers renew, could run out.
-        let leading = Leading(self);
+        let mut leading = Leading {
+            engine: self,
+            recording: vec![execution_id],
+            stepped_down: false,
+        };
         let mine = self.complete(step, outcome, own).await;
         let mut mine = Some(mine);
         loop {
             let batch = {
                 let mut combiner = self.inner.combining.lock().expect("combining lock");
-                if combiner.queue.is_empty() {
+                for id in leading.recording.drain(..) {
+                    combiner.recording.remove(&id);
+                }
+                let batch = combiner.take_batch();
+                if batch.is_empty() {
+                    // What is left (if anything) waits for executions that
+                    // other leaders are recording; they take it next.
                     combiner.leaders -= 1;
-                    std::mem::forget(leading);
+                    leading.stepped_down = true;
                     break;
                 }
-                let take = combiner.queue.len().min(BATCH);
-                combiner.queue.drain(..take).collect::<Vec<_>>()
+                batch
             };
+            leading.recording = batch.iter().map(|h| h.step.execution_id).collect();
             if let Some(Ok(handoffs)) = mine.as_mut() {
                 self.spawn_handoffs(std::mem::take(handoffs));
             }
@@ -218,22 +256,102 @@ impl Engine {
 /// A leader's place, given back if its task ends early (a panic, or the
 /// runtime shutting down): the results handed to it are told to record
 /// themselves, and the place is free for the next result.
-struct Leading<'a>(&'a Engine);
+struct Leading<'a> {
+    engine: &'a Engine,
+    /// The executions whose results it is recording.
+    recording: Vec<Uuid>,
+    /// It gave its place back the usual way.
+    stepped_down: bool,
+}
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
+        if self.stepped_down {
+            return;
+        }
         let queue = {
             let mut combiner = self
-                .0
+                .engine
                 .inner
                 .combining
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             combiner.leaders = combiner.leaders.saturating_sub(1);
+            for id in &self.recording {
+                combiner.recording.remove(id);
+            }
             std::mem::take(&mut combiner.queue)
         };
         for handed in queue {
             let _ = handed.recorded.send(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn handed(execution_id: Uuid, step_id: &str) -> Handed {
+        let (recorded, _) = oneshot::channel();
+        Handed {
+            step: ClaimedStep {
+                execution_id,
+                step_id: step_id.to_owned(),
+                action: "log".to_owned(),
+                attempt: 1,
+                params: Ok(Map::new()),
+                workflow_params: Map::new(),
+                timeout: None,
+                trace_id: None,
+            },
+            outcome: StepOutcome::Completed {
+                outputs: Map::new(),
+            },
+            own: None,
+            recorded,
+        }
+    }
+
+    fn steps(batch: &[Handed]) -> Vec<&str> {
+        batch.iter().map(|h| h.step.step_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_batch_leaves_the_results_of_executions_another_leader_records() {
+        let (x, y, z) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut combiner = Combiner {
+            queue: vec![
+                handed(x, "x1"),
+                handed(y, "y1"),
+                handed(x, "x2"),
+                handed(z, "z1"),
+                handed(y, "y2"),
+            ],
+            recording: HashSet::from([x]),
+            ..Combiner::default()
+        };
+        let batch = combiner.take_batch();
+        assert_eq!(steps(&batch), ["y1", "z1", "y2"]);
+        assert_eq!(steps(&combiner.queue), ["x1", "x2"]);
+        assert_eq!(combiner.recording, HashSet::from([x, y, z]));
+
+        // Once x's leader is done, the next batch takes both of its results.
+        combiner.recording.remove(&x);
+        assert_eq!(steps(&combiner.take_batch()), ["x1", "x2"]);
+        assert!(combiner.queue.is_empty());
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_batch_results() {
+        let mut combiner = Combiner {
+            queue: (0..BATCH + 3)
+                .map(|i| handed(Uuid::new_v4(), &format!("s{i}")))
+                .collect(),
+            ..Combiner::default()
+        };
+        assert_eq!(combiner.take_batch().len(), BATCH);
+        assert_eq!(combiner.queue.len(), 3);
     }
 }
