@@ -90,7 +90,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "MAX_CONCURRENT_STEPS",
         "64",
-        "step handlers in flight per replica (waiting steps hold no slot)",
+        "step handlers in flight per replica (waiting steps hold no slot); as many more steps a fan-out made ready may wait here for a slot",
     ),
     (
         "LEASE_SECONDS",

@@ -23,6 +23,7 @@ pub(crate) struct Wait {
 /// A step claimed by a transition, with the slot it will run in.
 pub struct Handoff {
     pub step: ClaimedStep,
+    /// Its handler's slot; `None`: counted in `queued`, it waits for one.
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -172,6 +173,13 @@ impl Locked {
     /// Claim steps this transition made ready, for this replica, in the same
     /// transaction (one commit per step on a chain). `own` are the slots of
     /// the handlers whose results these are, used before any other.
+    ///
+    /// Steps that go on from those results (a fan-out) are claimed even
+    /// with every slot busy, to wait here for one: left ready, each would
+    /// cost a row write to release it and a claim round to take it back.
+    /// New work (a submit, a retry, an event, a timer) only takes a free
+    /// slot, so a flood of it cannot fill that queue ahead of the
+    /// executions already under way.
     pub fn claim_locally(
         &mut self,
         engine: &Engine,
@@ -182,16 +190,20 @@ impl Locked {
         if engine.is_draining() || ready.is_empty() {
             return handoffs;
         }
+        let queue = !own.is_empty();
         let mut own = own;
         let now = self.now();
         let lease = ChronoDuration::from_std(engine.settings().lease).unwrap_or_default();
         let params = self.params();
         let mut context: Option<Value> = None;
         for &i in ready {
+            // A queued step's lease is renewed while it waits, like a
+            // running step's.
             let permit = match own.pop() {
-                Some(p) => p,
+                Some(p) => Some(p),
                 None => match engine.inner.permits.clone().try_acquire_owned() {
-                    Ok(p) => p,
+                    Ok(p) => Some(p),
+                    Err(_) if queue && engine.reserve_queued() => None,
                     Err(_) => break,
                 },
             };
@@ -210,7 +222,7 @@ impl Locked {
                     timeout: row.timeout_seconds.map(std::time::Duration::from_secs_f64),
                     trace_id: self.exec.trace_id.clone(),
                 },
-                permit: Some(permit),
+                permit,
             });
         }
         handoffs

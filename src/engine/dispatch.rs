@@ -213,8 +213,25 @@ impl Engine {
         abort: &Notify,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Vec<Handoff> {
-        let mut permit = permit;
         let span = tracing::Span::current();
+        let mut permit = match permit {
+            Some(p) => Some(p),
+            None => {
+                let _queued = Queued(self);
+                let slot = tokio::select! {
+                    slot = self.inner.permits.clone().acquire_owned() => slot.ok(),
+                    _ = abort.notified() => None,
+                };
+                if slot.is_none() {
+                    span.record("outcome", "abandoned");
+                    tracing::warn!(
+                        "lease lost or shutting down before a slot was free: step abandoned"
+                    );
+                    return Vec::new();
+                }
+                slot
+            }
+        };
         let outcome = tokio::select! {
             outcome = self.run_handler(step) => outcome,
             _ = abort.notified() => {
@@ -492,5 +509,15 @@ fn outcome_label(outcome: &StepOutcome) -> &'static str {
             retryable: true, ..
         } => "failed_retryable",
         StepOutcome::Failed { .. } => "failed",
+    }
+}
+
+/// A claimed step waiting for a slot, counted in `queued` until it has one
+/// (or gives up).
+struct Queued<'a>(&'a Engine);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.inner.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub(crate) mod transition;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
@@ -72,6 +72,11 @@ pub(crate) struct Inner {
     pub schedule_wake: Notify,
     /// One permit per step handler in flight on this replica.
     pub permits: Arc<Semaphore>,
+    /// Steps a transition here claimed with no slot free, waiting for one
+    /// (at most `max_concurrent_steps`; see [`Locked::claim_locally`]).
+    ///
+    /// [`Locked::claim_locally`]: transition::Locked::claim_locally
+    pub queued: AtomicUsize,
     /// Handlers in flight, so a lost lease or shutdown can abort them.
     pub inflight: Mutex<HashMap<AttemptKey, Arc<Notify>>>,
     pub draining: AtomicBool,
@@ -120,6 +125,7 @@ impl Engine {
                 outbox_wake: Notify::new(),
                 schedule_wake: Notify::new(),
                 permits,
+                queued: AtomicUsize::new(0),
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 combining: Mutex::new(combine::Combiner::default()),
@@ -162,15 +168,34 @@ impl Engine {
     }
 
     /// Wait until no step is being claimed or run on this replica: all
-    /// handler slots are free. `None` if that takes longer than `limit`.
+    /// handler slots are free and no claimed step waits for one. `None` if
+    /// that takes longer than `limit`.
     pub async fn wait_idle(&self, limit: std::time::Duration) -> Option<()> {
         let all = self.inner.settings.max_concurrent_steps as u32;
-        let permits = tokio::time::timeout(limit, self.inner.permits.acquire_many(all))
-            .await
-            .ok()?
-            .ok()?;
-        drop(permits);
-        Some(())
+        let idle = async {
+            loop {
+                let permits = self.inner.permits.acquire_many(all).await.ok()?;
+                if self.inner.queued.load(Ordering::SeqCst) == 0 {
+                    return Some(());
+                }
+                // A queued step not yet waiting for its slot: let it take one.
+                drop(permits);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(limit, idle).await.ok()?
+    }
+
+    /// Count one more claimed step waiting for a slot, unless as many wait
+    /// already as there are slots.
+    pub(crate) fn reserve_queued(&self) -> bool {
+        let most = self.inner.settings.max_concurrent_steps;
+        self.inner
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Handlers running on this replica now.

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::app::TestApp;
+use support::cluster::SlowSidecar;
 use support::views::{Execution, ExecutionStatus, SkipReason, StepStatus};
 use uuid::Uuid;
 
@@ -186,6 +187,64 @@ async fn max_parallel_steps_bounds_the_steps_running_at_once(pool: PgPool) {
         elapsed >= 3.0,
         "6 waits of 1 s two at a time took only {elapsed} s"
     );
+    app.stop().await;
+}
+
+/// With every slot busy, the steps a result makes ready are still claimed
+/// in that result's own transaction, to wait here for a slot (up to as many
+/// as there are slots), instead of being left for a claim round. Their
+/// leases are renewed while they wait: two of them wait longer than the
+/// lease, and nothing runs twice.
+#[sqlx::test]
+async fn a_fan_out_wider_than_the_free_slots_waits_here_for_them(pool: PgPool) {
+    let (sidecar, sidecar_url) = SlowSidecar::start().await;
+    let app = TestApp::spawn_with(
+        &pool,
+        &[
+            ("DAPR_HTTP_ENDPOINT", sidecar_url.as_str()),
+            ("MAX_CONCURRENT_STEPS", "2"),
+            ("LEASE_SECONDS", "1"),
+            ("SWEEP_INTERVAL_MS", "100"),
+            ("INLINE_STEPS", "false"),
+        ],
+    )
+    .await;
+    let calls = ["c1", "c2", "c3", "c4"];
+    let mut steps = vec![json!({"id": "start", "action": "log"})];
+    steps.extend(calls.iter().map(|id| {
+        json!({"id": id, "action": "invoke_service", "depends_on": ["start"],
+               "params": {"app_id": "slowapp", "method_path": "/sleep/1500", "http_method": "POST"}})
+    }));
+    steps.push(json!({"id": "end", "action": "log", "depends_on": calls}));
+    let (ex, done) = run(&app, json!({"name": "queued", "steps": steps}), json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:#}");
+
+    let all = attempts(&pool, ex).await;
+    assert_eq!(all.len(), 6, "one attempt per step: {all:?}");
+    for a in &all {
+        assert_eq!(a.outcome.as_deref(), Some("COMPLETED"), "{a:?}");
+    }
+    // All four claimed by start's transition: two for the free slots, two
+    // to wait for them. A claim round would have taken the last two only
+    // once a slot was free, 1.5 s later.
+    let claimed: Vec<DateTime<Utc>> = calls
+        .iter()
+        .map(|id| attempts_of(&all, id)[0].started_at)
+        .collect();
+    assert!(
+        claimed.iter().all(|t| *t == claimed[0]),
+        "claimed at {claimed:?}"
+    );
+    // Two calls at a time: the waiting two went out after the first two
+    // returned, more than a lease after their claim.
+    let mut sent: Vec<DateTime<Utc>> = sidecar.timed_calls().iter().map(|c| c.3).collect();
+    sent.sort();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(
+        secs(sent[2] - sent[1]) >= 1.4,
+        "the last two calls did not wait for a slot: {sent:?}"
+    );
+    assert!(sidecar.overlaps().is_empty(), "{:?}", sidecar.overlaps());
     app.stop().await;
 }
 

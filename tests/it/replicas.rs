@@ -32,6 +32,21 @@ fn fan_out_dag(name: &str) -> Value {
 }
 const FAN_OUT_STEPS: usize = 6;
 
+/// start -> `width` log steps and one quick service call -> join.
+fn wide_fan_out_dag(name: &str, width: usize) -> Value {
+    let mut steps = vec![json!({"id": "start", "action": "log", "params": {"message": "start"}})];
+    let mut branches: Vec<String> = (0..width).map(|i| format!("l{i}")).collect();
+    steps.extend(branches.iter().map(
+        |id| json!({"id": id, "action": "log", "params": {"message": id}, "depends_on": ["start"]}),
+    ));
+    steps.push(json!({"id": "call", "action": "invoke_service",
+        "params": {"app_id": "slowapp", "method_path": "/sleep/30", "http_method": "POST"},
+        "depends_on": ["start"]}));
+    branches.push("call".to_owned());
+    steps.push(json!({"id": "join", "action": "log", "params": {"message": "join"}, "depends_on": branches}));
+    json!({"name": name, "steps": steps})
+}
+
 #[sqlx::test]
 async fn two_replicas_share_200_executions_and_run_each_step_once(pool: PgPool) {
     let t0 = Instant::now();
@@ -125,10 +140,14 @@ async fn two_replicas_share_200_executions_and_run_each_step_once(pool: PgPool) 
     eprintln!("total {:?}", t0.elapsed());
 }
 
+const WIDE_STEPS: usize = 12;
+
 /// All 200 executions go to one replica whose handler slots are few
-/// (MAX_CONCURRENT_STEPS=4 on both), so the steps it cannot take itself
-/// are left claimable and the other replica must pick them up (NOTIFY or
-/// its poll) — real sharing within executions, not only between them.
+/// (MAX_CONCURRENT_STEPS=4 on both). A fan-out of 10 is wider than its
+/// slots and the 4 steps it may keep waiting for them, so the steps it
+/// cannot take itself are left claimable and the other replica must pick
+/// them up (NOTIFY or its poll) — real sharing within executions, not only
+/// between them.
 #[sqlx::test]
 async fn a_busy_replica_s_overflow_is_claimed_by_the_other(pool: PgPool) {
     let t0 = Instant::now();
@@ -145,14 +164,17 @@ async fn a_busy_replica_s_overflow_is_claimed_by_the_other(pool: PgPool) {
     let mut first = ServiceProcess::start(&db, &overrides).await;
     let mut second = ServiceProcess::start(&db, &overrides).await;
     let ids = [replica_id(&first.api).await, replica_id(&second.api).await];
-    let wf = first.api.create_workflow(fan_out_dag("overflow")).await;
+    let wf = first
+        .api
+        .create_workflow(wide_fan_out_dag("overflow", 9))
+        .await;
 
     let executions = submit(&first.api, wf, 200).await;
     let submitted = t0.elapsed();
     wait_all_terminal(&pool, &executions, Duration::from_secs(50)).await;
     let finished = t0.elapsed();
 
-    let history = check_history(&pool, &executions, FAN_OUT_STEPS).await;
+    let history = check_history(&pool, &executions, WIDE_STEPS).await;
     let mixed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT execution_id FROM step_attempts
                                WHERE execution_id = ANY($1)
@@ -167,10 +189,7 @@ async fn a_busy_replica_s_overflow_is_claimed_by_the_other(pool: PgPool) {
          history: {history:?}"
     );
     assert_eq!(history.retried_steps, 0, "no step needed a second attempt");
-    assert_eq!(
-        history.outcomes.get("COMPLETED"),
-        Some(&(200 * FAN_OUT_STEPS))
-    );
+    assert_eq!(history.outcomes.get("COMPLETED"), Some(&(200 * WIDE_STEPS)));
     let mut expected = ids.to_vec();
     expected.sort();
     assert_eq!(history.replicas, expected, "{:?}", history.per_replica);
