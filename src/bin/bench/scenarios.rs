@@ -352,14 +352,27 @@ pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service, name: &str) -> Resu
     ));
     let deadline = started + ctx.cfg.tp_timeout;
     loop {
-        let (done, bad): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'COMPLETED'),
-                    count(*) FILTER (WHERE status IN ('FAILED', 'CANCELLED'))
-             FROM executions WHERE workflow_id = $1",
+        // Only the executions still running, through the index on
+        // (workflow_id, status): counting every status of every execution
+        // every 10 ms took 3 % of the run's CPU (1.5 ms of Postgres each).
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM executions WHERE workflow_id = $1 AND status IN ('PENDING', 'RUNNING')",
         )
         .bind(workflow)
         .fetch_one(&ctx.db)
         .await?;
+        let (done, bad): (i64, i64) = if running == 0 {
+            sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status = 'COMPLETED'),
+                        count(*) FILTER (WHERE status IN ('FAILED', 'CANCELLED'))
+                 FROM executions WHERE workflow_id = $1",
+            )
+            .bind(workflow)
+            .fetch_one(&ctx.db)
+            .await?
+        } else {
+            (0, 0)
+        };
         if bad > 0 {
             let error: Option<String> = sqlx::query_scalar(
                 "SELECT error FROM executions WHERE workflow_id = $1 AND status <> 'COMPLETED' AND status <> 'RUNNING' LIMIT 1",
@@ -382,7 +395,10 @@ pub(crate) async fn throughput(ctx: &Ctx, svc: &mut Service, name: &str) -> Resu
                 ctx.cfg.tp_timeout
             )));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Seldom while most are still running, often near the end, where
+        // the poll's delay adds to the measured time.
+        let pause = if running > 200 { 50 } else { 5 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = cpu::snapshot(svc.pid, &ctx.db_name);
