@@ -23,8 +23,25 @@ pub(crate) struct Wait {
 /// A step claimed by a transition, with the slot it will run in.
 pub struct Handoff {
     pub step: ClaimedStep,
-    /// Its handler's slot; `None`: counted in `queued`, it waits for one.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub slot: Slot,
+}
+
+/// Where a claimed step's handler runs.
+pub enum Slot {
+    /// In this slot, held now.
+    Held(OwnedSemaphorePermit),
+    /// In the next slot free; until then it counts among the queued steps
+    /// (and stops counting when this is dropped, run or not).
+    Queued(Queued),
+}
+
+/// One of the steps claimed here that wait for a slot ([`Engine::reserve_queued`]).
+pub struct Queued(pub(crate) std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Locked {
@@ -199,12 +216,14 @@ impl Locked {
         for &i in ready {
             // A queued step's lease is renewed while it waits, like a
             // running step's.
-            let permit = match own.pop() {
-                Some(p) => Some(p),
+            let slot = match own.pop() {
+                Some(p) => Slot::Held(p),
                 None => match engine.inner.permits.clone().try_acquire_owned() {
-                    Ok(p) => Some(p),
-                    Err(_) if queue && engine.reserve_queued() => None,
-                    Err(_) => break,
+                    Ok(p) => Slot::Held(p),
+                    Err(_) => match engine.reserve_queued().filter(|_| queue) {
+                        Some(q) => Slot::Queued(q),
+                        None => break,
+                    },
                 },
             };
             let resolved = self.step_params(i, &params, &mut context, engine);
@@ -222,7 +241,7 @@ impl Locked {
                     timeout: row.timeout_seconds.map(std::time::Duration::from_secs_f64),
                     trace_id: self.exec.trace_id.clone(),
                 },
-                permit,
+                slot,
             });
         }
         handoffs

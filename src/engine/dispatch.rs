@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::complete::Handoff;
+use super::complete::{Handoff, Slot};
 use super::model::ClaimedStep;
 use super::{Engine, WORK_CHANNEL};
 
@@ -139,7 +138,7 @@ impl Engine {
         }
         for step in claim.steps {
             let permit = permits.split(1).expect("one permit per claimed step");
-            self.spawn_step(step, Some(permit));
+            self.spawn_step(step, Slot::Held(permit));
         }
         Ok(Dispatched {
             full,
@@ -149,20 +148,20 @@ impl Engine {
 
     pub fn spawn_handoffs(&self, handoffs: Vec<Handoff>) {
         for h in handoffs {
-            self.spawn_step(h.step, h.permit);
+            self.spawn_step(h.step, h.slot);
         }
     }
 
-    fn spawn_step(&self, step: ClaimedStep, permit: Option<OwnedSemaphorePermit>) {
+    fn spawn_step(&self, step: ClaimedStep, slot: Slot) {
         let engine = self.clone();
-        tokio::spawn(engine.run_chain(step, permit));
+        tokio::spawn(engine.run_chain(step, slot));
     }
 
     /// Run a step, record its result, and go straight on with the next step
     /// that result made ready (a chain runs on one task, one commit a step).
-    async fn run_chain(self, step: ClaimedStep, permit: Option<OwnedSemaphorePermit>) {
-        let mut current = Some((step, permit));
-        while let Some((step, permit)) = current.take() {
+    async fn run_chain(self, step: ClaimedStep, slot: Slot) {
+        let mut current = Some((step, slot));
+        while let Some((step, slot)) = current.take() {
             let key = (step.execution_id, step.step_id.clone(), step.attempt);
             let abort = Arc::new(Notify::new());
             self.inner
@@ -178,7 +177,7 @@ impl Engine {
                 step.trace_id.as_deref(),
             );
             let handoffs = self
-                .run_attempt(&step, &key, &abort, permit)
+                .run_attempt(&step, &key, &abort, slot)
                 .instrument(span)
                 .await;
             self.inner
@@ -188,7 +187,7 @@ impl Engine {
                 .remove(&key);
             let mut handoffs = handoffs.into_iter();
             if let Some(next) = handoffs.next() {
-                current = Some((next.step, next.permit));
+                current = Some((next.step, next.slot));
             }
             self.spawn_handoffs(handoffs.collect());
             if current.is_none() && self.inner.backlog.load(Ordering::SeqCst) {
@@ -211,25 +210,27 @@ impl Engine {
         step: &ClaimedStep,
         key: &super::AttemptKey,
         abort: &Notify,
-        permit: Option<OwnedSemaphorePermit>,
+        slot: Slot,
     ) -> Vec<Handoff> {
         let span = tracing::Span::current();
-        let mut permit = match permit {
-            Some(p) => Some(p),
-            None => {
-                let _queued = Queued(self);
-                let slot = tokio::select! {
-                    slot = self.inner.permits.clone().acquire_owned() => slot.ok(),
+        let mut permit = match slot {
+            Slot::Held(p) => Some(p),
+            // Claimed with every slot busy: the handler waits for one. The
+            // step is in `inflight`, so its lease is renewed meanwhile.
+            Slot::Queued(queued) => {
+                let permit = tokio::select! {
+                    permit = self.inner.permits.clone().acquire_owned() => permit.ok(),
                     _ = abort.notified() => None,
                 };
-                if slot.is_none() {
+                drop(queued);
+                if permit.is_none() {
                     span.record("outcome", "abandoned");
                     tracing::warn!(
                         "lease lost or shutting down before a slot was free: step abandoned"
                     );
                     return Vec::new();
                 }
-                slot
+                permit
             }
         };
         let outcome = tokio::select! {
@@ -509,15 +510,5 @@ fn outcome_label(outcome: &StepOutcome) -> &'static str {
             retryable: true, ..
         } => "failed_retryable",
         StepOutcome::Failed { .. } => "failed",
-    }
-}
-
-/// A claimed step waiting for a slot, counted in `queued` until it has one
-/// (or gives up).
-struct Queued<'a>(&'a Engine);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.inner.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }

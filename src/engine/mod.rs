@@ -76,7 +76,7 @@ pub(crate) struct Inner {
     /// (at most `max_concurrent_steps`; see [`Locked::claim_locally`]).
     ///
     /// [`Locked::claim_locally`]: transition::Locked::claim_locally
-    pub queued: AtomicUsize,
+    pub queued: Arc<AtomicUsize>,
     /// Handlers in flight, so a lost lease or shutdown can abort them.
     pub inflight: Mutex<HashMap<AttemptKey, Arc<Notify>>>,
     pub draining: AtomicBool,
@@ -125,7 +125,7 @@ impl Engine {
                 outbox_wake: Notify::new(),
                 schedule_wake: Notify::new(),
                 permits,
-                queued: AtomicUsize::new(0),
+                queued: Arc::new(AtomicUsize::new(0)),
                 inflight: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 combining: Mutex::new(combine::Combiner::default()),
@@ -188,14 +188,15 @@ impl Engine {
 
     /// Count one more claimed step waiting for a slot, unless as many wait
     /// already as there are slots.
-    pub(crate) fn reserve_queued(&self) -> bool {
+    pub(crate) fn reserve_queued(&self) -> Option<complete::Queued> {
         let most = self.inner.settings.max_concurrent_steps;
         self.inner
             .queued
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < most).then_some(n + 1)
             })
-            .is_ok()
+            .ok()
+            .map(|_| complete::Queued(self.inner.queued.clone()))
     }
 
     /// Handlers running on this replica now.
@@ -234,5 +235,51 @@ impl Engine {
     /// Wake this replica's dispatcher (work was created here).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(slots: &str) -> Engine {
+        let settings = Settings::from_lookup(|name| match name {
+            "DATABASE_URL" => Some("postgres://nobody@127.0.0.1:1/none".into()),
+            "MAX_CONCURRENT_STEPS" => Some(slots.into()),
+            _ => None,
+        })
+        .unwrap();
+        let pool = crate::db::pool(&settings, None).unwrap();
+        Engine::new(
+            Uuid::new_v4(),
+            pool,
+            Registry::new(),
+            Arc::new(settings),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn as_many_steps_may_wait_for_a_slot_as_there_are_slots_and_each_counts_until_dropped() {
+        let engine = engine("2");
+        let first = engine.reserve_queued().expect("one");
+        let second = engine.reserve_queued().expect("two");
+        assert!(
+            engine.reserve_queued().is_none(),
+            "a third waits in the database"
+        );
+        // A claimed step whose transaction failed is dropped unrun: it stops
+        // counting all the same.
+        drop(first);
+        let third = engine.reserve_queued().expect("a place again");
+        drop((second, third));
+        assert_eq!(engine.inner.queued.load(Ordering::SeqCst), 0);
+        assert!(
+            engine
+                .wait_idle(std::time::Duration::from_secs(1))
+                .await
+                .is_some(),
+            "idle once nothing waits"
+        );
     }
 }
