@@ -220,7 +220,7 @@ impl Locked {
                 Some(p) => Slot::Held(p),
                 None => match engine.inner.permits.clone().try_acquire_owned() {
                     Ok(p) => Slot::Held(p),
-                    Err(_) => match engine.reserve_queued().filter(|_| queue) {
+                    Err(_) => match queue.then(|| engine.reserve_queued()).flatten() {
                         Some(q) => Slot::Queued(q),
                         None => break,
                     },
