@@ -213,34 +213,32 @@ impl Engine {
         slot: Slot,
     ) -> Vec<Handoff> {
         let span = tracing::Span::current();
-        let mut permit = match slot {
-            Slot::Held(p) => Some(p),
-            // Claimed with every slot busy: the handler waits for one. The
-            // step is in `inflight`, so its lease is renewed meanwhile.
-            Slot::Queued(queued) => {
-                let permit = tokio::select! {
-                    permit = self.inner.permits.clone().acquire_owned() => permit.ok(),
-                    _ = abort.notified() => None,
-                };
-                drop(queued);
-                if permit.is_none() {
-                    span.record("outcome", "abandoned");
-                    tracing::warn!(
-                        "lease lost or shutting down before a slot was free: step abandoned"
-                    );
-                    return Vec::new();
-                }
-                permit
-            }
+        // A step claimed with every slot busy waits for one first. It is in
+        // `inflight` meanwhile, so its lease is renewed, and a lost lease or
+        // a shutdown ends the wait as it ends a handler.
+        let run = async {
+            let permit = match slot {
+                Slot::Held(permit) => permit,
+                // Counted as queued until it has a slot (or is abandoned).
+                Slot::Queued(_queued) => self
+                    .inner
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the handler slots' semaphore is never closed"),
+            };
+            (permit, self.run_handler(step).await)
         };
-        let outcome = tokio::select! {
-            outcome = self.run_handler(step) => outcome,
+        let (permit, outcome) = tokio::select! {
+            done = run => done,
             _ = abort.notified() => {
                 span.record("outcome", "abandoned");
-                tracing::warn!("lease lost or shutting down: handler abandoned, its result will not be recorded");
+                tracing::warn!("lease lost or shutting down: step abandoned (in its handler or waiting for a slot), its result will not be recorded");
                 return Vec::new();
             }
         };
+        let mut permit = Some(permit);
         record_outcome(&span, &outcome);
         let mut outcome = outcome;
         loop {
