@@ -65,11 +65,12 @@ impl Combiner {
     /// recording, marked as being recorded.
     fn take_batch(&mut self) -> Vec<Handed> {
         let mut batch = Vec::new();
+        let mut taken = HashSet::new();
         let mut left = Vec::new();
         for handed in self.queue.drain(..) {
             let id = handed.step.execution_id;
-            let mine = batch.iter().any(|h: &Handed| h.step.execution_id == id);
-            if batch.len() < BATCH && (mine || !self.recording.contains(&id)) {
+            if batch.len() < BATCH && (taken.contains(&id) || !self.recording.contains(&id)) {
+                taken.insert(id);
                 self.recording.insert(id);
                 batch.push(handed);
             } else {
